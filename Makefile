@@ -1,0 +1,24 @@
+# The two commands of the README: `make serve` and `make test`. Each sets up .venv first
+# (only when pyproject.toml changed since the last install).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test setup clean
+
+serve: $(STAMP)
+	$(VENV)/bin/modelyard serve
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) registry.db registry.db-* .pytest_cache

@@ -1,0 +1,163 @@
+"""The app factory: reads the configuration and wires database, store, cache and blueprints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from flask_smorest import Api
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from modelyard import __version__
+from modelyard.config import load_config
+from modelyard.ops import blp as ops_blp
+from modelyard.runtime import EXTENSION, Runtime, close_session
+from registry import seed
+from registry.api import blp as registry_blp
+from registry.db import make_engine, make_session_factory, upgrade_to_head
+from registry.errors import (
+    Conflict,
+    InvalidInput,
+    ModelyardError,
+    NotFound,
+    TooLarge,
+    Unavailable,
+)
+from registry.models import Alias, Model, ModelVersion
+from registry.storage import make_store
+from serving.cache import LRUCache
+from serving.api import blp as serving_blp
+from serving.errors import MalformedBody, UnsupportedMediaType
+from serving.service import get_loaded
+
+log = logging.getLogger("modelyard")
+
+# Every domain error family and its status; the most specific base in an error's MRO wins.
+STATUS_OF: dict[type[ModelyardError], int] = {
+    MalformedBody: 400,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidInput: 422,
+    Unavailable: 503,
+}
+
+
+def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prepare: bool = True) -> Flask:
+    """Build the modelyard WSGI app.
+
+    ``overrides`` (``{section: {key: value}}``) win over env vars and ``config.toml``. With
+    ``prepare`` the database is migrated to head, the default Iris model is seeded if absent,
+    and production aliases are loaded into the cache; the gunicorn master prepares once and
+    the workers it forks skip it.
+    """
+    config = load_config(overrides)
+    _configure_logging(config["logging"]["level"])
+    db = config["database"]
+    engine = make_engine(db["url"], pool_size=db["pool_size"], max_overflow=db["max_overflow"], echo=db["echo"])
+    rt = Runtime(
+        config=config,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        store=make_store(config["artifacts"]["store"], config["artifacts"]["root"]),
+        cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"]),
+    )
+    if prepare:
+        _prepare(rt)
+
+    app = Flask("modelyard")
+    app.config.update(
+        MAX_CONTENT_LENGTH=config["serving"]["max_body_bytes"],
+        API_TITLE="modelyard",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    )
+    app.extensions[EXTENSION] = rt
+    app.teardown_appcontext(close_session)
+
+    app.json.sort_keys = False  # keep the schemas' field order
+    api = _Api(app)
+    for blp in (ops_blp, registry_blp, serving_blp):
+        api.register_blueprint(blp)
+    app.register_error_handler(ModelyardError, _domain_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+class _Api(Api):
+    def handle_http_exception(self, error: HTTPException) -> Any:
+        """flask-smorest's JSON error, with a message even where none was given."""
+        payload, code, headers = super().handle_http_exception(error)
+        payload.setdefault("message", error.description)
+        return payload, code, headers
+
+
+def _prepare(rt: Runtime) -> None:
+    upgrade_to_head(rt.engine)
+    with rt.sessions() as session:
+        if rt.config["serving"]["seed"] and seed.seed_iris(session, rt.store):
+            log.info("seeded model 'iris' version 1 (alias production)")
+        _preload(rt, session)
+
+
+def _preload(rt: Runtime, session: Any) -> None:
+    """Load the versions behind the configured aliases so first requests do not pay for it."""
+    aliases = rt.config["cache"]["preload_aliases"]
+    if not aliases:
+        return
+    rows = session.execute(
+        select(Model.name, Alias.name)
+        .join(Alias, Alias.model_id == Model.id)
+        .join(ModelVersion, Alias.version_id == ModelVersion.id)
+        .where(Alias.name.in_(aliases))
+    ).all()
+    for model_name, alias in rows:
+        try:
+            version, entry = get_loaded(session, rt.store, rt.cache, model_name, alias)
+            log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
+        except ModelyardError as exc:
+            log.warning("could not preload %s:%s: %s", model_name, alias, exc.message)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("modelyard").setLevel(level)
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def status_of(error: ModelyardError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 500
+
+
+def error_body(status: int, message: str, errors: Any = None) -> dict[str, Any]:
+    """flask-smorest's error shape: ``{code, status, message, errors?}``."""
+    body: dict[str, Any] = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def _domain_error(error: ModelyardError) -> tuple[Response, int]:
+    status = status_of(error)
+    if status >= 500:
+        log.warning("%s: %s", type(error).__name__, error.message)
+    return jsonify(error_body(status, error.message, error.errors)), status
+
+
+def _unexpected_error(error: Exception) -> tuple[Response, int]:
+    # HTTPExceptions (404, 405, 413 ...) never get here: flask-smorest's more specific handler
+    # answers them in the same shape.
+    log.exception("unhandled error")
+    return jsonify(error_body(500, "internal server error")), 500

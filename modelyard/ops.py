@@ -1,0 +1,65 @@
+"""Operational routes: liveness, readiness and what this server is."""
+
+from __future__ import annotations
+
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+from flask_smorest import Blueprint
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from modelyard import __version__
+from modelyard.runtime import runtime, session
+from registry.errors import ModelyardError
+from serving.service import get_loaded
+
+blp = Blueprint("ops", __name__, description="Health, readiness and server information")
+
+
+@blp.route("/healthz")
+@blp.response(200, {"type": "object"})
+def healthz() -> ResponseReturnValue:
+    """Liveness: the process is up"""
+    return jsonify(status="ok")
+
+
+@blp.route("/readyz")
+@blp.response(200, {"type": "object"})
+@blp.alt_response(503, description="Not ready: the database or the default model is unavailable")
+def readyz() -> ResponseReturnValue:
+    """Readiness: the database answers and the default model's production version loads"""
+    rt = runtime()
+    default_model = rt.config["serving"]["default_model"]
+    checks: dict[str, str] = {}
+    ready = True
+    try:
+        session().execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        version, _entry = get_loaded(session(), rt.store, rt.cache, default_model, "production")
+        checks["default_model"] = f"ok: {default_model} version {version} loaded"
+    except SQLAlchemyError as exc:
+        ready = False
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    except ModelyardError as exc:
+        ready = False
+        checks["default_model"] = f"unavailable: {exc.message}"
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return jsonify(body), 200 if ready else 503
+
+
+@blp.route("/info")
+@blp.response(200, {"type": "object"})
+def info() -> ResponseReturnValue:
+    """What this server is: version, default model and limits"""
+    config = runtime().config
+    return jsonify(
+        name="modelyard",
+        version=__version__,
+        default_model=config["serving"]["default_model"],
+        default_alias="production",
+        limits={
+            "max_body_bytes": config["serving"]["max_body_bytes"],
+            "max_rows": config["serving"]["max_rows"],
+            "upload_max_bytes": config["upload"]["max_bytes"],
+        },
+    )

@@ -1,0 +1,44 @@
+"""What a running app holds (engine, sessions, artifact store, estimator cache), and the
+request-scoped session the views use. Built once by ``create_app``; nothing here at import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, g
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from serving.cache import LRUCache
+
+EXTENSION = "modelyard"
+
+
+@dataclass
+class Runtime:
+    config: dict[str, dict[str, Any]]
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+    cache: LRUCache[Any]
+
+
+def runtime() -> Runtime:
+    return current_app.extensions[EXTENSION]
+
+
+def session() -> Session:
+    """The request's session, opened on first use and closed when the request ends."""
+    if "db_session" not in g:
+        g.db_session = runtime().sessions()
+    return g.db_session
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    db_session = g.pop("db_session", None)
+    if db_session is not None:
+        db_session.close()

@@ -1,0 +1,68 @@
+"""Production serving: gunicorn with gthread workers, settings from ``[server]``.
+
+The master builds the app once (migrate, seed, preload) and forks the workers from it, so the
+preloaded estimators are shared copy-on-write; each worker drops the inherited database
+connections after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from modelyard.app import create_app
+from modelyard.config import load_config
+from modelyard.runtime import EXTENSION
+
+log = logging.getLogger("modelyard")
+
+
+class ModelyardServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, app: Flask, settings: Mapping[str, Any]) -> None:
+        self.application = app
+        self.settings = dict(settings)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.settings.items():
+            if key in self.cfg.settings:  # settings newer gunicorns add are skipped on older ones
+                self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.application
+
+
+def gunicorn_settings(server: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "bind": f"{server['host']}:{server['port']}",
+        "workers": server["workers"],
+        "threads": server["threads"],
+        "worker_class": "gthread",
+        "timeout": server["timeout"],
+        "preload_app": True,
+        "accesslog": None,
+        "errorlog": "-",
+        "post_fork": _post_fork,
+        # gunicorn 23+'s runtime control socket: one fixed path per user, shared by every
+        # server on the machine; modelyard does not use it.
+        "control_socket_disable": True,
+    }
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    # Connections opened by the master must not be shared by the forked workers.
+    worker.app.application.extensions[EXTENSION].engine.dispose(close=False)
+
+
+def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Prepare the registry and serve until interrupted."""
+    config = load_config(overrides)
+    app = create_app(overrides)
+    server = config["server"]
+    log.info("serving on http://%s:%s with %s workers x %s threads",
+             server["host"], server["port"], server["workers"], server["threads"])
+    ModelyardServer(app, gunicorn_settings(server)).run()

@@ -1,0 +1,78 @@
+"""Domain errors. They carry their data as attributes and build their own message.
+
+The app's single error handler maps each family (the base classes below) to an HTTP status;
+nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelyardError(Exception):
+    """Base of every error modelyard reports to a client."""
+
+    message: str = "error"
+
+    def __init__(self, message: str | None = None, *, errors: dict[str, Any] | None = None) -> None:
+        self.message = message or self.message
+        self.errors = errors
+        super().__init__(self.message)
+
+
+class NotFound(ModelyardError):
+    """Something named in the request does not exist."""
+
+
+class Conflict(ModelyardError):
+    """The request is well formed but the registry's state forbids it."""
+
+
+class InvalidInput(ModelyardError):
+    """The request is well formed but its content is unusable (422)."""
+
+
+class TooLarge(ModelyardError):
+    """The request exceeds a configured limit (413)."""
+
+
+class Unavailable(ModelyardError):
+    """A dependency (database, artifact) cannot serve right now (503)."""
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"model {name!r} not found")
+
+
+class VersionNotFound(NotFound):
+    def __init__(self, name: str, ref: str) -> None:
+        self.name = name
+        self.ref = ref
+        super().__init__(f"model {name!r} has no version or alias {ref!r}")
+
+
+class ArtifactMissing(Unavailable):
+    def __init__(self, sha256: str) -> None:
+        self.sha256 = sha256
+        super().__init__(f"artifact {sha256} is missing from the store")
+
+
+class ArtifactCorrupt(Unavailable):
+    def __init__(self, sha256: str, actual: str) -> None:
+        self.sha256 = sha256
+        self.actual = actual
+        super().__init__(f"artifact {sha256} failed its checksum (found {actual})")
+
+
+class UnsafeArtifact(InvalidInput):
+    """The artifact would import something outside the allowlist."""
+
+    def __init__(self, global_: str, reason: str = "not on the allowlist") -> None:
+        self.global_ = global_
+        super().__init__(f"artifact refers to {global_!r}, {reason}", errors={"global": global_})
+
+
+class InvalidArtifact(InvalidInput):
+    """The artifact cannot be read as a model (truncated, wrong format, not an estimator)."""

@@ -1,0 +1,58 @@
+"""What the registry records about a loaded estimator: its class, inputs, classes and methods."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from registry.errors import InvalidArtifact
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    estimator: str
+    n_features: int | None
+    feature_names: list[str] | None
+    classes: list[Any] | None
+    has_proba: bool
+
+
+def describe(obj: Any) -> EstimatorInfo:
+    """Inspect a fitted estimator; raise :class:`InvalidArtifact` if it cannot predict."""
+    if not callable(getattr(obj, "predict", None)):
+        raise InvalidArtifact(f"the artifact holds a {_qualname(obj)}, which has no predict method")
+    names = getattr(obj, "feature_names_in_", None)
+    n_features = getattr(obj, "n_features_in_", None)
+    classes = getattr(obj, "classes_", None)
+    return EstimatorInfo(
+        estimator=_qualname(obj),
+        n_features=int(n_features) if n_features is not None else None,
+        feature_names=[str(n) for n in names] if names is not None else None,
+        classes=_plain_list(classes) if classes is not None else None,
+        has_proba=callable(getattr(obj, "predict_proba", None)),
+    )
+
+
+def library_versions() -> dict[str, str]:
+    import scipy
+    import sklearn
+
+    return {
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _qualname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _plain_list(values: Any) -> list[Any]:
+    """Class values as JSON-ready Python scalars."""
+    return np.asarray(values).tolist()

@@ -1,0 +1,120 @@
+"""Registry tables: models, their immutable versions, aliases, and the audit log.
+
+Tables and constraints only; behaviour lives in ``registry.service``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from registry.db import Base, utcnow
+
+IntPK = Annotated[int, mapped_column(primary_key=True)]
+Created = Annotated[dt.datetime, mapped_column(default=utcnow)]
+JSONDict = Annotated[dict[str, Any], mapped_column(default=dict)]
+Name = Annotated[str, mapped_column(String(128))]
+
+FORMATS = ("pickle", "joblib", "skops")
+INPUT_KINDS = ("array", "dataframe")
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[IntPK]
+    name: Mapped[Name] = mapped_column(unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[JSONDict]
+    # Highest version number ever allocated: numbers are never reused, even after a delete.
+    last_version: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[Created]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    versions: Mapped[list[ModelVersion]] = relationship(
+        back_populates="model", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="ModelVersion.version",
+    )
+    aliases: Mapped[list[Alias]] = relationship(
+        back_populates="model", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="Alias.name",
+    )
+
+    __table_args__ = (CheckConstraint("last_version >= 0", name="last_version_non_negative"),)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[IntPK]
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(16))
+    estimator: Mapped[str] = mapped_column(String(256))
+    n_features: Mapped[int]
+    feature_names: Mapped[list[Any]]
+    feature_aliases: Mapped[JSONDict]
+    # Class values as the estimator's classes_ holds them, and optional display labels aligned
+    # with them; labels are empty when the version has none.
+    classes: Mapped[list[Any] | None]
+    labels: Mapped[list[Any] | None]
+    has_proba: Mapped[bool]
+    input_kind: Mapped[str] = mapped_column(String(16), default="array")
+    library_versions: Mapped[JSONDict]
+    description: Mapped[str] = mapped_column(Text, default="")
+    metrics: Mapped[JSONDict]
+    params: Mapped[JSONDict]
+    tags: Mapped[JSONDict]
+    created_at: Mapped[Created]
+    created_by: Mapped[str] = mapped_column(String(128), default="anonymous")
+
+    model: Mapped[Model] = relationship(back_populates="versions")
+
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("length(sha256) = 64", name="sha256_length"),
+        CheckConstraint("size_bytes >= 0", name="size_non_negative"),
+        CheckConstraint("n_features >= 1", name="n_features_positive"),
+        CheckConstraint(f"format IN {FORMATS!r}", name="format_known"),
+        CheckConstraint(f"input_kind IN {INPUT_KINDS!r}", name="input_kind_known"),
+        Index("ix_model_versions_sha256", "sha256"),
+    )
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+
+    id: Mapped[IntPK]
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    name: Mapped[Name]
+    # RESTRICT: a version cannot be deleted while an alias points at it.
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    model: Mapped[Model] = relationship(back_populates="aliases")
+    target: Mapped[ModelVersion] = relationship()
+
+    __table_args__ = (UniqueConstraint("model_id", "name"), Index("ix_aliases_version_id", "version_id"))
+
+
+class Event(Base):
+    """Append-only audit log. Keyed by model name, not id, so history outlives a deleted model."""
+
+    __tablename__ = "events"
+
+    id: Mapped[IntPK]
+    model_name: Mapped[Name]
+    version: Mapped[int | None]
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128), default="anonymous")
+    at: Mapped[Created]
+    before: Mapped[dict[str, Any] | None]
+    after: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (Index("ix_events_model_name_id", "model_name", "id"),)

@@ -1,0 +1,102 @@
+"""Content-addressed artifact storage.
+
+A blob is named by its sha256 and lives at ``<root>/sha256/ab/abcd...``; no path is ever derived
+from a user-supplied name. Writes go to a temp file in the target directory, are fsynced, then
+renamed into place, so a reader never sees a partial blob. Every read verifies the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from registry.errors import ArtifactCorrupt, ArtifactMissing
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class ArtifactStore(Protocol):
+    """What the registry needs from a blob store, keyed by sha256."""
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` and return its sha256 (idempotent)."""
+
+    def open(self, sha256: str) -> bytes:
+        """Return the blob's bytes after checking their digest; raise ArtifactMissing/Corrupt."""
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def delete(self, sha256: str) -> None:
+        """Remove the blob if present."""
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalArtifactStore:
+    """Blobs in a directory on the local filesystem."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path_for(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / "sha256" / sha256[:2] / sha256
+
+    def put(self, data: bytes) -> str:
+        digest = sha256_of(data)
+        target = self.path_for(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return digest
+
+    def open(self, sha256: str) -> bytes:
+        path = self.path_for(sha256)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise ArtifactMissing(sha256) from None
+        actual = sha256_of(data)
+        if actual != sha256:
+            raise ArtifactCorrupt(sha256, actual)
+        return data
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def delete(self, sha256: str) -> None:
+        self.path_for(sha256).unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_store(kind: str, root: str) -> ArtifactStore:
+    if kind == "local":
+        return LocalArtifactStore(root)
+    raise ValueError(f"unknown artifact store {kind!r}")

@@ -1,0 +1,132 @@
+"""The predict routes. Kept off every per-request layer they do not need: the body is parsed once
+with orjson, decoded straight to a NumPy array, and the answer serialized with orjson."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Response, request
+from flask_smorest import Blueprint
+from flask_smorest.error_handler import ErrorSchema
+
+from modelyard.runtime import runtime, session
+from registry.errors import InvalidInput
+from serving import service
+from serving.errors import MalformedBody, UnsupportedMediaType
+
+blp = Blueprint("serving", __name__, description="Predictions from any version, alias or latest")
+
+_PREDICT_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "in": "query",
+            "name": "proba",
+            "schema": {"type": "boolean", "default": False},
+            "description": "Also answer class probabilities (the version must have predict_proba)",
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "description": "One record {feature: value}"},
+                        {"type": "array", "description": "A list of records or of rows"},
+                    ]
+                },
+                "examples": {
+                    "record": {"value": {"sepal.length": 5.1, "sepal.width": 3.5,
+                                         "petal.length": 1.4, "petal.width": 0.2}},
+                    "instances": {"value": {"instances": [[5.1, 3.5, 1.4, 0.2]]}},
+                    "inputs": {"value": {"inputs": [[5.9, 3.0, 5.1, 1.8]]}},
+                    "dataframe_split": {"value": {"dataframe_split": {
+                        "columns": ["sepal.length", "sepal.width", "petal.length", "petal.width"],
+                        "data": [[5.1, 3.5, 1.4, 0.2]]}}},
+                },
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "Predictions, with labels when the version has class labels",
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {
+                    "model": {"type": "string"},
+                    "version": {"type": "integer"},
+                    "predictions": {"type": "array", "items": {}},
+                    "labels": {"type": "array", "items": {}},
+                    "probabilities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                    "target_value": {"description": "POST /predict with one record only"},
+                },
+            }}},
+        },
+    },
+}
+_ERRORS = {400: "Malformed JSON", 404: "Unknown model, version or alias", 413: "Body or rows over the limit",
+           415: "Body is not JSON", 422: "Input does not fit the version's features"}
+
+
+def _document(view: Any) -> Any:
+    view = blp.doc(**_PREDICT_DOC)(view)
+    for status, description in _ERRORS.items():
+        view = blp.alt_response(status, schema=ErrorSchema, description=description)(view)
+    return view
+
+
+@blp.route("/models/<name>/<ref>/predict", methods=["POST"])
+@_document
+def predict(name: str, ref: str) -> Response:
+    """Predict with a version, an alias or latest
+
+    `ref` is a version number (`3` or `v3`), an alias such as `production`, or `latest`.
+    """
+    return _answer(name, ref, tutorial=False)
+
+
+@blp.route("/predict", methods=["POST"])
+@_document
+def predict_default() -> Response:
+    """Predict with the default model's production version
+
+    The tutorial's route: a single record's answer also carries `target_value`, the first
+    prediction.
+    """
+    return _answer(runtime().config["serving"]["default_model"], "production", tutorial=True)
+
+
+def _answer(name: str, ref: str, *, tutorial: bool) -> Response:
+    rt = runtime()
+    result = service.predict(
+        session(), rt.store, rt.cache, name, ref, _json_body(), proba=_flag("proba"),
+        max_rows=rt.config["serving"]["max_rows"],
+    )
+    answer = result.answer
+    if tutorial and result.single_record:
+        answer["target_value"] = answer["predictions"][0]
+    return Response(orjson.dumps(answer), mimetype="application/json")
+
+
+def _json_body() -> Any:
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(mimetype)
+    data = request.get_data(cache=False)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(str(exc)) from None
+
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise InvalidInput(f"query parameter {name!r} must be true or false, got {raw!r}", errors={name: raw})

@@ -1,0 +1,207 @@
+"""Request body (already JSON-decoded) -> float64 NumPy array in the version's feature order.
+
+Accepted shapes: one record ``{"feature": value, ...}``; a list of records or of rows;
+``{"instances": [...]}`` (rows or records); ``{"inputs": [...]}``; ``{"dataframe_records": [...]}``;
+``{"dataframe_split": {"columns": [...], "data": [[...]]}}``. Records are matched to feature
+names and the version's feature aliases. Every problem is an :class:`InvalidInput` naming it.
+No pandas and no schema library here: this runs on every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from registry.errors import InvalidInput, TooLarge
+
+_WRAPPERS = ("instances", "inputs", "dataframe_records")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A version's input columns: their names and every name (or alias) a record may use."""
+
+    names: tuple[str, ...]
+    column_of: Mapping[str, int]
+
+    @classmethod
+    def build(cls, names: Sequence[str], aliases: Mapping[str, str] | None = None) -> FeatureSpec:
+        column_of = {name: i for i, name in enumerate(names)}
+        for alias, target in (aliases or {}).items():
+            column_of.setdefault(alias, column_of[target])
+        return cls(tuple(names), column_of)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    X: np.ndarray
+    single_record: bool  # the body was one bare record (the tutorial's shape)
+
+
+def decode(body: Any, spec: FeatureSpec, *, max_rows: int) -> Decoded:
+    """Turn a decoded JSON body into an ``(n_rows, n_features)`` float64 array."""
+    if isinstance(body, dict):
+        if "dataframe_split" in body and len(body) == 1:
+            return Decoded(_from_split(body["dataframe_split"], spec, max_rows), False)
+        for key in _WRAPPERS:
+            if key in body and len(body) == 1 and key not in spec.column_of:
+                return Decoded(_from_items(body[key], spec, max_rows, where=key), False)
+        return Decoded(_rows_to_array([_record_to_row(body, spec, 0)], spec), True)
+    if isinstance(body, list):
+        return Decoded(_from_items(body, spec, max_rows, where="body"), False)
+    raise InvalidInput(
+        "the body must be a JSON object (one record, or instances/inputs/dataframe_split) "
+        "or a list of records or rows"
+    )
+
+
+def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str) -> np.ndarray:
+    if not isinstance(items, list):
+        raise InvalidInput(f"{where} must be a list of records or rows")
+    if items and all(_is_number(v) for v in items):
+        items = [items]  # one bare row, e.g. {"inputs": [5.1, 3.5, 1.4, 0.2]}
+    _check_count(len(items), max_rows)
+    rows: list[list[float]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            rows.append(_record_to_row(item, spec, i))
+        elif isinstance(item, list):
+            rows.append(_check_row(item, spec, i))
+        else:
+            raise InvalidInput(f"row {i} must be a record (object) or a row (list)", errors={"row": i})
+    return _rows_to_array(rows, spec)
+
+
+def _from_split(split: Any, spec: FeatureSpec, max_rows: int) -> np.ndarray:
+    if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(
+        split.get("data"), list
+    ):
+        raise InvalidInput("dataframe_split must be an object with 'columns' and 'data' lists")
+    columns, data = split["columns"], split["data"]
+    mapping = _columns_to_features(columns, spec)
+    _check_count(len(data), max_rows)
+    rows = []
+    for i, values in enumerate(data):
+        if not isinstance(values, list):
+            raise InvalidInput(f"dataframe_split row {i} must be a list", errors={"row": i})
+        if len(values) != len(columns):
+            raise InvalidInput(
+                f"dataframe_split row {i} has {len(values)} values for {len(columns)} columns",
+                errors={"row": i},
+            )
+        row = [0.0] * len(spec.names)
+        for position, value in enumerate(values):
+            feature = mapping[position]
+            if not _is_number(value):
+                raise _non_numeric(spec.names[feature], value, i)
+            row[feature] = value
+        rows.append(row)
+    return _rows_to_array(rows, spec)
+
+
+def _columns_to_features(columns: list[Any], spec: FeatureSpec) -> list[int]:
+    unknown = [c for c in columns if not isinstance(c, str) or c not in spec.column_of]
+    if unknown:
+        raise _unknown(unknown, spec)
+    mapping = [spec.column_of[c] for c in columns]
+    _check_complete(set(mapping), spec, given_twice=len(set(mapping)) != len(mapping))
+    return mapping
+
+
+def _record_to_row(record: dict[str, Any], spec: FeatureSpec, index: int) -> list[float]:
+    n = len(spec.names)
+    row: list[Any] = [None] * n
+    filled = 0
+    unknown = []
+    for key, value in record.items():
+        column = spec.column_of.get(key)
+        if column is None:
+            unknown.append(key)
+            continue
+        if row[column] is not None:
+            raise InvalidInput(
+                f"feature {spec.names[column]!r} is given twice (as a name and an alias)",
+                errors={"feature": spec.names[column], "row": index},
+            )
+        if not _is_number(value):
+            raise _non_numeric(spec.names[column], value, index)
+        row[column] = value
+        filled += 1
+    if unknown:
+        raise _unknown(unknown, spec, index)
+    if filled != n:
+        missing = [name for name, value in zip(spec.names, row) if value is None]
+        raise InvalidInput(
+            f"missing feature{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
+            errors={"missing": missing, "row": index},
+        )
+    return row
+
+
+def _check_row(row: list[Any], spec: FeatureSpec, index: int) -> list[Any]:
+    if len(row) != len(spec.names):
+        raise InvalidInput(
+            f"row {index} has {len(row)} values, the model takes {len(spec.names)} "
+            f"({', '.join(spec.names)})",
+            errors={"row": index, "expected": len(spec.names), "got": len(row)},
+        )
+    for value, name in zip(row, spec.names):
+        if not _is_number(value):
+            raise _non_numeric(name, value, index)
+    return row
+
+
+def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> np.ndarray:
+    if not rows:
+        raise InvalidInput("no rows to predict")
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(spec.names))
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass; a JSON true is not a measurement.
+    kind = type(value)
+    return kind is float or kind is int
+
+
+def _check_count(count: int, max_rows: int) -> None:
+    if count > max_rows:
+        raise TooLarge(f"{count} rows in one request; the limit is {max_rows}",
+                       errors={"rows": count, "max_rows": max_rows})
+
+
+def _check_complete(columns: set[int], spec: FeatureSpec, *, given_twice: bool) -> None:
+    if given_twice:
+        raise InvalidInput("a feature is given twice (as a name and an alias)")
+    missing = [name for i, name in enumerate(spec.names) if i not in columns]
+    if missing:
+        raise InvalidInput(
+            f"missing feature{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
+            errors={"missing": missing},
+        )
+
+
+def _unknown(keys: list[Any], spec: FeatureSpec, index: int | None = None) -> InvalidInput:
+    names = [str(k) for k in keys]
+    errors: dict[str, Any] = {"unknown": names, "expected": list(spec.names)}
+    if index is not None:
+        errors["row"] = index
+    return InvalidInput(
+        f"unknown feature{'s' if len(names) > 1 else ''}: {', '.join(names)} "
+        f"(the model takes {', '.join(spec.names)})",
+        errors=errors,
+    )
+
+
+def _non_numeric(feature: str, value: Any, index: int) -> InvalidInput:
+    return InvalidInput(
+        f"feature {feature!r} must be a number, got {_describe(value)} in row {index}",
+        errors={"feature": feature, "row": index},
+    )
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,80 @@
+"""Serving: resolve a ref (database) -> loaded estimator (cache) -> predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from registry import service as registry
+from registry.errors import InvalidInput
+from registry.storage import ArtifactStore
+from serving.cache import Entry, LRUCache
+from serving.decode import FeatureSpec, decode
+
+CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    estimator: Any
+    features: FeatureSpec
+    label_of: dict[Any, Any] | None
+    has_proba: bool
+
+
+@dataclass(frozen=True)
+class Prediction:
+    answer: dict[str, Any]  # ready to serialize as JSON
+    single_record: bool  # the body was one bare record
+
+
+def cache_key(name: str, version: int, sha256: str) -> CacheKey:
+    return (name, version, sha256)
+
+
+def get_loaded(
+    session: Session, store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str
+) -> tuple[int, Entry]:
+    """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use."""
+    number, sha256 = registry.resolve_version_key(session, name, ref)
+
+    def load() -> tuple[LoadedModel, int]:
+        version = registry.resolve_version(session, name, str(number))
+        estimator = registry.load_estimator(store, version)
+        label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
+        loaded = LoadedModel(
+            estimator=estimator,
+            features=FeatureSpec.build(version.feature_names, version.feature_aliases),
+            label_of=label_of,
+            has_proba=version.has_proba,
+        )
+        return loaded, version.size_bytes
+
+    return number, cache.get(cache_key(name, number, sha256), load)
+
+
+def predict(
+    session: Session, store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
+    body: Any, *, proba: bool = False, max_rows: int,
+) -> Prediction:
+    """Predict with the version ``ref`` names.
+
+    Raises ModelNotFound / VersionNotFound (404), InvalidInput (422) for a body that does not
+    fit the version's features or ``proba`` on a model without ``predict_proba``, TooLarge (413).
+    """
+    number, entry = get_loaded(session, store, cache, name, ref)
+    model: LoadedModel = entry.value
+    if proba and not model.has_proba:
+        raise InvalidInput(
+            f"version {number} of {name!r} has no predict_proba; ask without proba=true"
+        )
+    decoded = decode(body, model.features, max_rows=max_rows)
+    predictions = model.estimator.predict(decoded.X).tolist()
+    result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
+    if model.label_of is not None:
+        result["labels"] = [model.label_of.get(p) for p in predictions]
+    if proba:
+        result["probabilities"] = model.estimator.predict_proba(decoded.X).tolist()
+    return Prediction(result, decoded.single_record)

@@ -1,0 +1,40 @@
+"""Test data through the service layer: fit a tiny estimator and register it for real."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from modelyard.runtime import Runtime
+from registry import service
+from registry.models import ModelVersion
+from registry.seed import IRIS_FEATURES, IRIS_LABELS
+
+X, y = load_iris(return_X_y=True)
+
+
+def fitted_logreg() -> LogisticRegression:
+    return LogisticRegression(max_iter=500).fit(X, y)
+
+
+def make_version(
+    rt: Runtime, name: str = "flowers", estimator: Any = None, *,
+    feature_names: list[str] | None = None, labels: list[str] | None = IRIS_LABELS,
+    alias: str | None = None, **spec: Any,
+) -> ModelVersion:
+    """Register a version of ``name`` (default: a LogisticRegression on Iris) and optionally alias it."""
+    estimator = estimator if estimator is not None else fitted_logreg()
+    version_spec = service.VersionSpec(
+        fmt="pickle",
+        feature_names=feature_names if feature_names is not None else IRIS_FEATURES,
+        labels=labels,
+        **spec,
+    )
+    with rt.sessions() as session:
+        version = service.register_version(session, rt.store, name, pickle.dumps(estimator), version_spec)
+        if alias:
+            service.set_alias(session, name, alias, str(version.version))
+    return version

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from modelyard.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
+
+
+def test_defaults_come_from_config_toml() -> None:
+    config = load_config(environ={})
+    assert config["server"]["host"] == "127.0.0.1"
+    assert config["server"]["port"] == 8080
+    assert config["serving"]["default_model"] == "iris"
+    assert config["cache"]["preload_aliases"] == ["production"]
+
+
+def test_relative_paths_resolve_against_the_config_file() -> None:
+    config = load_config(environ={})
+    root = DEFAULT_CONFIG_FILE.parent
+    assert config["database"]["url"] == f"sqlite:///{root / 'registry.db'}"
+    assert config["artifacts"]["root"] == str(root / "artifacts")
+
+
+def test_env_overrides_with_types() -> None:
+    config = load_config(environ={
+        "MODELYARD_SERVER_PORT": "9000",
+        "MODELYARD_DATABASE_ECHO": "true",
+        "MODELYARD_CACHE_PRELOAD_ALIASES": "production, staging",
+        "MODELYARD_SERVING_MAX_BODY_BYTES": "1024",
+    })
+    assert config["server"]["port"] == 9000
+    assert config["database"]["echo"] is True
+    assert config["cache"]["preload_aliases"] == ["production", "staging"]
+    assert config["serving"]["max_body_bytes"] == 1024
+
+
+def test_overrides_win_over_env() -> None:
+    config = load_config({"server": {"port": 7000}}, environ={"MODELYARD_SERVER_PORT": "9000"})
+    assert config["server"]["port"] == 7000
+
+
+def test_absolute_sqlite_path_is_kept(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert load_config({"database": {"url": url}}, environ={})["database"]["url"] == url
+
+
+@pytest.mark.parametrize(
+    "environ, overrides, fragment",
+    [
+        ({"MODELYARD_SERVER_PROT": "1"}, None, "MODELYARD_SERVER_PROT"),
+        ({"MODELYARD_NOPE_X": "1"}, None, "MODELYARD_NOPE_X"),
+        ({"MODELYARD_SERVER_PORT": "eighty"}, None, "MODELYARD_SERVER_PORT"),
+        ({"MODELYARD_DATABASE_ECHO": "perhaps"}, None, "MODELYARD_DATABASE_ECHO"),
+        ({}, {"server": {"prot": 1}}, "[server] prot"),
+        ({}, {"nope": {"x": 1}}, "[nope]"),
+        ({}, {"server": {"port": "8080"}}, "[server] port"),
+        ({}, {"server": {"port": True}}, "[server] port"),
+        ({}, {"server": {"port": 0}}, "[server] port"),
+        ({}, {"server": {"port": 70000}}, "[server] port"),
+        ({}, {"serving": {"max_rows": -1}}, "[serving] max_rows"),
+        ({}, {"artifacts": {"store": "s3"}}, "[artifacts] store"),
+        ({}, {"logging": {"level": "LOUD"}}, "[logging] level"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(environ: dict[str, str], overrides: dict | None, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides, environ=environ)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(path=tmp_path / "absent.toml", environ={})
+
+
+def test_cli_prints_one_line_for_a_bad_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from modelyard.cli import main
+
+    monkeypatch.setenv("MODELYARD_SERVER_PORT", "eighty")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MODELYARD_SERVER_PORT" in err
+
+
+def test_cli_config_hides_database_password(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from modelyard.cli import main
+
+    monkeypatch.setenv("MODELYARD_DATABASE_URL", "postgresql+psycopg://user:s3cret@db/modelyard")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "user:***@db" in out

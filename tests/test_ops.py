@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from modelyard import __version__
+from modelyard.app import create_app
+from modelyard.runtime import EXTENSION
+
+
+def test_healthz(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_readyz_when_ready(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["status"] == "ready"
+    assert response.json["checks"]["database"] == "ok"
+    assert "iris version 1" in response.json["checks"]["default_model"]
+
+
+def test_readyz_without_the_default_model_is_503(config: dict[str, Any]) -> None:
+    app = create_app({**config, "serving": {"seed": False}})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["status"] == "unavailable"
+    assert "model 'iris' not found" in response.json["checks"]["default_model"]
+
+
+def test_readyz_with_the_database_gone_is_503(config: dict[str, Any], tmp_path: Any) -> None:
+    app = create_app(config)
+    app.extensions[EXTENSION].engine.dispose()  # drop pooled connections to the old file
+    db = tmp_path / "registry.db"
+    for path in tmp_path.glob("registry.db*"):
+        path.unlink()
+    db.mkdir()  # the database path is now a directory: SQLite cannot open it
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"]["database"].startswith("unavailable")
+
+
+def test_info(client: FlaskClient) -> None:
+    body = client.get("/info").json
+    assert body["name"] == "modelyard"
+    assert body["version"] == __version__
+    assert body["default_model"] == "iris"
+    assert body["limits"] == {"max_body_bytes": 16777216, "max_rows": 10000, "upload_max_bytes": 268435456}
+
+
+def test_openapi_lists_every_route(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").json
+    assert spec["info"]["title"] == "modelyard"
+    assert set(spec["paths"]) >= {
+        "/models", "/models/{name}", "/models/{name}/versions", "/models/{name}/versions/{ref}",
+        "/models/{name}/aliases", "/models/{name}/{ref}/predict", "/predict",
+        "/healthz", "/readyz", "/info",
+    }
+    assert "requestBody" in spec["paths"]["/predict"]["post"]
+
+
+def test_interactive_docs(client: FlaskClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert "swagger-ui" in response.get_data(as_text=True).lower()
+
+
+def test_unexpected_errors_are_json_500_without_traceback(config: dict[str, Any]) -> None:
+    app = create_app(config)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.json == {"code": 500, "status": "Internal Server Error", "message": "internal server error"}

@@ -1,0 +1,119 @@
+"""The serve command for real: gunicorn workers on a loopback port, answering the tutorial's curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type} if body else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("serve")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env.update(
+        MODELYARD_DATABASE_URL=f"sqlite:///{tmp / 'registry.db'}",
+        MODELYARD_ARTIFACTS_ROOT=str(tmp / "artifacts"),
+        MODELYARD_SERVER_PORT=str(port),
+    )
+    log = open(tmp / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelyard.cli", "serve", "--workers", "2"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if _request(f"{base}/healthz")[0] == 200:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not start:\n{(tmp / 'server.log').read_text()}")
+        time.sleep(0.2)
+    yield base
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+        log.close()
+    assert "Traceback" not in (tmp / "server.log").read_text()
+
+
+def test_tutorial_curl(server: str) -> None:
+    body = b'{"sepal.lenght": 5.1, "sepal.width": 3.5, "petal.lenght": 1.4, "petal.width": 0.2}'
+    status, answer = _request(f"{server}/predict", body)
+    assert status == 200
+    assert answer["predictions"] == [0] and answer["target_value"] == 0 and answer["labels"] == ["setosa"]
+
+
+def test_virginica(server: str) -> None:
+    body = json.dumps({"sepal.length": 5.9, "sepal.width": 3.0, "petal.length": 5.1, "petal.width": 1.8})
+    status, answer = _request(f"{server}/predict", body.encode())
+    assert status == 200 and answer["predictions"] == [2] and answer["target_value"] == 2
+
+
+def test_many_requests_across_workers(server: str) -> None:
+    body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 10}).encode()
+    for _ in range(50):
+        status, answer = _request(f"{server}/models/iris/production/predict", body)
+        assert status == 200 and answer["predictions"] == [0] * 10
+
+
+def test_errors_are_json_over_the_wire(server: str) -> None:
+    assert _request(f"{server}/predict", b"{oops")[0] == 400
+    assert _request(f"{server}/predict", b"a=1", "application/x-www-form-urlencoded")[0] == 415
+    assert _request(f"{server}/models/nope/1/predict", b"{}")[0] == 404
+    status, answer = _request(f"{server}/readyz")
+    assert status == 200 and answer["status"] == "ready"
+
+
+def test_binds_loopback_only_by_default(server: str) -> None:
+    assert server.startswith("http://127.0.0.1:")
+    port = int(server.rsplit(":", 1)[1])
+    addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    for address in addresses - {"127.0.0.1"}:
+        with socket.socket() as s:
+            s.settimeout(1)
+            assert s.connect_ex((address, port)) != 0, f"reachable on {address}"
+
+
+def test_bad_config_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env["MODELYARD_SERVER_WORKERS"] = "many"
+    result = subprocess.run([sys.executable, "-m", "modelyard.cli", "serve"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "modelyard: configuration error: MODELYARD_SERVER_WORKERS: expected int, got 'many'"
+    )
