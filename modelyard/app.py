@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -22,17 +23,18 @@ from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import (
     Conflict,
     InvalidInput,
+    MalformedBody,
     ModelyardError,
     NotFound,
     TooLarge,
     Unavailable,
+    UnsupportedMediaType,
 )
 from registry.models import Alias, Model, ModelVersion
 from registry.storage import make_store
 from serving.cache import LRUCache
 from serving.api import blp as serving_blp
-from serving.errors import MalformedBody, UnsupportedMediaType
-from serving.service import get_loaded
+from serving.service import forget, get_loaded
 
 log = logging.getLogger("modelyard")
 
@@ -58,6 +60,9 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     """
     config = load_config(overrides)
     _configure_logging(config["logging"]["level"])
+    # Serving maps records to the fitted feature order itself and hands estimators a plain
+    # array; sklearn's reminder that the array has no column names is noise here.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
     db = config["database"]
     engine = make_engine(db["url"], pool_size=db["pool_size"], max_overflow=db["max_overflow"], echo=db["echo"])
     rt = Runtime(
@@ -67,6 +72,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         store=make_store(config["artifacts"]["store"], config["artifacts"]["root"]),
         cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"]),
     )
+    rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
     if prepare:
         _prepare(rt)
 

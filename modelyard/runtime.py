@@ -3,13 +3,15 @@ request-scoped session the views use. Built once by ``create_app``; nothing here
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.service import RemovedVersion
 from registry.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -25,6 +27,13 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: ArtifactStore
     cache: LRUCache[Any]
+    # Called after versions are deleted (serving drops them from its cache); the registry
+    # announces removals without knowing who listens.
+    removal_listeners: list[Callable[[Sequence[RemovedVersion]], None]] = field(default_factory=list)
+
+    def versions_removed(self, removed: Sequence[RemovedVersion]) -> None:
+        for listener in self.removal_listeners:
+            listener(removed)
 
 
 def runtime() -> Runtime:

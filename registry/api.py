@@ -1,19 +1,49 @@
-"""The registry's REST API (read side): models, versions and aliases."""
+"""The registry's REST API: models, versions (upload, metadata, artifacts), aliases, events."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify
+from flask import Response, jsonify, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.runtime import session
+from modelyard.runtime import runtime, session
 from registry import service
-from registry.schemas import ModelListArgs, ModelSchema, VersionSchema
+from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
+from registry.schemas import (
+    AliasMoveSchema,
+    AliasSetSchema,
+    EventSchema,
+    ModelCreateSchema,
+    ModelListArgs,
+    ModelSchema,
+    PatchSchema,
+    PromoteSchema,
+    UploadFileSchema,
+    UploadFormSchema,
+    VersionSchema,
+)
 
 blp = Blueprint("registry", __name__, description="Registered models, their versions and aliases")
+
+ACTOR = "anonymous"  # every write is anonymous until tokens exist
+_UPLOAD_ENDPOINT = "registry.Versions"
+_FORM_OVERHEAD = 1 << 20  # room for the other multipart fields around the file
+
+
+@blp.before_request
+def _check_body_type() -> None:
+    """415 for a body of the wrong media type; raise the size limit for uploads only."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    if request.endpoint == _UPLOAD_ENDPOINT and request.method == "POST":
+        request.max_content_length = runtime().config["upload"]["max_bytes"] + _FORM_OVERHEAD
+        if request.mimetype != "multipart/form-data":
+            raise UnsupportedMediaType(request.mimetype, expected="multipart/form-data")
+    elif request.content_length and request.mimetype != "application/json":
+        raise UnsupportedMediaType(request.mimetype)
 
 
 @blp.route("/models")
@@ -37,6 +67,18 @@ class Models(MethodView):
         pagination_parameters.item_count = total
         return page
 
+    @blp.arguments(ModelCreateSchema)
+    @blp.response(201, ModelSchema)
+    @blp.alt_response(409, description="A model with that name exists")
+    def post(self, body: dict[str, Any]) -> Any:
+        """Create a model
+
+        Uploading a version also creates its model when missing; this creates an empty one.
+        """
+        detail = service.create_model(session(), body["name"], description=body["description"],
+                                      tags=body["tags"], actor=ACTOR)
+        return detail, 201, {"Location": url_for("registry.ModelDetail", name=detail["name"])}
+
 
 @blp.route("/models/<name>")
 class ModelDetail(MethodView):
@@ -47,6 +89,24 @@ class ModelDetail(MethodView):
         With its aliases (`{alias: version}`), latest version number and version count.
         """
         return service.model_detail(session(), name)
+
+    @blp.arguments(PatchSchema)
+    @blp.response(200, ModelSchema)
+    def patch(self, body: dict[str, Any], name: str) -> Any:
+        """Update a model's description and/or tags
+
+        Tags are replaced whole.
+        """
+        return service.update_model(session(), name, description=body.get("description"),
+                                    tags=body.get("tags"), actor=ACTOR)
+
+    @blp.response(204)
+    def delete(self, name: str) -> None:
+        """Delete a model
+
+        With all its versions and aliases; artifacts no other model uses are removed.
+        """
+        runtime().versions_removed(service.delete_model(session(), runtime().store, name, actor=ACTOR))
 
 
 @blp.route("/models/<name>/versions")
@@ -66,6 +126,37 @@ class Versions(MethodView):
         pagination_parameters.item_count = total
         return page
 
+    @blp.arguments(UploadFormSchema, location="form")
+    @blp.arguments(UploadFileSchema, location="files")
+    @blp.response(201, VersionSchema)
+    @blp.alt_response(413, description="The file is larger than the upload limit")
+    @blp.alt_response(415, description="The body is not multipart/form-data")
+    def post(self, form: dict[str, Any], files: dict[str, Any], name: str) -> Any:
+        """Upload a new version
+
+        Multipart: `file` (pickle, joblib or skops) and optional `format`, `description`, and
+        JSON-string fields `metadata` ({metrics, params, tags}), `features`, `labels`,
+        `feature_aliases`, `tags`. The file is scanned before anything is stored: a pickle that
+        imports anything off the allowlist is refused with 422 naming it. Creates the model
+        when missing.
+        """
+        rt = runtime()
+        data = _read_upload(files["file"].stream, rt.config["upload"]["max_bytes"])
+        metadata = form.get("metadata") or {}
+        spec = service.VersionSpec(
+            fmt=form.get("format"),
+            description=form["description"],
+            feature_names=form.get("features"),
+            feature_aliases=form.get("feature_aliases") or {},
+            labels=form.get("labels"),
+            metrics=metadata.get("metrics", {}),
+            params=metadata.get("params", {}),
+            tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
+        )
+        detail = service.register_version(session(), rt.store, name, data, spec, actor=ACTOR)
+        location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))
+        return detail, 201, {"Location": location}
+
 
 @blp.route("/models/<name>/versions/<ref>")
 class VersionDetail(MethodView):
@@ -77,6 +168,60 @@ class VersionDetail(MethodView):
         """
         return service.version_detail(session(), name, ref)
 
+    @blp.arguments(PatchSchema)
+    @blp.response(200, VersionSchema)
+    def patch(self, body: dict[str, Any], name: str, ref: str) -> Any:
+        """Update a version's description and/or tags
+
+        The rest of a version is immutable. Tags are replaced whole.
+        """
+        return service.update_version(session(), name, ref, description=body.get("description"),
+                                      tags=body.get("tags"), actor=ACTOR)
+
+    @blp.response(204)
+    @blp.alt_response(409, description="An alias points at the version")
+    def delete(self, name: str, ref: str) -> None:
+        """Delete a version
+
+        Refused with 409 while an alias points at it. Its number is never reused.
+        """
+        removed = service.delete_version(session(), runtime().store, name, ref, actor=ACTOR)
+        runtime().versions_removed([removed])
+
+
+@blp.route("/models/<name>/versions/<ref>/artifact")
+class VersionArtifact(MethodView):
+    @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream")
+    @blp.alt_response(304, description="Not modified: If-None-Match names this artifact's sha256")
+    def get(self, name: str, ref: str) -> Response:
+        """Download a version's stored file
+
+        The ETag is the file's sha256; send it back in `If-None-Match` to get a 304.
+        """
+        tags = request.if_none_match
+        known = ("*",) if tags.star_tag else tuple(tags.as_set())
+        artifact = service.get_artifact(session(), runtime().store, name, ref, if_none_match=known)
+        if artifact.data is None:
+            response = Response(status=304)
+        else:
+            response = Response(artifact.data, mimetype="application/octet-stream")
+            response.headers["Content-Disposition"] = f'attachment; filename="{artifact.filename}"'
+        response.set_etag(artifact.sha256)
+        return response
+
+
+@blp.route("/models/<name>/versions/<ref>/promote")
+class Promote(MethodView):
+    @blp.arguments(PromoteSchema, required=False)
+    @blp.response(200, AliasMoveSchema)
+    def post(self, body: dict[str, Any], name: str, ref: str) -> Any:
+        """Promote a version
+
+        Moves `alias` (default `production`) to this version and answers the version it
+        pointed at before (`previous_version`, null when the alias is new).
+        """
+        return service.promote(session(), name, ref, body.get("alias", "production"), actor=ACTOR)
+
 
 @blp.route("/models/<name>/aliases")
 class Aliases(MethodView):
@@ -87,3 +232,61 @@ class Aliases(MethodView):
         As `{alias: version}`.
         """
         return jsonify(service.model_aliases(session(), name))
+
+
+@blp.route("/models/<name>/aliases/<alias>")
+class AliasDetail(MethodView):
+    @blp.arguments(AliasSetSchema)
+    @blp.response(200, AliasMoveSchema)
+    def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
+        """Set or move an alias
+
+        Body `{"version": 3}` (a number, `v3`, another alias or `latest`). `latest`, numbers
+        and `v<number>` are reserved and cannot be alias names.
+        """
+        return service.set_alias(session(), name, alias, body["version"], actor=ACTOR)
+
+    @blp.response(204)
+    def delete(self, name: str, alias: str) -> None:
+        """Remove an alias"""
+        service.delete_alias(session(), name, alias, actor=ACTOR)
+
+
+@blp.route("/models/<name>/aliases/<alias>/rollback")
+class AliasRollback(MethodView):
+    @blp.response(200, AliasMoveSchema)
+    @blp.alt_response(409, description="The alias has never moved, or its previous version is gone")
+    def post(self, name: str, alias: str) -> Any:
+        """Roll an alias back
+
+        Moves the alias to where it pointed before its last move (from the audit log); a
+        second rollback moves it forward again.
+        """
+        return service.rollback_alias(session(), name, alias, actor=ACTOR)
+
+
+@blp.route("/models/<name>/events")
+class Events(MethodView):
+    @blp.response(200, EventSchema(many=True))
+    @blp.paginate()
+    def get(self, name: str, pagination_parameters: PaginationParameters) -> Any:
+        """A model's audit history
+
+        Newest first; every change with its actor, time, before and after. Kept after the
+        model is deleted.
+        """
+        page, total = service.list_events(
+            session(), name, offset=pagination_parameters.first_item, limit=pagination_parameters.page_size
+        )
+        pagination_parameters.item_count = total
+        return page
+
+
+def _read_upload(stream: Any, max_bytes: int) -> bytes:
+    data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TooLarge(f"the file is larger than the upload limit of {max_bytes} bytes",
+                       errors={"max_bytes": max_bytes})
+    if not data:
+        raise InvalidArtifact("the file is empty")
+    return data

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -51,11 +51,24 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+# Execution option a write use case sets on its connection before its transaction begins.
+WRITE = "modelyard_write"
+
+
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
-    """Build the engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    """Build the engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
+
+    On SQLite a write transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up
+    front (waiting up to the busy timeout) instead of failing with "database is locked" when a
+    read snapshot has to upgrade while another writer committed. Reads stay ``DEFERRED``.
+    """
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
@@ -68,6 +81,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    # Let SQLAlchemy emit BEGIN itself (see _sqlite_begin) instead of pysqlite's implicit one.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+
+
+def begin_write(session: Session) -> None:
+    """Start ``session``'s transaction as a write transaction (call before any statement)."""
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("begin_write() called with pending changes in the session")
+        session.rollback()  # end a read-only snapshot
+    session.connection(execution_options={WRITE: True})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -40,6 +40,23 @@ class Unavailable(ModelyardError):
     """A dependency (database, artifact) cannot serve right now (503)."""
 
 
+class MalformedBody(ModelyardError):
+    """The body is not valid JSON (400)."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"the body is not valid JSON: {detail}")
+
+
+class UnsupportedMediaType(ModelyardError):
+    """The body is not of the media type the route takes (415)."""
+
+    def __init__(self, mimetype: str, expected: str = "application/json") -> None:
+        self.mimetype = mimetype
+        self.expected = expected
+        super().__init__(f"the body must be {expected} (Content-Type), got {mimetype or 'none'}")
+
+
 class ModelNotFound(NotFound):
     def __init__(self, name: str) -> None:
         self.name = name
@@ -76,3 +93,42 @@ class UnsafeArtifact(InvalidInput):
 
 class InvalidArtifact(InvalidInput):
     """The artifact cannot be read as a model (truncated, wrong format, not an estimator)."""
+
+
+class ModelExists(Conflict):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"model {name!r} already exists")
+
+
+class AliasNotFound(NotFound):
+    def __init__(self, name: str, alias: str) -> None:
+        self.name = name
+        self.alias = alias
+        super().__init__(f"model {name!r} has no alias {alias!r}")
+
+
+class VersionInUse(Conflict):
+    def __init__(self, name: str, version: int, aliases: list[str]) -> None:
+        self.name = name
+        self.version = version
+        self.aliases = aliases
+        super().__init__(
+            f"version {version} of {name!r} is the target of alias{'es' if len(aliases) > 1 else ''} "
+            f"{', '.join(aliases)}; move or delete them first",
+            errors={"aliases": aliases},
+        )
+
+
+class NoRollbackHistory(Conflict):
+    def __init__(self, name: str, alias: str, reason: str) -> None:
+        self.name = name
+        self.alias = alias
+        super().__init__(f"alias {alias!r} of {name!r} cannot be rolled back: {reason}")
+
+
+class InvalidName(InvalidInput):
+    def __init__(self, kind: str, value: str, reason: str) -> None:
+        self.kind = kind
+        self.value = value
+        super().__init__(f"invalid {kind} name {value!r}: {reason}", errors={kind: value})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +57,18 @@ def _qualname(obj: Any) -> str:
 def _plain_list(values: Any) -> list[Any]:
     """Class values as JSON-ready Python scalars."""
     return np.asarray(values).tolist()
+
+
+def trial_predict(estimator: Any, n_features: int) -> None:
+    """Predict one all-zero row the way serving will (a float64 array), so a model that cannot
+    serve is refused at upload rather than failing on every request."""
+    row = np.zeros((1, n_features), dtype=np.float64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator.predict(row)
+    except Exception as exc:
+        raise InvalidArtifact(
+            f"the estimator cannot predict from a numeric row of {n_features} features: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None

@@ -111,10 +111,15 @@ class Event(Base):
     id: Mapped[IntPK]
     model_name: Mapped[Name]
     version: Mapped[int | None]
+    alias: Mapped[str | None] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(128), default="anonymous")
     at: Mapped[Created]
     before: Mapped[dict[str, Any] | None]
     after: Mapped[dict[str, Any] | None]
 
-    __table_args__ = (Index("ix_events_model_name_id", "model_name", "id"),)
+    __table_args__ = (
+        Index("ix_events_model_name_id", "model_name", "id"),
+        # Rollback reads an alias's latest move from here.
+        Index("ix_events_model_name_alias_id", "model_name", "alias", "id"),
+    )

@@ -38,6 +38,18 @@ _EXTRA_ALLOWED = frozenset(
         "_codecs.encode",  # protocol 2 encodes bytes through it
         "copyreg._reconstructor",  # protocols 0 and 1 rebuild objects through it
         "collections.OrderedDict",
+        # Types held as estimator parameters (e.g. OneHotEncoder(dtype=np.float64)); calling
+        # one only makes a number, a string or an empty container.
+        "builtins.float",
+        "builtins.int",
+        "builtins.bool",
+        "builtins.str",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.dict",
+        *(f"numpy.{t}" for t in ("float16", "float32", "float64", "longdouble", "int8", "int16", "int32",
+                                 "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "complex64",
+                                 "complex128", "object_", "str_", "bytes_")),
         # NumPy arrays, scalars, dtypes (numpy 2 names and their numpy 1 spellings)
         "numpy.ndarray",
         "numpy.dtype",
@@ -199,14 +211,116 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeArtifact("persistent id", "persistent ids are not accepted")
 
 
+FORMATS = ("pickle", "joblib", "skops")
+_JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+# joblib's compressed containers, by magic prefix: zlib, gzip, bz2, xz, lzma, lz4.
+_COMPRESSED_PREFIXES = (b"x", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00", b"\x04\"M\x18")
+
+
+def detect_format(data: bytes) -> str:
+    """Which format the bytes are, from their content: a zip is skops, a compressed container
+    or a pickle with joblib's array wrappers is joblib, any other pickle is pickle."""
+    if data.startswith(b"PK\x03\x04"):
+        return "skops"
+    if data.startswith(_COMPRESSED_PREFIXES) or data.startswith(b"ZF"):
+        return "joblib"
+    if b"NumpyArrayWrapper" in data:
+        return "joblib"
+    return "pickle"
+
+
+def resolve_format(data: bytes, declared: str | None) -> str:
+    """The format to load ``data`` as; a declared format the content contradicts is an error.
+
+    joblib reads plain pickles too, so a pickle declared as joblib is accepted as joblib.
+    """
+    detected = detect_format(data)
+    if declared is None or declared == detected:
+        return detected
+    if declared == "joblib" and detected == "pickle":
+        return "joblib"
+    raise InvalidArtifact(
+        f"the file was declared as {declared} but its content is {detected}",
+        errors={"format": declared, "detected": detected},
+    )
+
+
 def load(data: bytes, fmt: str) -> Any:
-    """Scan then unpickle ``data`` with the restricted loader."""
-    if fmt != "pickle":
-        raise InvalidArtifact(f"format {fmt!r} cannot be loaded by this version of modelyard")
-    scan(data)
+    """Unpickle ``data`` through the safety gate for its format.
+
+    pickle: the opcode scan, then the restricted unpickler. joblib: joblib's own reader (which
+    parses its layout: compressed containers, raw array bytes, nested pickles of object arrays)
+    with every global it resolves, including those of nested pickles, checked against the same
+    allowlist. skops: every type skops does not trust by default must be on the allowlist.
+    Raises UnsafeArtifact naming the global, or InvalidArtifact.
+    """
+    if fmt == "pickle":
+        scan(data)
+        return _guarded(lambda: _RestrictedUnpickler(io.BytesIO(data)).load(), fmt)
+    if fmt == "joblib":
+        return _guarded(lambda: _load_joblib(data), fmt)
+    if fmt == "skops":
+        return _guarded(lambda: _load_skops(data), fmt)
+    raise InvalidArtifact(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _guarded(loader: Any, fmt: str) -> Any:
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
-    except UnsafeArtifact:
+        return loader()
+    except (UnsafeArtifact, InvalidArtifact):
         raise
     except Exception as exc:
-        raise InvalidArtifact(f"the pickle could not be loaded: {type(exc).__name__}: {exc}") from None
+        raise InvalidArtifact(f"the {fmt} file could not be loaded: {type(exc).__name__}: {exc}") from None
+
+
+def _load_joblib(data: bytes) -> Any:
+    import numpy as np
+    from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
+    from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
+
+    class RestrictedNumpyUnpickler(NumpyUnpickler):  # type: ignore[misc]
+        dispatch = NumpyUnpickler.dispatch.copy()
+
+        def find_class(self, module: str, name: str) -> Any:
+            if f"{module}.{name}" != _JOBLIB_WRAPPER:
+                _check(module, name)
+            return super().find_class(module, name)
+
+        def persistent_load(self, pid: Any) -> Any:
+            raise UnsafeArtifact("persistent id", "persistent ids are not accepted")
+
+        def load_build(self) -> None:
+            # joblib's own load_build reads the array that follows a wrapper; an object array
+            # is a nested pickle, which older joblib versions read with a plain pickle.load.
+            # Read it here, through the restricted unpickler, whatever the joblib version.
+            pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+            wrapper = self.stack[-1]
+            if not isinstance(wrapper, NumpyArrayWrapper):
+                return
+            self.stack.pop()
+            if not isinstance(wrapper.dtype, np.dtype):
+                raise InvalidArtifact("joblib array wrapper without a valid dtype")
+            if wrapper.dtype.hasobject:
+                array = _RestrictedUnpickler(self.file_handle).load()
+                if not isinstance(array, np.ndarray):
+                    raise InvalidArtifact("joblib object array is not an array")
+            else:
+                array = wrapper.read(self, self.ensure_native_byte_order)
+            self.stack.append(array)
+
+        dispatch[pickle.BUILD[0]] = load_build
+
+    with _validate_fileobject_and_memmap(io.BytesIO(data), "", None) as (fileobj, _mmap):
+        if isinstance(fileobj, str):
+            raise InvalidArtifact("joblib files written before joblib 0.10 are not accepted")
+        return RestrictedNumpyUnpickler("", fileobj, ensure_native_byte_order=True).load()
+
+
+def _load_skops(data: bytes) -> Any:
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=data)
+    for type_name in untrusted:
+        if type_name not in allowed_globals():
+            raise UnsafeArtifact(type_name)
+    return skops.io.loads(data, trusted=untrusted)

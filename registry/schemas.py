@@ -1,11 +1,128 @@
-"""Marshmallow schemas of the registry API (responses and query arguments)."""
+"""Marshmallow schemas of the registry API: request bodies, query arguments, responses."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import marshmallow as ma
-from marshmallow import fields, validate
+from flask_smorest.fields import Upload
+from marshmallow import ValidationError, fields, validate
+
+from registry.safety import FORMATS
+
+_DESCRIPTION = validate.Length(max=10_000)
+
+
+def _tags(**kwargs: Any) -> fields.Dict:
+    return fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=128)),
+        values=fields.String(validate=validate.Length(max=1024)),
+        validate=validate.Length(max=100),
+        **kwargs,
+    )
+
+
+class JSONString(fields.Field):
+    """A multipart form field holding JSON, checked with an inner field."""
+
+    def __init__(self, inner: fields.Field, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValidationError("must be a string holding JSON")
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValidationError(f"not valid JSON: {exc}") from None
+        return self.inner.deserialize(parsed)
+
+
+class MetadataSchema(ma.Schema):
+    metrics = fields.Dict(keys=fields.String(), values=fields.Float(allow_nan=False), load_default=dict)
+    params = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
+    tags = _tags(load_default=dict)
+
+
+class UploadFormSchema(ma.Schema):
+    format = fields.String(validate=validate.OneOf(FORMATS),
+                           metadata={"description": "pickle, joblib or skops; detected from the content when absent"})
+    description = fields.String(validate=_DESCRIPTION, load_default="")
+    metadata = JSONString(fields.Nested(MetadataSchema), metadata={"description": "JSON: {metrics, params, tags}"})
+    features = JSONString(
+        fields.List(fields.String(validate=validate.Length(min=1, max=256)), validate=validate.Length(min=1)),
+        metadata={"description": "JSON list of feature names, in the estimator's column order"},
+    )
+    labels = JSONString(
+        fields.List(fields.Raw(), validate=validate.Length(min=1)),
+        metadata={"description": "JSON list of class labels, aligned with the estimator's classes_"},
+    )
+    feature_aliases = JSONString(
+        fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=256)), values=fields.String()),
+        metadata={"description": "JSON object {synonym: feature name}"},
+    )
+    tags = JSONString(_tags(), metadata={"description": "JSON object of string tags"})
+
+
+class UploadFileSchema(ma.Schema):
+    file = Upload(required=True, metadata={"description": "The model file"})
+
+
+class ModelCreateSchema(ma.Schema):
+    name = fields.String(required=True)
+    description = fields.String(validate=_DESCRIPTION, load_default="")
+    tags = _tags(load_default=dict)
+
+
+class PatchSchema(ma.Schema):
+    """description and/or tags (tags are replaced whole)."""
+
+    description = fields.String(validate=_DESCRIPTION)
+    tags = _tags()
+
+    @ma.validates_schema
+    def not_empty(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("give description and/or tags")
+
+
+class VersionRef(fields.Field):
+    """A version number, or a ref string (``v3``, an alias, ``latest``)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
+            raise ValidationError("must be a version number or a ref string")
+        if isinstance(value, int) and value < 1:
+            raise ValidationError("version numbers start at 1")
+        return str(value)
+
+
+class AliasSetSchema(ma.Schema):
+    version = VersionRef(required=True, metadata={"description": "version number (or v<n>, alias, latest)"})
+
+
+class PromoteSchema(ma.Schema):
+    alias = fields.String(load_default="production")
+
+
+class AliasMoveSchema(ma.Schema):
+    alias = fields.String()
+    version = fields.Integer()
+    previous_version = fields.Integer(allow_none=True)
+
+
+class EventSchema(ma.Schema):
+    id = fields.Integer()
+    model = fields.String()
+    action = fields.String()
+    version = fields.Integer(allow_none=True)
+    alias = fields.String(allow_none=True)
+    actor = fields.String()
+    at = fields.AwareDateTime()
+    before = fields.Dict(allow_none=True)
+    after = fields.Dict(allow_none=True)
 
 
 class ModelListArgs(ma.Schema):

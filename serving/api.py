@@ -11,9 +11,8 @@ from flask_smorest import Blueprint
 from flask_smorest.error_handler import ErrorSchema
 
 from modelyard.runtime import runtime, session
-from registry.errors import InvalidInput
+from registry.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 from serving import service
-from serving.errors import MalformedBody, UnsupportedMediaType
 
 blp = Blueprint("serving", __name__, description="Predictions from any version, alias or latest")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from registry import service as registry
 from registry.errors import InvalidInput
+from registry.service import RemovedVersion
 from registry.storage import ArtifactStore
 from serving.cache import Entry, LRUCache
 from serving.decode import FeatureSpec, decode
@@ -32,6 +34,12 @@ class Prediction:
 
 def cache_key(name: str, version: int, sha256: str) -> CacheKey:
     return (name, version, sha256)
+
+
+def forget(cache: LRUCache[CacheKey], removed: Sequence[RemovedVersion]) -> None:
+    """Drop deleted versions from this process's cache."""
+    for version in removed:
+        cache.evict(cache_key(version.name, version.version, version.sha256))
 
 
 def get_loaded(

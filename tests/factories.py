@@ -10,7 +10,6 @@ from sklearn.linear_model import LogisticRegression
 
 from modelyard.runtime import Runtime
 from registry import service
-from registry.models import ModelVersion
 from registry.seed import IRIS_FEATURES, IRIS_LABELS
 
 X, y = load_iris(return_X_y=True)
@@ -24,7 +23,7 @@ def make_version(
     rt: Runtime, name: str = "flowers", estimator: Any = None, *,
     feature_names: list[str] | None = None, labels: list[str] | None = IRIS_LABELS,
     alias: str | None = None, **spec: Any,
-) -> ModelVersion:
+) -> dict[str, Any]:
     """Register a version of ``name`` (default: a LogisticRegression on Iris) and optionally alias it."""
     estimator = estimator if estimator is not None else fitted_logreg()
     version_spec = service.VersionSpec(
@@ -36,5 +35,5 @@ def make_version(
     with rt.sessions() as session:
         version = service.register_version(session, rt.store, name, pickle.dumps(estimator), version_spec)
         if alias:
-            service.set_alias(session, name, alias, str(version.version))
+            service.set_alias(session, name, alias, str(version["version"]))
     return version

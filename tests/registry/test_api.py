@@ -121,9 +121,10 @@ def test_model_list_reflects_aliases_and_counts(client: FlaskClient, runtime: Ru
     assert iris["aliases"] == {"production": 1, "staging": 2}
 
 
-@pytest.mark.parametrize("method", ["put", "delete", "patch"])
-def test_wrong_method_is_405_json(client: FlaskClient, method: str) -> None:
-    response = getattr(client, method)("/models/iris/versions/1")
+@pytest.mark.parametrize("method, url", [("put", "/models/iris/versions/1"), ("post", "/models/iris/versions/1"),
+                                         ("delete", "/models"), ("put", "/models/iris/events")])
+def test_wrong_method_is_405_json(client: FlaskClient, method: str, url: str) -> None:
+    response = getattr(client, method)(url)
     assert response.status_code == 405
     assert response.json["code"] == 405
     assert response.json["status"] == "Method Not Allowed"

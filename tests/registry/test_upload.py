@@ -1,0 +1,279 @@
+"""POST /models/<name>/versions: formats, metadata, validation, and what is stored."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from typing import Any
+
+import joblib
+import pandas as pd
+import pytest
+import skops.io
+from flask.testing import FlaskClient
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from modelyard.runtime import Runtime
+from tests.factories import X, fitted_logreg, y
+
+SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
+FEATURES = list(SETOSA)
+
+
+def upload(client: FlaskClient, name: str, data: bytes, **fields: Any) -> Any:
+    form: dict[str, Any] = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in fields.items()}
+    form["file"] = (io.BytesIO(data), "model.bin")
+    return client.post(f"/models/{name}/versions", data=form, content_type="multipart/form-data")
+
+
+def joblib_bytes(obj: Any, compress: Any = 0) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer, compress=compress)
+    return buffer.getvalue()
+
+
+def test_upload_creates_model_and_version_1(client: FlaskClient, runtime: Runtime) -> None:
+    response = upload(client, "flowers", pickle.dumps(fitted_logreg()), features=FEATURES,
+                      labels=["setosa", "versicolor", "virginica"], description="first")
+    assert response.status_code == 201, response.json
+    body = response.json
+    assert response.headers["Location"].endswith("/models/flowers/versions/1")
+    assert body["version"] == 1 and body["name"] == "flowers"
+    assert body["format"] == "pickle"
+    assert body["estimator"] == "sklearn.linear_model._logistic.LogisticRegression"
+    assert body["n_features"] == 4 and body["feature_names"] == FEATURES
+    assert body["classes"] == [0, 1, 2] and body["has_proba"] is True
+    assert body["description"] == "first"
+    assert runtime.store.exists(body["sha256"])
+    assert client.get("/models/flowers").json["latest_version"] == 1
+
+
+def test_upload_records_metadata_and_tags(client: FlaskClient) -> None:
+    body = upload(client, "flowers", pickle.dumps(fitted_logreg()), features=FEATURES,
+                  metadata={"metrics": {"accuracy": 0.97}, "params": {"C": 1.0, "solver": "lbfgs"},
+                            "tags": {"team": "a", "stage": "x"}},
+                  tags={"stage": "candidate"}).json
+    assert body["metadata"] == {"metrics": {"accuracy": 0.97}, "params": {"C": 1.0, "solver": "lbfgs"}}
+    assert body["tags"] == {"team": "a", "stage": "candidate"}
+
+
+def test_feature_names_come_from_a_dataframe_fit(client: FlaskClient) -> None:
+    frame = load_iris(as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(frame.data, frame.target)
+    body = upload(client, "frame", pickle.dumps(model)).json
+    assert body["feature_names"] == list(frame.data.columns)
+    record = dict(zip(frame.data.columns, [5.9, 3.0, 5.1, 1.8]))
+    response = client.post("/models/frame/1/predict", json=record)
+    assert response.status_code == 200 and response.json["predictions"] == [2]
+
+
+def test_unnamed_features_default_to_x0_xn(client: FlaskClient) -> None:
+    body = upload(client, "plain", pickle.dumps(fitted_logreg())).json
+    assert body["feature_names"] == ["x0", "x1", "x2", "x3"]
+    assert client.post("/models/plain/1/predict", json={"x0": 5.1, "x1": 3.5, "x2": 1.4, "x3": 0.2}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "fmt, data",
+    [
+        ("pickle", lambda m: pickle.dumps(m, protocol=2)),
+        ("pickle", lambda m: pickle.dumps(m, protocol=5)),
+        ("joblib", lambda m: joblib_bytes(m)),
+        ("joblib", lambda m: joblib_bytes(m, compress=3)),
+        ("joblib", lambda m: joblib_bytes(m, compress=("gzip", 3))),
+        ("skops", lambda m: skops.io.dumps(m)),
+    ],
+    ids=["pickle2", "pickle5", "joblib", "joblib-zlib", "joblib-gzip", "skops"],
+)
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "detected"])
+def test_every_format_is_accepted_and_predicts(client: FlaskClient, fmt: str, data: Any, declared: bool) -> None:
+    fields = {"format": fmt} if declared else {}
+    response = upload(client, "formats", data(fitted_logreg()), features=FEATURES, **fields)
+    assert response.status_code == 201, response.json
+    assert response.json["format"] == fmt
+    answer = client.post("/models/formats/latest/predict", json=SETOSA)
+    assert answer.status_code == 200 and answer.json["predictions"] == [0]
+
+
+def test_plain_pickle_declared_as_joblib_is_accepted(client: FlaskClient) -> None:
+    response = upload(client, "m", pickle.dumps(fitted_logreg()), format="joblib")
+    assert response.status_code == 201 and response.json["format"] == "joblib"
+
+
+@pytest.mark.parametrize(
+    "declared, data",
+    [
+        ("skops", lambda: pickle.dumps(fitted_logreg())),
+        ("pickle", lambda: skops.io.dumps(fitted_logreg())),
+        ("pickle", lambda: joblib_bytes(fitted_logreg(), compress=3)),
+        ("joblib", lambda: skops.io.dumps(fitted_logreg())),
+    ],
+)
+def test_declared_format_contradicted_by_content_is_422(client: FlaskClient, declared: str, data: Any) -> None:
+    response = upload(client, "m", data(), format=declared)
+    assert response.status_code == 422
+    assert f"declared as {declared}" in response.json["message"]
+
+
+def test_other_estimators_register(client: FlaskClient) -> None:
+    kmeans = KMeans(n_clusters=3, n_init=2, random_state=0).fit(X)
+    assert upload(client, "clusters", pickle.dumps(kmeans)).status_code == 201
+    regression = LinearRegression().fit(X, y)
+    body = upload(client, "reg", joblib_bytes(regression)).json
+    assert body["classes"] is None and body["labels"] is None and body["has_proba"] is False
+
+
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"features": ["a", "b"]}, "2 feature names given, but the estimator takes 4"),
+        ({"features": ["a", "a", "b", "c"]}, "feature names must be unique"),
+        ({"labels": ["one", "two"]}, "2 labels given, but the estimator has 3 classes"),
+        ({"feature_aliases": {"len": "nope"}}, "feature aliases point at unknown features: nope"),
+        ({"feature_aliases": {"x0": "x1"}}, "must not be feature names"),
+    ],
+)
+def test_metadata_contradicting_the_estimator_is_422(client: FlaskClient, fields: dict[str, Any], fragment: str) -> None:
+    response = upload(client, "m", pickle.dumps(fitted_logreg()), **fields)
+    assert response.status_code == 422
+    assert fragment in response.json["message"]
+    assert client.get("/models/m").status_code == 404  # nothing stored
+
+
+def test_feature_names_must_match_a_dataframe_fit(client: FlaskClient) -> None:
+    frame = load_iris(as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(frame.data, frame.target)
+    response = upload(client, "m", pickle.dumps(model), features=list(frame.data.columns)[::-1])
+    assert response.status_code == 422
+    assert "differ from those the estimator was fitted with" in response.json["message"]
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (pickle.dumps({"not": "a model"}), "has no predict method"),
+        (pickle.dumps(StandardScaler().fit(X)), "has no predict method"),
+        (b"\x80\x05garbage", "not a valid pickle stream"),
+        (pickle.dumps(fitted_logreg())[:-20], "not a valid pickle stream"),
+        (b"PK\x03\x04broken zip", "skops file could not be loaded"),
+    ],
+    ids=["dict", "transformer", "garbage", "truncated", "bad-zip"],
+)
+def test_files_that_are_not_models_are_422(client: FlaskClient, data: bytes, fragment: str) -> None:
+    response = upload(client, "m", data)
+    assert response.status_code == 422
+    assert fragment in response.json["message"]
+
+
+def test_estimator_that_cannot_predict_a_numeric_row_is_422(client: FlaskClient) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame({"colour": ["red", "blue", "red", "green"], "size": [1.0, 2.0, 3.0, 4.0]})
+    model = make_pipeline(
+        ColumnTransformer([("c", OneHotEncoder(), ["colour"])], remainder="passthrough"),
+        LogisticRegression(),
+    ).fit(frame, [0, 1, 0, 1])
+    response = upload(client, "m", pickle.dumps(model))
+    assert response.status_code == 422
+    assert "cannot predict from a numeric row" in response.json["message"]
+
+
+def test_hostile_pickle_is_422_naming_the_global_and_stores_nothing(client: FlaskClient, runtime: Runtime, tmp_path: Any) -> None:
+    import os
+
+    marker = tmp_path / "owned"
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return os.system, (f"touch {marker}",)
+
+    response = upload(client, "evil", pickle.dumps(Payload()))
+    assert response.status_code == 422
+    assert response.json["errors"]["global"] in {"posix.system", "os.system"}
+    assert not marker.exists()
+    assert client.get("/models/evil").status_code == 404
+    assert sorted(p.name for p in (runtime.store.root / "sha256").iterdir()) == [  # type: ignore[attr-defined]
+        client.get("/models/iris/versions/1").json["sha256"][:2]
+    ]
+
+
+def test_empty_file_is_422(client: FlaskClient) -> None:
+    response = upload(client, "m", b"")
+    assert response.status_code == 422
+    assert "empty" in response.json["message"]
+
+
+def test_missing_file_is_422(client: FlaskClient) -> None:
+    response = client.post("/models/m/versions", data={"description": "x"}, content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert "file" in json.dumps(response.json["errors"])
+
+
+def test_non_multipart_upload_is_415(client: FlaskClient) -> None:
+    response = client.post("/models/m/versions", json={"file": "x"})
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json["message"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("features", "not json"), ("features", '"a string"'), ("labels", "{}"), ("metadata", "[1]"),
+     ("metadata", '{"metrics": {"acc": "high"}}'), ("metadata", '{"other": 1}'), ("tags", '{"a": 1}'),
+     ("feature_aliases", '["x"]'), ("format", "zip")],
+)
+def test_malformed_fields_are_422(client: FlaskClient, field: str, value: str) -> None:
+    response = upload(client, "m", pickle.dumps(fitted_logreg()), **{field: value})
+    assert response.status_code == 422
+    assert field in json.dumps(response.json["errors"])
+
+
+@pytest.mark.parametrize("name", ["-leading-dash", "has space", "a" * 129, "sl%2Fash", ".hidden"])
+def test_invalid_model_names_are_422(client: FlaskClient, name: str) -> None:
+    response = upload(client, name, pickle.dumps(fitted_logreg()))
+    assert response.status_code in (404, 422)  # a raw '/' never reaches the route
+    if response.status_code == 422:
+        assert "invalid model name" in response.json["message"]
+
+
+def test_oversized_file_is_413_and_stores_nothing(config: dict[str, Any]) -> None:
+    from modelyard.app import create_app
+
+    app = create_app({**config, "upload": {"max_bytes": 500}})
+    client = app.test_client()
+    response = upload(client, "big", pickle.dumps(fitted_logreg()))
+    assert response.status_code == 413
+    assert response.json["code"] == 413
+    assert client.get("/models/big").status_code == 404
+
+
+def test_oversized_request_is_413_before_parsing(config: dict[str, Any]) -> None:
+    from modelyard.app import create_app
+
+    app = create_app({**config, "upload": {"max_bytes": 500}})
+    response = upload(app.test_client(), "big", b"\x80" * (3 << 20))
+    assert response.status_code == 413
+    assert response.json["status"] == "Request Entity Too Large"
+
+
+def test_uploads_above_the_predict_body_limit_are_accepted(config: dict[str, Any]) -> None:
+    from modelyard.app import create_app
+
+    app = create_app({**config, "serving": {"max_body_bytes": 100}})
+    response = upload(app.test_client(), "m", pickle.dumps(fitted_logreg()))
+    assert response.status_code == 201
+
+
+def test_same_bytes_twice_share_one_blob(client: FlaskClient, runtime: Runtime) -> None:
+    data = pickle.dumps(fitted_logreg())
+    first = upload(client, "a", data).json
+    second = upload(client, "b", data).json
+    assert first["sha256"] == second["sha256"]
+    assert client.delete("/models/a").status_code == 204
+    assert runtime.store.exists(second["sha256"])  # still used by b
+    assert client.post("/models/b/1/predict", json={"x0": 1, "x1": 2, "x2": 3, "x3": 4}).status_code == 200
