@@ -53,7 +53,7 @@ class LocalArtifactStore:
     def put(self, data: bytes) -> str:
         digest = sha256_of(data)
         target = self.path_for(digest)
-        if target.exists():
+        if target.is_file():
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")

@@ -52,9 +52,9 @@ def runtime(app: Flask) -> Runtime:
     return app.extensions[EXTENSION]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh database on the machine's real PostgreSQL, dropped after the session."""
+    """A fresh database on the machine's real PostgreSQL, dropped after the test."""
     psycopg = pytest.importorskip("psycopg")
     name = f"modelyard_test_{uuid.uuid4().hex[:12]}"
     try:
