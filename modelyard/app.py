@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 import warnings
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -17,7 +18,9 @@ from modelyard import __version__
 from modelyard.config import load_config
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
+from modelyard.security import authorize_request
 from registry import seed
+from registry.auth import Forbidden, Unauthorized, ensure_admin_token
 from registry.api import blp as registry_blp
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import (
@@ -41,6 +44,8 @@ log = logging.getLogger("modelyard")
 # Every domain error family and its status; the most specific base in an error's MRO wins.
 STATUS_OF: dict[type[ModelyardError], int] = {
     MalformedBody: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     TooLarge: 413,
@@ -88,6 +93,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
     )
     app.extensions[EXTENSION] = rt
+    app.before_request(authorize_request)
     app.teardown_appcontext(close_session)
 
     app.json.sort_keys = False  # keep the schemas' field order
@@ -112,6 +118,9 @@ def _prepare(rt: Runtime) -> None:
     with rt.sessions() as session:
         if rt.config["serving"]["seed"] and seed.seed_iris(session, rt.store):
             log.info("seeded model 'iris' version 1 (alias production)")
+        token_file = Path(rt.config["auth"]["admin_token_file"])
+        if ensure_admin_token(session, token_file):
+            log.info("created admin token 'admin'; it is in %s (readable by its owner only)", token_file)
         _preload(rt, session)
 
 
@@ -155,11 +164,12 @@ def error_body(status: int, message: str, errors: Any = None) -> dict[str, Any]:
     return body
 
 
-def _domain_error(error: ModelyardError) -> tuple[Response, int]:
+def _domain_error(error: ModelyardError) -> tuple[Response, int, dict[str, str]]:
     status = status_of(error)
     if status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
-    return jsonify(error_body(status, error.message, error.errors)), status
+    headers = {"WWW-Authenticate": 'Bearer realm="modelyard"'} if status == 401 else {}
+    return jsonify(error_body(status, error.message, error.errors)), status, headers
 
 
 def _unexpected_error(error: Exception) -> tuple[Response, int]:

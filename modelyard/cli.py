@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modelyard.config import ConfigError, load_config
+from registry.auth import ROLES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug.add_argument("--port", type=int)
 
     commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+
+    token = commands.add_parser("token", help="manage API tokens (create prints the token once)")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create a token and print it (only time it is shown)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    token_commands.add_parser("list", help="list token names and roles")
+    revoke = token_commands.add_parser("revoke", help="revoke a token")
+    revoke.add_argument("--name", required=True)
     commands.add_parser("config", help="print the effective configuration")
 
     args = parser.parse_args(argv)
@@ -55,6 +65,34 @@ def _run(args: argparse.Namespace) -> int:
         print("database schema is at head")
     elif args.command == "config":
         _print_config(load_config())
+    elif args.command == "token":
+        return _token(args)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from registry import auth
+    from registry.db import make_engine, make_session_factory, upgrade_to_head
+    from registry.errors import ModelyardError
+
+    engine = make_engine(load_config()["database"]["url"])
+    try:
+        upgrade_to_head(engine)
+        with make_session_factory(engine)() as session:
+            if args.token_command == "create":
+                created = auth.create_token(session, args.name, args.role, created_by="cli")
+                print(created["token"])
+            elif args.token_command == "list":
+                for row in auth.list_tokens(session):
+                    print(f"{row['name']}\t{row['role']}\t{row['created_at']:%Y-%m-%d %H:%M}\t{row['created_by']}")
+            else:
+                auth.revoke_token(session, args.name)
+                print(f"revoked {args.name}")
+    except ModelyardError as exc:
+        print(f"modelyard: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
     return 0
 
 

@@ -122,6 +122,7 @@ _POSITIVE = {
 _CHOICES = {
     ("artifacts", "store"): {"local"},
     ("logging", "level"): {"DEBUG", "INFO", "WARNING", "ERROR"},
+    ("auth", "anonymous_role"): {"none", "reader", "predictor", "uploader", "promoter", "admin"},
 }
 
 
@@ -141,8 +142,9 @@ def _validate(config: Config) -> None:
 
 
 def _resolve_paths(config: Config, base: Path) -> None:
-    root = Path(config["artifacts"]["root"])
-    config["artifacts"]["root"] = str(root if root.is_absolute() else base / root)
+    for section, key in (("artifacts", "root"), ("auth", "admin_token_file")):
+        path = Path(config[section][key])
+        config[section][key] = str(path if path.is_absolute() else base / path)
     url = config["database"]["url"]
     prefix = "sqlite:///"
     if url.startswith(prefix) and url != "sqlite:///:memory:":

@@ -10,7 +10,9 @@ from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
 from modelyard.runtime import runtime, session
-from registry import service
+from modelyard.security import authorize_alias_move, current_actor
+from registry import auth, service
+from registry.auth import requires
 from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
 from registry.schemas import (
     AliasMoveSchema,
@@ -21,6 +23,8 @@ from registry.schemas import (
     ModelSchema,
     PatchSchema,
     PromoteSchema,
+    TokenCreateSchema,
+    TokenSchema,
     UploadFileSchema,
     UploadFormSchema,
     VersionSchema,
@@ -28,7 +32,6 @@ from registry.schemas import (
 
 blp = Blueprint("registry", __name__, description="Registered models, their versions and aliases")
 
-ACTOR = "anonymous"  # every write is anonymous until tokens exist
 _UPLOAD_ENDPOINT = "registry.Versions"
 _FORM_OVERHEAD = 1 << 20  # room for the other multipart fields around the file
 
@@ -48,6 +51,7 @@ def _check_body_type() -> None:
 
 @blp.route("/models")
 class Models(MethodView):
+    @requires("reader")
     @blp.arguments(ModelListArgs, location="query", as_kwargs=True)
     @blp.response(200, ModelSchema(many=True))
     @blp.paginate()
@@ -67,6 +71,7 @@ class Models(MethodView):
         pagination_parameters.item_count = total
         return page
 
+    @requires("uploader")
     @blp.arguments(ModelCreateSchema)
     @blp.response(201, ModelSchema)
     @blp.alt_response(409, description="A model with that name exists")
@@ -76,12 +81,13 @@ class Models(MethodView):
         Uploading a version also creates its model when missing; this creates an empty one.
         """
         detail = service.create_model(session(), body["name"], description=body["description"],
-                                      tags=body["tags"], actor=ACTOR)
+                                      tags=body["tags"], actor=current_actor().name)
         return detail, 201, {"Location": url_for("registry.ModelDetail", name=detail["name"])}
 
 
 @blp.route("/models/<name>")
 class ModelDetail(MethodView):
+    @requires("reader")
     @blp.response(200, ModelSchema)
     def get(self, name: str) -> Any:
         """Get a model
@@ -90,6 +96,7 @@ class ModelDetail(MethodView):
         """
         return service.model_detail(session(), name)
 
+    @requires("uploader")
     @blp.arguments(PatchSchema)
     @blp.response(200, ModelSchema)
     def patch(self, body: dict[str, Any], name: str) -> Any:
@@ -98,19 +105,21 @@ class ModelDetail(MethodView):
         Tags are replaced whole.
         """
         return service.update_model(session(), name, description=body.get("description"),
-                                    tags=body.get("tags"), actor=ACTOR)
+                                    tags=body.get("tags"), actor=current_actor().name)
 
+    @requires("admin")
     @blp.response(204)
     def delete(self, name: str) -> None:
         """Delete a model
 
         With all its versions and aliases; artifacts no other model uses are removed.
         """
-        runtime().versions_removed(service.delete_model(session(), runtime().store, name, actor=ACTOR))
+        runtime().versions_removed(service.delete_model(session(), runtime().store, name, actor=current_actor().name))
 
 
 @blp.route("/models/<name>/versions")
 class Versions(MethodView):
+    @requires("reader")
     @blp.response(200, VersionSchema(many=True))
     @blp.paginate()
     def get(self, name: str, pagination_parameters: PaginationParameters) -> Any:
@@ -126,6 +135,7 @@ class Versions(MethodView):
         pagination_parameters.item_count = total
         return page
 
+    @requires("uploader")
     @blp.arguments(UploadFormSchema, location="form")
     @blp.arguments(UploadFileSchema, location="files")
     @blp.response(201, VersionSchema)
@@ -153,13 +163,14 @@ class Versions(MethodView):
             params=metadata.get("params", {}),
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
         )
-        detail = service.register_version(session(), rt.store, name, data, spec, actor=ACTOR)
+        detail = service.register_version(session(), rt.store, name, data, spec, actor=current_actor().name)
         location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))
         return detail, 201, {"Location": location}
 
 
 @blp.route("/models/<name>/versions/<ref>")
 class VersionDetail(MethodView):
+    @requires("reader")
     @blp.response(200, VersionSchema)
     def get(self, name: str, ref: str) -> Any:
         """Get a version
@@ -168,6 +179,7 @@ class VersionDetail(MethodView):
         """
         return service.version_detail(session(), name, ref)
 
+    @requires("uploader")
     @blp.arguments(PatchSchema)
     @blp.response(200, VersionSchema)
     def patch(self, body: dict[str, Any], name: str, ref: str) -> Any:
@@ -176,8 +188,9 @@ class VersionDetail(MethodView):
         The rest of a version is immutable. Tags are replaced whole.
         """
         return service.update_version(session(), name, ref, description=body.get("description"),
-                                      tags=body.get("tags"), actor=ACTOR)
+                                      tags=body.get("tags"), actor=current_actor().name)
 
+    @requires("promoter")
     @blp.response(204)
     @blp.alt_response(409, description="An alias points at the version")
     def delete(self, name: str, ref: str) -> None:
@@ -185,12 +198,13 @@ class VersionDetail(MethodView):
 
         Refused with 409 while an alias points at it. Its number is never reused.
         """
-        removed = service.delete_version(session(), runtime().store, name, ref, actor=ACTOR)
+        removed = service.delete_version(session(), runtime().store, name, ref, actor=current_actor().name)
         runtime().versions_removed([removed])
 
 
 @blp.route("/models/<name>/versions/<ref>/artifact")
 class VersionArtifact(MethodView):
+    @requires("reader")
     @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream")
     @blp.alt_response(304, description="Not modified: If-None-Match names this artifact's sha256")
     def get(self, name: str, ref: str) -> Response:
@@ -212,6 +226,7 @@ class VersionArtifact(MethodView):
 
 @blp.route("/models/<name>/versions/<ref>/promote")
 class Promote(MethodView):
+    @requires("uploader")
     @blp.arguments(PromoteSchema, required=False)
     @blp.response(200, AliasMoveSchema)
     def post(self, body: dict[str, Any], name: str, ref: str) -> Any:
@@ -220,11 +235,14 @@ class Promote(MethodView):
         Moves `alias` (default `production`) to this version and answers the version it
         pointed at before (`previous_version`, null when the alias is new).
         """
-        return service.promote(session(), name, ref, body.get("alias", "production"), actor=ACTOR)
+        alias = body.get("alias", "production")
+        authorize_alias_move(alias)
+        return service.promote(session(), name, ref, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/aliases")
 class Aliases(MethodView):
+    @requires("reader")
     @blp.response(200, {"type": "object", "additionalProperties": {"type": "integer"}})
     def get(self, name: str) -> Any:
         """List a model's aliases
@@ -236,6 +254,7 @@ class Aliases(MethodView):
 
 @blp.route("/models/<name>/aliases/<alias>")
 class AliasDetail(MethodView):
+    @requires("uploader")
     @blp.arguments(AliasSetSchema)
     @blp.response(200, AliasMoveSchema)
     def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
@@ -244,16 +263,20 @@ class AliasDetail(MethodView):
         Body `{"version": 3}` (a number, `v3`, another alias or `latest`). `latest`, numbers
         and `v<number>` are reserved and cannot be alias names.
         """
-        return service.set_alias(session(), name, alias, body["version"], actor=ACTOR)
+        authorize_alias_move(alias)
+        return service.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
 
+    @requires("uploader")
     @blp.response(204)
     def delete(self, name: str, alias: str) -> None:
         """Remove an alias"""
-        service.delete_alias(session(), name, alias, actor=ACTOR)
+        authorize_alias_move(alias)
+        service.delete_alias(session(), name, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/aliases/<alias>/rollback")
 class AliasRollback(MethodView):
+    @requires("uploader")
     @blp.response(200, AliasMoveSchema)
     @blp.alt_response(409, description="The alias has never moved, or its previous version is gone")
     def post(self, name: str, alias: str) -> Any:
@@ -262,11 +285,13 @@ class AliasRollback(MethodView):
         Moves the alias to where it pointed before its last move (from the audit log); a
         second rollback moves it forward again.
         """
-        return service.rollback_alias(session(), name, alias, actor=ACTOR)
+        authorize_alias_move(alias)
+        return service.rollback_alias(session(), name, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/events")
 class Events(MethodView):
+    @requires("reader")
     @blp.response(200, EventSchema(many=True))
     @blp.paginate()
     def get(self, name: str, pagination_parameters: PaginationParameters) -> Any:
@@ -280,6 +305,42 @@ class Events(MethodView):
         )
         pagination_parameters.item_count = total
         return page
+
+
+@blp.route("/tokens")
+class Tokens(MethodView):
+    @requires("admin")
+    @blp.response(200, TokenSchema(many=True))
+    def get(self) -> Any:
+        """List API tokens
+
+        Names, roles and who created them; never the tokens themselves.
+        """
+        return auth.list_tokens(session())
+
+    @requires("admin")
+    @blp.arguments(TokenCreateSchema)
+    @blp.response(201, TokenSchema)
+    @blp.alt_response(409, description="A token with that name exists")
+    def post(self, body: dict[str, Any]) -> Any:
+        """Create an API token
+
+        The answer carries the token once; only its hash is kept. Roles: reader, predictor,
+        uploader, promoter, admin.
+        """
+        return auth.create_token(session(), body["name"], body["role"], created_by=current_actor().name)
+
+
+@blp.route("/tokens/<name>")
+class TokenDetail(MethodView):
+    @requires("admin")
+    @blp.response(204)
+    def delete(self, name: str) -> None:
+        """Revoke an API token
+
+        Requests bearing it are refused from the next one on.
+        """
+        auth.revoke_token(session(), name)
 
 
 def _read_upload(stream: Any, max_bytes: int) -> bytes:

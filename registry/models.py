@@ -123,3 +123,21 @@ class Event(Base):
         # Rollback reads an alias's latest move from here.
         Index("ix_events_model_name_alias_id", "model_name", "alias", "id"),
     )
+
+
+class Token(Base):
+    """An API token. Only its sha256 is stored; the token itself is shown once, at creation."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[IntPK]
+    name: Mapped[Name] = mapped_column(unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[Created]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (
+        CheckConstraint("role IN ('reader', 'predictor', 'uploader', 'promoter', 'admin')", name="role_known"),
+        CheckConstraint("length(token_hash) = 64", name="token_hash_length"),
+    )

@@ -9,6 +9,7 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 from marshmallow import ValidationError, fields, validate
 
+from registry.auth import ROLES
 from registry.safety import FORMATS
 
 _DESCRIPTION = validate.Length(max=10_000)
@@ -169,5 +170,18 @@ class VersionSchema(ma.Schema):
     metadata = fields.Dict(keys=fields.String(), values=fields.Raw())
     tags = fields.Dict(keys=fields.String(), values=fields.String())
     aliases = fields.List(fields.String())
+    created_at = fields.AwareDateTime()
+    created_by = fields.String()
+
+
+class TokenCreateSchema(ma.Schema):
+    name = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class TokenSchema(ma.Schema):
+    name = fields.String()
+    role = fields.String()
+    token = fields.String(metadata={"description": "Only in the answer to the creation"})
     created_at = fields.AwareDateTime()
     created_by = fields.String()

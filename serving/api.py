@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 from flask_smorest.error_handler import ErrorSchema
 
 from modelyard.runtime import runtime, session
+from registry.auth import requires
 from registry.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 from serving import service
 
@@ -76,6 +77,7 @@ def _document(view: Any) -> Any:
 
 
 @blp.route("/models/<name>/<ref>/predict", methods=["POST"])
+@requires("predictor")
 @_document
 def predict(name: str, ref: str) -> Response:
     """Predict with a version, an alias or latest
@@ -86,6 +88,7 @@ def predict(name: str, ref: str) -> Response:
 
 
 @blp.route("/predict", methods=["POST"])
+@requires("predictor")
 @_document
 def predict_default() -> Response:
     """Predict with the default model's production version

@@ -32,6 +32,7 @@ def config(tmp_path: Path) -> dict[str, dict[str, Any]]:
     return {
         "database": {"url": f"sqlite:///{tmp_path / 'registry.db'}"},
         "artifacts": {"root": str(tmp_path / "artifacts")},
+        "auth": {"admin_token_file": str(tmp_path / "admin.token")},
     }
 
 
@@ -42,8 +43,24 @@ def app(config: dict[str, dict[str, Any]]) -> Iterator[Flask]:
     app.extensions[EXTENSION].engine.dispose()
 
 
+def admin_client(app: Flask) -> FlaskClient:
+    """A test client that sends the admin token the app wrote at its first start."""
+    token = Path(app.extensions[EXTENSION].config["auth"]["admin_token_file"]).read_text().strip()
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """Authenticated as admin: most tests are about what a request does, not who may send it
+    (tests/test_auth.py covers that)."""
+    return admin_client(app)
+
+
+@pytest.fixture
+def anon(app: Flask) -> FlaskClient:
+    """No credentials: the anonymous role applies."""
     return app.test_client()
 
 

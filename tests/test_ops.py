@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 from modelyard import __version__
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION
+from tests.conftest import admin_client
 
 
 def test_healthz(client: FlaskClient) -> None:
@@ -75,6 +76,6 @@ def test_unexpected_errors_are_json_500_without_traceback(config: dict[str, Any]
     def boom() -> None:
         raise RuntimeError("secret internals")
 
-    response = app.test_client().get("/boom")
+    response = admin_client(app).get("/boom")
     assert response.status_code == 500
     assert response.json == {"code": 500, "status": "Internal Server Error", "message": "internal server error"}

@@ -42,6 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         MODELYARD_DATABASE_URL=f"sqlite:///{tmp / 'registry.db'}",
         MODELYARD_ARTIFACTS_ROOT=str(tmp / "artifacts"),
         MODELYARD_SERVER_PORT=str(port),
+        MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp / "admin.token"),
     )
     log = open(tmp / "server.log", "w")
     process = subprocess.Popen(

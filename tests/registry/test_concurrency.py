@@ -15,13 +15,14 @@ from flask import Flask
 
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION
+from tests.conftest import admin_client
 from tests.factories import fitted_logreg
 
 N = 20
 
 
 def _upload(app: Flask, name: str, data: bytes) -> tuple[int, Any]:
-    response = app.test_client().post(
+    response = admin_client(app).post(
         f"/models/{name}/versions",
         data={"file": (io.BytesIO(data), "m.pkl")},
         content_type="multipart/form-data",
@@ -33,9 +34,9 @@ def _check(app: Flask, name: str, results: list[tuple[int, Any]]) -> None:
     assert [status for status, _ in results] == [201] * N, [body for _, body in results if body]
     numbers = sorted(body["version"] for _, body in results)
     assert numbers == list(range(1, N + 1))
-    listed = app.test_client().get(f"/models/{name}/versions?page_size=100").json
+    listed = admin_client(app).get(f"/models/{name}/versions?page_size=100").json
     assert sorted(v["version"] for v in listed) == numbers
-    events = app.test_client().get(f"/models/{name}/events?page_size=100").json
+    events = admin_client(app).get(f"/models/{name}/events?page_size=100").json
     assert [e["action"] for e in events].count("model.created") == 1
 
 
@@ -86,11 +87,12 @@ def _processes(config: dict[str, Any], name: str, workers: int = 4) -> list[tupl
 
 @pytest.fixture
 def pg_config(pg_url: str, tmp_path: Path) -> dict[str, Any]:
-    return {"database": {"url": pg_url}, "artifacts": {"root": str(tmp_path / "artifacts")}}
+    return {"database": {"url": pg_url}, "artifacts": {"root": str(tmp_path / "artifacts")},
+            "auth": {"admin_token_file": str(tmp_path / "admin.token")}}
 
 
 def test_concurrent_uploads_to_an_existing_model_with_threads(app: Flask) -> None:
-    assert app.test_client().post("/models", json={"name": "racing"}).status_code == 201
+    assert admin_client(app).post("/models", json={"name": "racing"}).status_code == 201
     _check(app, "racing", _threads(app, "racing"))
 
 

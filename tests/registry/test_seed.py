@@ -42,7 +42,8 @@ def test_seed_can_be_turned_off(config: dict[str, Any]) -> None:
 
 
 def test_seed_on_postgresql(pg_url: str, tmp_path: Any) -> None:
-    config = {"database": {"url": pg_url}, "artifacts": {"root": str(tmp_path / "a")}}
+    config = {"database": {"url": pg_url}, "artifacts": {"root": str(tmp_path / "a")},
+              "auth": {"admin_token_file": str(tmp_path / "admin.token")}}
     app = create_app(config)
     client = app.test_client()
     body = {"sepal.length": 5.9, "sepal.width": 3.0, "petal.length": 5.1, "petal.width": 1.8}

@@ -18,6 +18,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from modelyard.runtime import Runtime
+from tests.conftest import admin_client
 from tests.factories import X, fitted_logreg, y
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -245,7 +246,7 @@ def test_oversized_file_is_413_and_stores_nothing(config: dict[str, Any]) -> Non
     from modelyard.app import create_app
 
     app = create_app({**config, "upload": {"max_bytes": 500}})
-    client = app.test_client()
+    client = admin_client(app)
     response = upload(client, "big", pickle.dumps(fitted_logreg()))
     assert response.status_code == 413
     assert response.json["code"] == 413
@@ -256,7 +257,7 @@ def test_oversized_request_is_413_before_parsing(config: dict[str, Any]) -> None
     from modelyard.app import create_app
 
     app = create_app({**config, "upload": {"max_bytes": 500}})
-    response = upload(app.test_client(), "big", b"\x80" * (3 << 20))
+    response = upload(admin_client(app), "big", b"\x80" * (3 << 20))
     assert response.status_code == 413
     assert response.json["status"] == "Request Entity Too Large"
 
@@ -265,7 +266,7 @@ def test_uploads_above_the_predict_body_limit_are_accepted(config: dict[str, Any
     from modelyard.app import create_app
 
     app = create_app({**config, "serving": {"max_body_bytes": 100}})
-    response = upload(app.test_client(), "m", pickle.dumps(fitted_logreg()))
+    response = upload(admin_client(app), "m", pickle.dumps(fitted_logreg()))
     assert response.status_code == 201
 
 
