@@ -116,6 +116,8 @@ _POSITIVE = {
     ("cache", "max_entries"),
     ("cache", "max_bytes"),
     ("upload", "max_bytes"),
+    ("upload", "trial_timeout_seconds"),
+    ("upload", "trial_memory_bytes"),
     ("serving", "max_rows"),
     ("serving", "max_body_bytes"),
 }

@@ -11,7 +11,7 @@ from flask_smorest.pagination import PaginationParameters
 
 from modelyard.runtime import runtime, session
 from modelyard.security import authorize_alias_move, current_actor
-from registry import auth, service
+from registry import auth, sandbox, service
 from registry.auth import requires
 from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
 from registry.schemas import (
@@ -163,7 +163,10 @@ class Versions(MethodView):
             params=metadata.get("params", {}),
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
         )
-        detail = service.register_version(session(), rt.store, name, data, spec, actor=current_actor().name)
+        limits = sandbox.Limits(timeout_seconds=rt.config["upload"]["trial_timeout_seconds"],
+                                memory_bytes=rt.config["upload"]["trial_memory_bytes"])
+        detail = service.register_version(session(), rt.store, name, data, spec,
+                                          actor=current_actor().name, limits=limits)
         location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))
         return detail, 201, {"Location": location}
 

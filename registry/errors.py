@@ -88,6 +88,7 @@ class UnsafeArtifact(InvalidInput):
 
     def __init__(self, global_: str, reason: str = "not on the allowlist") -> None:
         self.global_ = global_
+        self.reason = reason
         super().__init__(f"artifact refers to {global_!r}, {reason}", errors={"global": global_})
 
 

@@ -37,6 +37,16 @@ def describe(obj: Any) -> EstimatorInfo:
     )
 
 
+def inspect(estimator: Any, *, n_features_hint: int | None = None) -> EstimatorInfo:
+    """Describe a loaded estimator and check it predicts one numeric row (when its number of
+    features is known, from the estimator or the uploader)."""
+    info = describe(estimator)
+    n_features = info.n_features or n_features_hint
+    if n_features:
+        trial_predict(estimator, n_features)
+    return info
+
+
 def library_versions() -> dict[str, str]:
     import scipy
     import sklearn

@@ -14,7 +14,7 @@ from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry import introspect, safety
+from registry import introspect, safety, sandbox
 from registry.db import begin_write, utcnow
 from registry.errors import (
     AliasNotFound,
@@ -332,18 +332,19 @@ def delete_model(session: Session, store: ArtifactStore, name: str, *, actor: st
 
 def register_version(
     session: Session, store: ArtifactStore, name: str, data: bytes, spec: VersionSpec, *,
-    actor: str = "anonymous",
+    actor: str = "anonymous", limits: sandbox.Limits | None = None,
 ) -> dict[str, Any]:
     """Store ``data`` as the next version of ``name`` (created if missing); one transaction.
     Returns the new version's detail.
 
-    The artifact is scanned, trial-loaded and inspected before anything is stored; the blob is
+    The artifact is scanned, then trial-loaded, inspected and made to predict one row in a
+    child process under ``limits``, before anything is stored; the blob is
     in place before the row commits, and removed again if the commit fails. Version numbers
     are allocated atomically: concurrent uploads get consecutive numbers, never the same one.
     Raises UnsafeArtifact / InvalidArtifact / InvalidInput / InvalidName (422).
     """
     _validate_model_name(name)
-    prepared = _prepare_version(data, spec)
+    prepared = _prepare_version(data, spec, limits=limits or sandbox.Limits())
     sha256 = store.put(data)
     created: list[int] = []
 
@@ -527,11 +528,12 @@ def seed_model(
     """Register ``data`` as version 1 of a new model ``name`` with ``alias``, unless it exists.
 
     Idempotent and safe to race: returns False when the model already exists (also when a
-    concurrent process created it first).
+    concurrent process created it first). ``data`` is trusted (modelyard made it), so it is
+    inspected in this process rather than in a sandbox.
     """
     if model_exists(session, name):
         return False
-    prepared = _prepare_version(data, spec)
+    prepared = _prepare_version(data, spec, limits=None)
     sha256 = store.put(data)
     created: list[bool] = []
 
@@ -606,11 +608,19 @@ class _Prepared:
     labels: list[Any] | None
 
 
-def _prepare_version(data: bytes, spec: VersionSpec) -> _Prepared:
-    """Scan, load and inspect an artifact, and check what the uploader said against it."""
+def _prepare_version(data: bytes, spec: VersionSpec, *, limits: sandbox.Limits | None) -> _Prepared:
+    """Scan, load and inspect an artifact, and check what the uploader said against it.
+
+    ``limits`` None is for trusted bytes only: they are loaded in this process.
+    """
     fmt = safety.resolve_format(data, spec.fmt)
-    estimator = safety.load(data, fmt)
-    info = introspect.describe(estimator)
+    if fmt == "pickle":
+        safety.scan(data)  # cheap, and refuses most hostile files before a child is started
+    hint = len(spec.feature_names) if spec.feature_names is not None else None
+    if limits is None:
+        info = introspect.inspect(safety.load(data, fmt), n_features_hint=hint)
+    else:
+        info = sandbox.inspect_artifact(data, fmt, n_features_hint=hint, limits=limits)
     names = _feature_names(spec, info)
     unknown_targets = sorted({t for t in spec.feature_aliases.values() if t not in names})
     if unknown_targets:
@@ -627,7 +637,6 @@ def _prepare_version(data: bytes, spec: VersionSpec) -> _Prepared:
         expected = "no classes" if info.classes is None else f"{len(info.classes)} classes"
         raise InvalidInput(f"{len(labels)} labels given, but the estimator has {expected}",
                            errors={"labels": labels})
-    introspect.trial_predict(estimator, len(names))
     return _Prepared(fmt=fmt, spec=spec, info=info, feature_names=names, labels=labels)
 
 

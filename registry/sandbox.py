@@ -1,0 +1,113 @@
+"""Trial-load an uploaded model in a child process with a time and memory limit.
+
+A file that passes the scan may still explode when loaded (a huge array, a huge bytearray) or
+misbehave; the child takes the blow, the server keeps serving. Children fork from a
+``forkserver`` that has scikit-learn imported already, so a trial costs milliseconds, not an
+interpreter start, and is safe to start from a threaded server. The child answers in JSON only:
+the parent never unpickles anything a child sends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import resource
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from registry import introspect, safety
+from registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
+
+_ANSWER_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_seconds: float = 30.0
+    memory_bytes: int = 4 << 30
+
+
+def inspect_artifact(data: bytes, fmt: str, *, n_features_hint: int | None, limits: Limits) -> introspect.EstimatorInfo:
+    """Load ``data`` through the safety gate in a child, describe it and predict one numeric row.
+
+    Raises UnsafeArtifact / InvalidArtifact (422) for what the child found, and InvalidArtifact
+    when the child runs out of time or memory or dies.
+    """
+    context = _context()
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_trial, args=(sender, data, fmt, n_features_hint, limits), name="modelyard-trial", daemon=True
+    )
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(limits.timeout_seconds):
+            raise InvalidArtifact(f"loading the model took longer than {limits.timeout_seconds:g} s")
+        try:
+            raw = receiver.recv_bytes(_ANSWER_LIMIT)
+        except (EOFError, OSError):
+            child.join(5)
+            raise InvalidArtifact(
+                f"loading the model crashed its sandbox (exit code {child.exitcode}); "
+                f"it may need more than {limits.memory_bytes} bytes of memory"
+            ) from None
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+    return _read_answer(raw)
+
+
+def _read_answer(raw: bytes) -> introspect.EstimatorInfo:
+    answer = json.loads(raw)
+    if "info" in answer:
+        return introspect.EstimatorInfo(**answer["info"])
+    if answer.get("error") == "unsafe":
+        raise UnsafeArtifact(answer["global"], answer["reason"])
+    raise InvalidArtifact(answer.get("message", "the model could not be loaded"))
+
+
+def _context() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["registry.sandbox_preload"])
+    return context
+
+
+def _trial(conn: Connection, data: bytes, fmt: str, n_features_hint: int | None, limits: Limits) -> None:
+    try:
+        _limit(limits)
+        info = introspect.inspect(safety.load(data, fmt), n_features_hint=n_features_hint)
+        answer: dict[str, Any] = {"info": dataclasses.asdict(info)}
+    except UnsafeArtifact as exc:
+        answer = {"error": "unsafe", "global": exc.global_, "reason": exc.reason}
+    except ModelyardError as exc:
+        answer = {"error": "invalid", "message": exc.message}
+    except MemoryError:
+        answer = {"error": "invalid", "message": f"loading the model needs more than {limits.memory_bytes} bytes of memory"}
+    except BaseException as exc:  # the child reports everything; the parent decides
+        answer = {"error": "invalid", "message": f"the model could not be loaded: {type(exc).__name__}: {exc}"}
+    try:
+        conn.send_bytes(json.dumps(answer, default=str).encode())
+    finally:
+        conn.close()
+
+
+def _limit(limits: Limits) -> None:
+    """Cap what the child may take: address space beyond what it already maps, CPU seconds,
+    and file writes (none: a payload that somehow ran could not drop a file)."""
+    mapped = _mapped_bytes()
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + limits.memory_bytes, mapped + limits.memory_bytes))
+    cpu = max(1, int(limits.timeout_seconds) + 1)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
