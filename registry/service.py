@@ -614,8 +614,8 @@ def _prepare_version(data: bytes, spec: VersionSpec, *, limits: sandbox.Limits |
     ``limits`` None is for trusted bytes only: they are loaded in this process.
     """
     fmt = safety.resolve_format(data, spec.fmt)
-    if fmt == "pickle":
-        safety.scan(data)  # cheap, and refuses most hostile files before a child is started
+    if fmt != "skops":
+        safety.scan(data, fmt)  # cheap, and refuses hostile files before a child is started
     hint = len(spec.feature_names) if spec.feature_names is not None else None
     if limits is None:
         info = introspect.inspect(safety.load(data, fmt), n_features_hint=hint)
