@@ -118,6 +118,7 @@ _POSITIVE = {
     ("upload", "max_bytes"),
     ("upload", "trial_timeout_seconds"),
     ("upload", "trial_memory_bytes"),
+    ("upload", "max_expanded_bytes"),
     ("serving", "max_rows"),
     ("serving", "max_body_bytes"),
 }

@@ -163,8 +163,10 @@ class Versions(MethodView):
             params=metadata.get("params", {}),
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
         )
-        limits = sandbox.Limits(timeout_seconds=rt.config["upload"]["trial_timeout_seconds"],
-                                memory_bytes=rt.config["upload"]["trial_memory_bytes"])
+        upload = rt.config["upload"]
+        limits = sandbox.Limits(timeout_seconds=upload["trial_timeout_seconds"],
+                                memory_bytes=upload["trial_memory_bytes"],
+                                max_expanded_bytes=upload["max_expanded_bytes"])
         detail = service.register_version(session(), rt.store, name, data, spec,
                                           actor=current_actor().name, limits=limits)
         location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))

@@ -65,6 +65,8 @@ class ModelVersion(Base):
     labels: Mapped[list[Any] | None]
     has_proba: Mapped[bool]
     input_kind: Mapped[str] = mapped_column(String(16), default="array")
+    # For input_kind "dataframe": "number" or "string" per feature.
+    feature_types: Mapped[list[Any] | None]
     library_versions: Mapped[JSONDict]
     description: Mapped[str] = mapped_column(Text, default="")
     metrics: Mapped[JSONDict]

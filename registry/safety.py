@@ -100,6 +100,11 @@ _EXTRA_ALLOWED = frozenset(
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._ball_tree.BallTree",
         "sklearn.utils._bunch.Bunch",
+        "sklearn.calibration._CalibratedClassifier",
+        # KDTree/BallTree pickle through newObj(cls) == cls.__new__(cls); cls is checked too.
+        "sklearn.neighbors._kd_tree.newObj",
+        "sklearn.neighbors._ball_tree.newObj",
+        "sklearn.metrics._dist_metrics.newObj",
     }
 )
 
@@ -120,16 +125,61 @@ _CYTHON_LOSSES = (
 
 @functools.cache
 def allowed_globals() -> frozenset[str]:
-    """Every global an uploaded pickle may import, as exact ``module.qualname`` strings."""
-    from sklearn.utils import all_estimators
-
+    """Every global an uploaded pickle may import, as exact ``module.qualname`` strings: every
+    scikit-learn estimator class (public or private, e.g. CalibratedClassifierCV's inner
+    ``_CalibratedClassifier``) and the explicit list above. Classes only: no function of any of
+    these packages is allowed by this rule."""
     names = set(_EXTRA_ALLOWED)
-    for _name, cls in all_estimators():
-        names.add(f"{cls.__module__}.{cls.__qualname__}")
+    names.update(_sklearn_estimator_classes())
+    names.update(_distance_metric_classes())
     for loss in _CYTHON_LOSSES:
         names.add(f"sklearn._loss._loss.{loss}")
         names.add(f"sklearn._loss._loss.__pyx_unpickle_{loss}")
     return frozenset(names)
+
+
+# Parts of scikit-learn that are not model code: importing them is pointless or has side effects.
+_SKIPPED_MODULE_PARTS = frozenset({"tests", "externals", "conftest", "experimental", "_testing",
+                                   "estimator_checks", "_build_utils", "_min_dependencies", "__check_build"})
+
+
+def _distance_metric_classes() -> set[str]:
+    """The distance metrics neighbours estimators hold (EuclideanDistance64 ...)."""
+    import inspect
+
+    from sklearn.metrics import _dist_metrics
+
+    return {
+        f"{cls.__module__}.{cls.__qualname__}"
+        for _name, cls in inspect.getmembers(_dist_metrics, inspect.isclass)
+        if issubclass(cls, (_dist_metrics.DistanceMetric, _dist_metrics.DistanceMetric32))
+        and cls.__module__ == _dist_metrics.__name__
+    }
+
+
+def _sklearn_estimator_classes() -> set[str]:
+    import importlib
+    import inspect
+    import pkgutil
+    import warnings
+
+    import sklearn
+    from sklearn.base import BaseEstimator
+
+    found: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _finder, module_name, _is_pkg in pkgutil.walk_packages(sklearn.__path__, "sklearn."):
+            if _SKIPPED_MODULE_PARTS.intersection(module_name.split(".")):
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except Exception:  # an optional dependency is missing: its classes cannot be loaded anyway
+                continue
+            for _name, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__.startswith("sklearn.") and issubclass(cls, BaseEstimator):
+                    found.add(f"{cls.__module__}.{cls.__qualname__}")
+    return found
 
 
 def _check(module: str, name: str, also: frozenset[str] = frozenset()) -> str:
@@ -164,7 +214,7 @@ _LITERALS = frozenset({
 })
 _CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 _MAX_DEPTH = 8  # object arrays inside object arrays inside ...
-_MAX_STREAM = 4 << 30  # bytes a (decompressed) stream may hold
+MAX_EXPANDED_BYTES = 4 << 30  # bytes a compressed joblib file may expand to
 
 
 class _Unknown:
@@ -200,22 +250,26 @@ class _CountingReader(io.RawIOBase):
     def tell(self) -> int:
         return self.count
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.inner.read(size)
+    def read(self, size: int | None = -1) -> bytes:
+        # Never ask the decompressor for more than the limit allows: a literal claiming 10^12
+        # bytes must not make it allocate them.
+        room = self.limit - self.count + 1
+        data = self.inner.read(room if size is None or size < 0 or size > room else size)
         self.count += len(data)
         if self.count > self.limit:
             raise InvalidArtifact(f"the file expands to more than {self.limit} bytes")
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
-        data = self.inner.readline(-1 if size is None else size)
+        room = self.limit - self.count + 1
+        data = self.inner.readline(room if size is None or size < 0 or size > room else size)
         self.count += len(data)
         if self.count > self.limit:
             raise InvalidArtifact(f"the file expands to more than {self.limit} bytes")
         return data
 
 
-def scan(data: bytes, fmt: str = "pickle") -> set[str]:
+def scan(data: bytes, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPANDED_BYTES) -> set[str]:
     """Return the globals a pickle (or joblib) stream imports; raise if any is not allowed.
 
     Raises :class:`UnsafeArtifact` naming the first global off the allowlist (or the opcode that
@@ -229,7 +283,7 @@ def scan(data: bytes, fmt: str = "pickle") -> set[str]:
             with _validate_fileobject_and_memmap(io.BytesIO(data), "", None) as (fileobj, _mmap):
                 if isinstance(fileobj, str):
                     raise InvalidArtifact("joblib files written before joblib 0.10 are not accepted")
-                reader = _CountingReader(fileobj, _MAX_STREAM)
+                reader = _CountingReader(fileobj, max_expanded_bytes)
                 _walk(reader, found, joblib=True, depth=0)
                 _expect_end(reader)
         except (UnsafeArtifact, InvalidArtifact):

@@ -27,6 +27,7 @@ _ANSWER_LIMIT = 1 << 20
 class Limits:
     timeout_seconds: float = 30.0
     memory_bytes: int = 4 << 30
+    max_expanded_bytes: int = 4 << 30  # what a compressed joblib file may expand to
 
 
 def inspect_artifact(data: bytes, fmt: str, *, n_features_hint: int | None, limits: Limits) -> introspect.EstimatorInfo:

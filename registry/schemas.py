@@ -165,6 +165,9 @@ class VersionSchema(ma.Schema):
     classes = fields.List(fields.Raw(), allow_none=True)
     labels = fields.List(fields.Raw(), allow_none=True)
     has_proba = fields.Boolean()
+    input_kind = fields.String(metadata={"description": "array (numbers only) or dataframe (named, typed columns)"})
+    feature_types = fields.List(fields.String(), allow_none=True,
+                                metadata={"description": "number or string per feature (dataframe inputs)"})
     library_versions = fields.Dict(keys=fields.String(), values=fields.String())
     description = fields.String()
     metadata = fields.Dict(keys=fields.String(), values=fields.Raw())

@@ -202,6 +202,8 @@ def describe_versions(session: Session, name: str, versions: Sequence[ModelVersi
             "classes": v.classes,
             "labels": v.labels,
             "has_proba": v.has_proba,
+            "input_kind": v.input_kind,
+            "feature_types": v.feature_types,
             "library_versions": v.library_versions,
             "description": v.description,
             "metadata": {"metrics": v.metrics, "params": v.params},
@@ -615,7 +617,8 @@ def _prepare_version(data: bytes, spec: VersionSpec, *, limits: sandbox.Limits |
     """
     fmt = safety.resolve_format(data, spec.fmt)
     if fmt != "skops":
-        safety.scan(data, fmt)  # cheap, and refuses hostile files before a child is started
+        # Cheap, and refuses hostile files before a child is started.
+        safety.scan(data, fmt, max_expanded_bytes=(limits or sandbox.Limits()).max_expanded_bytes)
     hint = len(spec.feature_names) if spec.feature_names is not None else None
     if limits is None:
         info = introspect.inspect(safety.load(data, fmt), n_features_hint=hint)
@@ -698,7 +701,8 @@ def _add_version(
         classes=info.classes,
         labels=prepared.labels,
         has_proba=info.has_proba,
-        input_kind="array",
+        input_kind=info.input_kind,
+        feature_types=info.feature_types,
         library_versions=introspect.library_versions(),
         description=spec.description,
         metrics=dict(spec.metrics),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from registry.errors import InvalidInput, TooLarge
+from registry.introspect import NUMBER, make_frame
 
 _WRAPPERS = ("instances", "inputs", "dataframe_records")
 
@@ -26,18 +27,23 @@ class FeatureSpec:
 
     names: tuple[str, ...]
     column_of: Mapping[str, int]
+    # None: every feature is a number and the estimator takes a float64 array (the fast path).
+    # Otherwise "number" or "string" per feature, and the estimator takes a DataFrame.
+    types: tuple[str, ...] | None = None
 
     @classmethod
-    def build(cls, names: Sequence[str], aliases: Mapping[str, str] | None = None) -> FeatureSpec:
+    def build(
+        cls, names: Sequence[str], aliases: Mapping[str, str] | None = None, types: Sequence[str] | None = None
+    ) -> FeatureSpec:
         column_of = {name: i for i, name in enumerate(names)}
         for alias, target in (aliases or {}).items():
             column_of.setdefault(alias, column_of[target])
-        return cls(tuple(names), column_of)
+        return cls(tuple(names), column_of, tuple(types) if types is not None else None)
 
 
 @dataclass(frozen=True)
 class Decoded:
-    X: np.ndarray
+    X: Any  # a float64 ndarray, or a DataFrame for versions that take one
     single_record: bool  # the body was one bare record (the tutorial's shape)
 
 
@@ -61,7 +67,7 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int) -> Decoded:
 def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str) -> np.ndarray:
     if not isinstance(items, list):
         raise InvalidInput(f"{where} must be a list of records or rows")
-    if items and all(_is_number(v) for v in items):
+    if items and all((_is_number if spec.types is None else _is_scalar)(v) for v in items):
         items = [items]  # one bare row, e.g. {"inputs": [5.1, 3.5, 1.4, 0.2]}
     _check_count(len(items), max_rows)
     rows: list[list[float]] = []
@@ -95,8 +101,7 @@ def _from_split(split: Any, spec: FeatureSpec, max_rows: int) -> np.ndarray:
         row = [0.0] * len(spec.names)
         for position, value in enumerate(values):
             feature = mapping[position]
-            if not _is_number(value):
-                raise _non_numeric(spec.names[feature], value, i)
+            _check_value(value, spec, feature, i)
             row[feature] = value
         rows.append(row)
     return _rows_to_array(rows, spec)
@@ -126,8 +131,7 @@ def _record_to_row(record: dict[str, Any], spec: FeatureSpec, index: int) -> lis
                 f"feature {spec.names[column]!r} is given twice (as a name and an alias)",
                 errors={"feature": spec.names[column], "row": index},
             )
-        if not _is_number(value):
-            raise _non_numeric(spec.names[column], value, index)
+        _check_value(value, spec, column, index)
         row[column] = value
         filled += 1
     if unknown:
@@ -148,16 +152,37 @@ def _check_row(row: list[Any], spec: FeatureSpec, index: int) -> list[Any]:
             f"({', '.join(spec.names)})",
             errors={"row": index, "expected": len(spec.names), "got": len(row)},
         )
-    for value, name in zip(row, spec.names):
-        if not _is_number(value):
-            raise _non_numeric(name, value, index)
+    if spec.types is None:
+        for value, name in zip(row, spec.names):
+            if not _is_number(value):
+                raise _non_numeric(name, value, index)
+    else:
+        for column, value in enumerate(row):
+            _check_value(value, spec, column, index)
     return row
 
 
-def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> np.ndarray:
+def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> Any:
     if not rows:
         raise InvalidInput("no rows to predict")
+    if spec.types is not None:
+        return make_frame(rows, spec.names, spec.types)
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(spec.names))
+
+
+def _check_value(value: Any, spec: FeatureSpec, column: int, row: int) -> None:
+    if spec.types is None or spec.types[column] == NUMBER:
+        if not _is_number(value):
+            raise _non_numeric(spec.names[column], value, row)
+    elif type(value) is not str:
+        raise InvalidInput(
+            f"feature {spec.names[column]!r} must be a string, got {_describe(value)} in row {row}",
+            errors={"feature": spec.names[column], "row": row},
+        )
+
+
+def _is_scalar(value: Any) -> bool:
+    return _is_number(value) or type(value) is str
 
 
 def _is_number(value: Any) -> bool:

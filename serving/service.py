@@ -54,7 +54,8 @@ def get_loaded(
         label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
         loaded = LoadedModel(
             estimator=estimator,
-            features=FeatureSpec.build(version.feature_names, version.feature_aliases),
+            features=FeatureSpec.build(version.feature_names, version.feature_aliases,
+                                       version.feature_types if version.input_kind == "dataframe" else None),
             label_of=label_of,
             has_proba=version.has_proba,
         )

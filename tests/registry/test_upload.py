@@ -170,19 +170,55 @@ def test_files_that_are_not_models_are_422(client: FlaskClient, data: bytes, fra
     assert fragment in response.json["message"]
 
 
-def test_estimator_that_cannot_predict_a_numeric_row_is_422(client: FlaskClient) -> None:
+def test_estimator_that_cannot_predict_is_422(client: FlaskClient) -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    model = IsotonicRegression(out_of_bounds="raise").fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    response = upload(client, "m", pickle.dumps(model), features=["x"])  # predict(0) is out of bounds
+    assert response.status_code == 422
+    assert "cannot predict from a numeric row" in response.json["message"]
+
+
+def _column_model() -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    frame = pd.DataFrame({"colour": ["red", "blue", "red", "green"], "size": [1.0, 2.0, 3.0, 4.0]})
-    model = make_pipeline(
-        ColumnTransformer([("c", OneHotEncoder(), ["colour"])], remainder="passthrough"),
+    frame = pd.DataFrame({"colour": ["red", "blue", "red", "green"] * 5, "size": [1.0, 2.0, 3.0, 4.0] * 5})
+    return make_pipeline(
+        ColumnTransformer([("c", OneHotEncoder(handle_unknown="ignore"), ["colour"])], remainder="passthrough"),
         LogisticRegression(),
-    ).fit(frame, [0, 1, 0, 1])
-    response = upload(client, "m", pickle.dumps(model))
+    ).fit(frame, [0, 1, 0, 1] * 5)
+
+
+def test_a_model_with_string_columns_takes_a_dataframe(client: FlaskClient) -> None:
+    body = upload(client, "shop", pickle.dumps(_column_model())).json
+    assert body["input_kind"] == "dataframe"
+    assert body["feature_names"] == ["colour", "size"]
+    assert body["feature_types"] == ["string", "number"]
+    response = client.post("/models/shop/1/predict", json=[{"colour": "blue", "size": 2.0}, {"colour": "red", "size": 1.0}])
+    assert response.status_code == 200, response.json
+    assert response.json["predictions"] == [1, 0]
+    split = {"dataframe_split": {"columns": ["size", "colour"], "data": [[2.0, "blue"]]}}
+    assert client.post("/models/shop/1/predict", json=split).json["predictions"] == [1]
+
+
+@pytest.mark.parametrize(
+    "record, fragment",
+    [({"colour": 3, "size": 2.0}, "feature 'colour' must be a string"),
+     ({"colour": "blue", "size": "big"}, "feature 'size' must be a number"),
+     ({"colour": "blue"}, "missing feature: size")],
+)
+def test_dataframe_inputs_are_typed(client: FlaskClient, record: dict[str, Any], fragment: str) -> None:
+    upload(client, "shop", pickle.dumps(_column_model()))
+    response = client.post("/models/shop/1/predict", json=record)
     assert response.status_code == 422
-    assert "cannot predict from a numeric row" in response.json["message"]
+    assert fragment in response.json["message"]
+
+
+def test_numeric_models_stay_on_the_array_path(client: FlaskClient) -> None:
+    body = upload(client, "plain", pickle.dumps(fitted_logreg())).json
+    assert body["input_kind"] == "array" and body["feature_types"] is None
 
 
 def test_hostile_pickle_is_422_naming_the_global_and_stores_nothing(client: FlaskClient, runtime: Runtime, tmp_path: Any) -> None:

@@ -1,0 +1,278 @@
+"""The hostile and benign corpora, generated (nothing hostile is committed as a file).
+
+Every hostile case that carries a payload would, if it ever ran, write its own marker file;
+``live`` says the payload is known to fire under plain ``pickle.loads`` / ``joblib.load``
+(tests/registry/test_corpus.py proves it in a throwaway subprocess), so a scanner that lets it
+through has let a working exploit through.
+"""
+
+from __future__ import annotations
+
+import code
+import copyreg
+import functools
+import importlib
+import io
+import operator
+import os
+import pickle
+import pty
+import pydoc
+import runpy
+import shutil
+import subprocess
+import webbrowser
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import skops.io
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.cluster import KMeans
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_iris
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    data: bytes
+    fmt: str | None = None  # the declared format; None lets modelyard detect it
+    live: bool = False  # the payload writes its marker under a plain load
+    loader: str = "pickle"  # how a careless server would load it: pickle | joblib
+
+
+class Call:
+    """Pickles as a call of ``func(*args)``: the shape of every pickle exploit."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self.func, self.args
+
+    def __call__(self) -> None:  # pickle insists that a reduce target is callable
+        raise AssertionError("never called")
+
+
+def _dump(obj: Any, protocol: int = 4) -> bytes:
+    return pickle.dumps(obj, protocol=protocol)
+
+
+def _joblib(obj: Any, compress: Any = 0) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer, compress=compress)
+    return buffer.getvalue()
+
+
+def _s(text: str) -> bytes:
+    raw = text.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+
+def hostile(marker_dir: Path) -> list[Case]:
+    """At least 30 files that must all be refused; each payload targets its own marker."""
+
+    def m(name: str) -> str:
+        return str(marker_dir / name)
+
+    def touch(name: str) -> str:
+        return f"touch {m(name)}"
+
+    def py_write(name: str) -> str:
+        return f"open({m(name)!r}, 'w').write('owned')"
+
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    numpy_inner = marker_dir / "numpy-inner.pkl"
+    numpy_inner.write_bytes(_dump(Call(os.system, touch("numpy-load-allow-pickle"))))
+    joblib_inner = marker_dir / "joblib-inner.pkl"
+    joblib_inner.write_bytes(_dump(Call(os.system, touch("joblib-load-nested"))))
+
+    cases = [
+        Case("os-system-p0", _dump(Call(os.system, touch("os-system-p0")), 0), live=True),
+        Case("os-system-p2", _dump(Call(os.system, touch("os-system-p2")), 2), live=True),
+        Case("os-system-p4", _dump(Call(os.system, touch("os-system-p4")), 4), live=True),
+        Case("os-system-p5", _dump(Call(os.system, touch("os-system-p5")), 5), live=True),
+        Case("posix-system-global", b"cposix\nsystem\n(V" + touch("posix-system-global").encode() + b"\ntR.", live=True),
+        Case("subprocess-popen", _dump(Call(subprocess.Popen, ["touch", m("subprocess-popen")])), live=True),
+        Case("subprocess-check-output", _dump(Call(subprocess.check_output, ["touch", m("subprocess-check-output")])), live=True),
+        Case("builtins-eval", _dump(Call(eval, py_write("builtins-eval"))), live=True),
+        Case("builtins-exec", _dump(Call(exec, py_write("builtins-exec"))), live=True),
+        Case("builtins-open", _dump(Call(open, m("builtins-open"), "w")), live=True),
+        Case("builtins-import-getattr", _dump(Call(Call(getattr, Call(__import__, "os"), "system"), touch("builtins-import-getattr"))), live=True),
+        Case("builtin-eval-p2-name", b"c__builtin__\neval\n(V" + py_write("builtin-eval-p2-name").encode() + b"\ntR.", live=True),
+        Case("operator-methodcaller", _dump(Call(Call(operator.methodcaller, "system", touch("operator-methodcaller")), Call(__import__, "os"))), live=True),
+        Case("operator-attrgetter", _dump(Call(Call(Call(operator.attrgetter, "system"), Call(importlib.import_module, "os")), touch("operator-attrgetter"))), live=True),
+        Case("functools-partial", _dump(Call(functools.partial(os.system, touch("functools-partial")))), live=True),
+        Case("importlib-import-module", _dump(Call(Call(getattr, Call(importlib.import_module, "os"), "system"), touch("importlib-import-module"))), live=True),
+        Case("runpy-run-path", _dump(Call(runpy.run_path, str(_script(marker_dir, "runpy-run-path", py_write("runpy-run-path"))))), live=True),
+        Case("pydoc-locate", _dump(Call(Call(pydoc.locate, "os.system"), touch("pydoc-locate"))), live=True),
+        Case("code-interpreter-runsource", _dump(Call(code.InteractiveInterpreter.runsource, Call(code.InteractiveInterpreter), py_write("code-interpreter-runsource"))), live=True),
+        Case("pty-spawn", _dump(Call(pty.spawn, ["touch", m("pty-spawn")]))),
+        Case("webbrowser-open", _dump(Call(webbrowser.open, "file://" + m("webbrowser-open")))),
+        Case("shutil-rmtree", _dump(Call(shutil.rmtree, m("nothing-to-remove")))),
+        Case("numpy-load-allow-pickle", _dump(Call(np.load, str(numpy_inner), None, True)), live=True),
+        Case("numpy-testing-runstring", _dump(Call(_numpy_runstring(), py_write("numpy-testing-runstring"), {})), live=True),
+        Case("sklearn-testing-check-output", _dump(Call(_sklearn_check_output(), ["touch", m("sklearn-testing-check-output")])), live=True),
+        Case("joblib-load-nested", _dump(Call(joblib.load, str(joblib_inner))), live=True),
+        Case("copyreg-extension-code", _extension_payload(touch("copyreg-extension-code"))),
+        Case("stack-global-via-memo", _memo_payload(py_write("stack-global-via-memo")), live=True),
+        Case("stack-global-computed-name", _computed_name_payload(touch("stack-global-computed-name"))),
+        Case("inst-opcode", b"(V" + touch("inst-opcode").encode() + b"\nios\nsystem\n.", live=True),
+        Case("obj-opcode", b"\x80\x02(cos\nsystem\nV" + touch("obj-opcode").encode() + b"\no.", live=True),
+        Case("persistent-id", b"\x80\x02V" + touch("persistent-id").encode() + b"\nQ."),
+        Case("build-patches-allowed-class", _build_on_class_payload()),
+        Case("reduce-on-a-non-global", _reduce_non_global_payload()),
+        Case("joblib-object-array", _joblib({"model": LogisticRegression(), "x": np.array([Call(os.system, touch("joblib-object-array"))], dtype=object)}), live=True, loader="joblib"),
+        Case("joblib-zlib-object-array", _joblib(np.array([Call(os.system, touch("joblib-zlib-object-array"))], dtype=object), compress=3), live=True, loader="joblib"),
+        Case("joblib-gzip-plain-payload", _joblib(Call(os.system, touch("joblib-gzip-plain-payload")), compress=("gzip", 3)), live=True, loader="joblib"),
+        Case("joblib-xz-nested-arrays", _joblib([np.arange(3), {"inner": np.array([Call(eval, py_write("joblib-xz-nested-arrays"))], dtype=object)}], compress=("xz", 3)), live=True, loader="joblib"),
+        Case("pickle-declared-as-skops", _dump(Call(os.system, touch("pickle-declared-as-skops"))), fmt="skops", live=True),
+        Case("skops-declared-as-pickle", skops.io.dumps(LogisticRegression().fit([[0.0], [1.0]], [0, 1])), fmt="pickle"),
+        Case("skops-with-untrusted-function", _skops_untrusted()),
+        Case("skops-zip-with-pickle-inside", _zip_with_pickle(touch("skops-zip-with-pickle-inside"))),
+        Case("truncated", _dump(LogisticRegression().fit([[0.0], [1.0]], [0, 1]))[:-7]),
+        Case("garbage", os.urandom(512)),
+        Case("empty-stream", b"\x80\x04."),
+        Case("memory-bomb-bytearray", b"\x80\x02cbuiltins\nbytearray\n\x8a\x05" + (10**11).to_bytes(5, "little") + b"\x85R."),
+        Case("recursion-bomb-nested-lists", b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b"."),
+        Case("decompression-bomb-joblib", _zlib_bomb()),
+    ]
+    return cases
+
+
+def _script(marker_dir: Path, name: str, body: str) -> Path:
+    path = marker_dir / f"{name}.py"
+    path.write_text(body + "\n")
+    return path
+
+
+def _numpy_runstring() -> Callable[..., Any]:
+    from numpy.testing._private import utils
+
+    return utils.runstring
+
+
+def _sklearn_check_output() -> Callable[..., Any]:
+    from sklearn.utils import _testing
+
+    return _testing.check_output  # subprocess.check_output, reachable under a sklearn name
+
+
+def _extension_payload(command: str) -> bytes:
+    copyreg.add_extension("os", "system", 0x7A)
+    try:
+        return _dump(Call(os.system, command), 2)
+    finally:
+        copyreg.remove_extension("os", "system", 0x7A)
+
+
+def _memo_payload(source: str) -> bytes:
+    """STACK_GLOBAL whose names come back from the memo, after being popped once."""
+    return (b"\x80\x04" + _s("builtins") + b"\x94" + _s("eval") + b"\x94" + b"00"
+            + b"h\x00h\x01\x93" + _s(source) + b"\x85R.")
+
+
+def _computed_name_payload(command: str) -> bytes:
+    """STACK_GLOBAL whose module name is the result of a call (str('os')), not a literal."""
+    return (b"\x80\x04" + _s("builtins") + _s("str") + b"\x93" + _s("os") + b"\x85R"
+            + _s("system") + b"\x93" + _s(command) + b"\x85R.")
+
+
+def _build_on_class_payload() -> bytes:
+    """BUILD with slot state on an allowed class: would set SVC.predict for every SVC."""
+    return (b"\x80\x04" + _s("sklearn.svm._classes") + _s("SVC") + b"\x93"
+            + b"N}" + _s("predict") + b"N" + b"s\x86b.")
+
+
+def _reduce_non_global_payload() -> bytes:
+    """REDUCE whose callable is an object built from allowed pieces, not a global."""
+    return (b"\x80\x04" + _s("builtins") + _s("list") + b"\x93" + b")R" + b")R.")
+
+
+def _skops_untrusted() -> bytes:
+    from sklearn.preprocessing import FunctionTransformer
+
+    model = make_pipeline(FunctionTransformer(os.system), LogisticRegression())
+    return skops.io.dumps(model)
+
+
+def _zip_with_pickle(command: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("schema.json", '{"__class__": "X", "__module__": "os", "__loader__": "ObjectNode"}')
+        archive.writestr("data.pkl", _dump(Call(os.system, command)))
+    return buffer.getvalue()
+
+
+def _zlib_bomb() -> bytes:
+    """A joblib-zlib container whose one literal claims 10^12 bytes and expands to 256 MiB of
+    zeros (the corpus test caps expansion at 64 MiB)."""
+    import zlib
+
+    packer = zlib.compressobj(9)
+    chunks = [packer.compress(b"\x80\x04\x8e" + (10**12).to_bytes(8, "little"))]
+    zeros = bytes(1 << 20)
+    chunks += [packer.compress(zeros) for _ in range(256)]
+    chunks.append(packer.flush())
+    return b"".join(chunks)
+
+
+# --- benign ------------------------------------------------------------------------------------
+
+
+def benign() -> list[tuple[str, bytes, str | None, dict[str, Any]]]:
+    """Real estimators and pipelines in every format: (name, bytes, declared format, a record)."""
+    iris = load_iris(as_frame=True)
+    frame, target = iris.data, iris.target
+    X = frame.to_numpy()
+    numeric_record = {f"x{i}": v for i, v in enumerate(X[0])}
+    frame_record = dict(zip(frame.columns, X[0]))
+
+    mixed = pd.DataFrame({"colour": ["red", "blue", "red", "green"] * 10, "size": np.arange(40, dtype=float)})
+    mixed_target = [0, 1, 0, 1] * 10
+    column_model = make_pipeline(
+        ColumnTransformer([("onehot", OneHotEncoder(handle_unknown="ignore"), ["colour"])], remainder="passthrough"),
+        LogisticRegression(max_iter=500),
+    ).fit(mixed, mixed_target)
+
+    models: list[tuple[str, Any, dict[str, Any]]] = [
+        ("svc-linear", SVC(kernel="linear").fit(X, target), numeric_record),
+        ("calibrated-svc", CalibratedClassifierCV(SVC(), ensemble=False).fit(X, target), numeric_record),
+        ("logistic-regression", LogisticRegression(max_iter=500).fit(X, target), numeric_record),
+        ("random-forest", RandomForestClassifier(n_estimators=5, random_state=0).fit(X, target), numeric_record),
+        ("gradient-boosting", GradientBoostingClassifier(n_estimators=5, random_state=0).fit(X, target), numeric_record),
+        ("kmeans", KMeans(n_clusters=3, n_init=2, random_state=0).fit(X), numeric_record),
+        ("decision-tree", DecisionTreeClassifier(random_state=0).fit(X, target), numeric_record),
+        ("knn", KNeighborsClassifier().fit(X, target), numeric_record),
+        ("ridge", Ridge().fit(X, X[:, 0]), numeric_record),
+        ("pipeline-scaler-svc", make_pipeline(StandardScaler(), SVC()).fit(X, target), numeric_record),
+        ("logreg-on-dataframe", LogisticRegression(max_iter=500).fit(frame, target), frame_record),
+        ("forest-on-dataframe", RandomForestClassifier(n_estimators=3, random_state=0).fit(frame, target), frame_record),
+        ("columntransformer-onehot", column_model, {"colour": "blue", "size": 3.0}),
+    ]
+    cases: list[tuple[str, bytes, str | None, dict[str, Any]]] = []
+    for name, model, record in models:
+        cases.append((f"{name}-p5", _dump(model, 5), None, record))
+    # Every format and protocol, on a few representative models.
+    for name, model, record in models[:1] + models[3:4] + models[10:11] + models[12:]:
+        cases.append((f"{name}-p2", _dump(model, 2), "pickle", record))
+        cases.append((f"{name}-p3", _dump(model, 3), None, record))
+        cases.append((f"{name}-p4", _dump(model, 4), None, record))
+        cases.append((f"{name}-joblib", _joblib(model), "joblib", record))
+        cases.append((f"{name}-joblib-zlib", _joblib(model, compress=3), None, record))
+        cases.append((f"{name}-joblib-lzma", _joblib(model, compress=("lzma", 3)), None, record))
+        cases.append((f"{name}-skops", skops.io.dumps(model), "skops", record))
+    return cases
