@@ -16,6 +16,7 @@ from registry.auth import requires
 from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
 from registry.schemas import (
     AliasMoveSchema,
+    ArgumentsParser,
     AliasSetSchema,
     EventSchema,
     ModelCreateSchema,
@@ -31,6 +32,7 @@ from registry.schemas import (
 )
 
 blp = Blueprint("registry", __name__, description="Registered models, their versions and aliases")
+blp.ARGUMENTS_PARSER = ArgumentsParser()
 
 _UPLOAD_ENDPOINT = "registry.Versions"
 _FORM_OVERHEAD = 1 << 20  # room for the other multipart fields around the file

@@ -38,6 +38,7 @@ _EXTRA_ALLOWED = frozenset(
         "__builtin__.object",
         "_codecs.encode",  # protocol 2 encodes bytes through it
         "copyreg._reconstructor",  # protocols 0 and 1 rebuild objects through it
+        "copy_reg._reconstructor",  # ... and spell it the Python 2 way
         "collections.OrderedDict",
         # Types held as estimator parameters (e.g. OneHotEncoder(dtype=np.float64)); calling
         # one only makes a number, a string or an empty container.
@@ -288,11 +289,16 @@ def scan(data: bytes, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPA
                 _expect_end(reader)
         except (UnsafeArtifact, InvalidArtifact):
             raise
+        except RecursionError:
+            raise InvalidArtifact("not a valid joblib file: nested too deeply") from None
         except (OSError, EOFError, ValueError) as exc:  # corrupt compressed container
             raise InvalidArtifact(f"not a valid joblib file: {exc}") from None
     else:
         reader = io.BytesIO(data)
-        _walk(reader, found, joblib=False, depth=0)
+        try:
+            _walk(reader, found, joblib=False, depth=0)
+        except RecursionError:
+            raise InvalidArtifact("not a valid pickle stream: nested too deeply") from None
         _expect_end(reader)
     return found
 

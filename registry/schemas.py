@@ -6,13 +6,39 @@ import json
 from typing import Any
 
 import marshmallow as ma
+import orjson
 from flask_smorest.fields import Upload
 from marshmallow import ValidationError, fields, validate
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
+
+from registry.errors import InvalidInput, MalformedBody
 
 from registry.auth import ROLES
 from registry.safety import FORMATS
 
 _DESCRIPTION = validate.Length(max=10_000)
+MAX_JSON_DEPTH = 1024  # orjson's limit; a deeper body is refused, never recursed into
+
+
+def parse_json(data: bytes) -> Any:
+    """Decode a JSON body once, with orjson. Raises MalformedBody (400), or InvalidInput (422)
+    for nesting deeper than MAX_JSON_DEPTH (the stdlib decoder would recurse until it fails)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise InvalidInput(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+        raise MalformedBody(str(exc)) from None
+
+
+class ArgumentsParser(FlaskParser):
+    """flask-smorest's parser, reading JSON bodies through :func:`parse_json`."""
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            return core.missing
+        return parse_json(req.get_data(cache=True))
 
 
 def _tags(**kwargs: Any) -> fields.Dict:

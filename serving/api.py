@@ -12,7 +12,8 @@ from flask_smorest.error_handler import ErrorSchema
 
 from modelyard.runtime import runtime, session
 from registry.auth import requires
-from registry.errors import InvalidInput, MalformedBody, UnsupportedMediaType
+from registry.errors import InvalidInput, UnsupportedMediaType
+from registry.schemas import parse_json
 from serving import service
 
 blp = Blueprint("serving", __name__, description="Predictions from any version, alias or latest")
@@ -115,11 +116,7 @@ def _json_body() -> Any:
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(mimetype)
-    data = request.get_data(cache=False)
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBody(str(exc)) from None
+    return parse_json(request.get_data(cache=False))
 
 
 def _flag(name: str) -> bool:

@@ -303,3 +303,14 @@ def test_events_paginate(client: FlaskClient) -> None:
 
 def test_events_of_unknown_model_is_404(client: FlaskClient) -> None:
     assert client.get("/models/nope/events").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "method, url",
+    [("post", "/models"), ("patch", "/models/iris"), ("put", "/models/iris/aliases/x"),
+     ("post", "/models/iris/versions/1/promote"), ("post", "/tokens"), ("patch", "/models/iris/versions/1")],
+)
+def test_deeply_nested_json_is_422_not_a_crash(client: FlaskClient, method: str, url: str) -> None:
+    response = getattr(client, method)(url, data="[" * 100_000 + "]" * 100_000, content_type="application/json")
+    assert response.status_code == 422
+    assert "nested more than 1024 levels" in response.json["message"]
