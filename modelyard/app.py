@@ -37,7 +37,7 @@ from registry.models import Alias, Model, ModelVersion
 from registry.storage import make_store
 from serving.cache import LRUCache
 from serving.api import blp as serving_blp
-from serving.service import forget, get_loaded
+from serving.service import Options, forget, get_loaded
 
 log = logging.getLogger("modelyard")
 
@@ -76,6 +76,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         sessions=make_session_factory(engine),
         store=make_store(config["artifacts"]["store"], config["artifacts"]["root"]),
         cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"]),
+        serving=Options.from_config(config),
     )
     rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
     if prepare:
@@ -137,7 +138,7 @@ def _preload(rt: Runtime, session: Any) -> None:
     ).all()
     for model_name, alias in rows:
         try:
-            version, entry = get_loaded(session, rt.store, rt.cache, model_name, alias)
+            version, entry = get_loaded(session, rt.store, rt.cache, model_name, alias, rt.serving)
             log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
         except ModelyardError as exc:
             log.warning("could not preload %s:%s: %s", model_name, alias, exc.message)

@@ -121,6 +121,7 @@ _POSITIVE = {
     ("upload", "max_expanded_bytes"),
     ("serving", "max_rows"),
     ("serving", "max_body_bytes"),
+    ("batching", "max_rows"),
 }
 _CHOICES = {
     ("artifacts", "store"): {"local"},
@@ -140,6 +141,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"[{section}] {key}: must be one of {sorted(choices)}, got {config[section][key]!r}"
             )
+    if config["batching"]["max_wait_ms"] < 0:
+        raise ConfigError(f"[batching] max_wait_ms: must not be negative, got {config['batching']['max_wait_ms']}")
     if not config["database"]["url"]:
         raise ConfigError("[database] url: must not be empty")
 

@@ -27,6 +27,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: ArtifactStore
     cache: LRUCache[Any]
+    serving: Any  # serving.service.Options, read once from the configuration
     # Called after versions are deleted (serving drops them from its cache); the registry
     # announces removals without knowing who listens.
     removal_listeners: list[Callable[[Sequence[RemovedVersion]], None]] = field(default_factory=list)

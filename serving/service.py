@@ -12,6 +12,7 @@ from registry import service as registry
 from registry.errors import InvalidInput
 from registry.service import RemovedVersion
 from registry.storage import ArtifactStore
+from serving.batching import MicroBatcher
 from serving.cache import Entry, LRUCache
 from serving.decode import FeatureSpec, decode
 
@@ -24,6 +25,30 @@ class LoadedModel:
     features: FeatureSpec
     label_of: dict[Any, Any] | None
     has_proba: bool
+    batcher: MicroBatcher | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Serving settings read once from the configuration."""
+
+    max_rows: int = 10_000
+    batching_models: frozenset[str] = frozenset()
+    batch_max_rows: int = 64
+    batch_max_wait_s: float = 0.002
+
+    @classmethod
+    def from_config(cls, config: dict[str, dict[str, Any]]) -> Options:
+        batching = config["batching"]
+        return cls(
+            max_rows=config["serving"]["max_rows"],
+            batching_models=frozenset(batching["models"]),
+            batch_max_rows=batching["max_rows"],
+            batch_max_wait_s=batching["max_wait_ms"] / 1000,
+        )
+
+    def batches(self, name: str) -> bool:
+        return name in self.batching_models or "*" in self.batching_models
 
 
 @dataclass(frozen=True)
@@ -43,7 +68,8 @@ def forget(cache: LRUCache[CacheKey], removed: Sequence[RemovedVersion]) -> None
 
 
 def get_loaded(
-    session: Session, store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str
+    session: Session, store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
+    options: Options = Options(),
 ) -> tuple[int, Entry]:
     """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use."""
     number, sha256 = registry.resolve_version_key(session, name, ref)
@@ -52,12 +78,17 @@ def get_loaded(
         version = registry.resolve_version(session, name, str(number))
         estimator = registry.load_estimator(store, version)
         label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
+        batcher = None
+        if options.batches(name) and version.input_kind == "array":
+            batcher = MicroBatcher(estimator.predict, max_rows=options.batch_max_rows,
+                                   max_wait_s=options.batch_max_wait_s)
         loaded = LoadedModel(
             estimator=estimator,
             features=FeatureSpec.build(version.feature_names, version.feature_aliases,
                                        version.feature_types if version.input_kind == "dataframe" else None),
             label_of=label_of,
             has_proba=version.has_proba,
+            batcher=batcher,
         )
         return loaded, version.size_bytes
 
@@ -66,21 +97,26 @@ def get_loaded(
 
 def predict(
     session: Session, store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
-    body: Any, *, proba: bool = False, max_rows: int,
+    body: Any, *, proba: bool = False, options: Options = Options(),
 ) -> Prediction:
     """Predict with the version ``ref`` names.
 
     Raises ModelNotFound / VersionNotFound (404), InvalidInput (422) for a body that does not
     fit the version's features or ``proba`` on a model without ``predict_proba``, TooLarge (413).
     """
-    number, entry = get_loaded(session, store, cache, name, ref)
+    number, entry = get_loaded(session, store, cache, name, ref, options)
     model: LoadedModel = entry.value
     if proba and not model.has_proba:
         raise InvalidInput(
             f"version {number} of {name!r} has no predict_proba; ask without proba=true"
         )
-    decoded = decode(body, model.features, max_rows=max_rows)
-    predictions = model.estimator.predict(decoded.X).tolist()
+    if model.batcher is not None and not proba:
+        with model.batcher.arriving():
+            decoded = decode(body, model.features, max_rows=options.max_rows)
+            predictions = model.batcher.predict(decoded.X).tolist()
+    else:
+        decoded = decode(body, model.features, max_rows=options.max_rows)
+        predictions = model.estimator.predict(decoded.X).tolist()
     result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
     if model.label_of is not None:
         result["labels"] = [model.label_of.get(p) for p in predictions]

@@ -1,0 +1,342 @@
+"""One run, all the figures: modelyard against the tutorial's app and a constant-JSON floor.
+
+Every server runs under the same gunicorn settings (modelyard's [server] workers/threads, gthread)
+on a loopback port; wrk drives each with the same connections and duration. Printed: req/s, p50,
+p99, and the ratios modelyard/tutorial and modelyard/floor, with micro-batching off and on; then
+100-row batches (rows/s), a 1,000-row batch against the bare in-process predict, the cold load
+of a version, and 1,000 models hit round-robin through a cache bounded to 100.
+
+    .venv/bin/python bench/run.py            # needs wrk (apt-get install wrk)
+    .venv/bin/python bench/run.py --quick    # shorter runs, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+RECORD = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
+TUTORIAL_RECORD = {"sepal.lenght": 5.1, "sepal.width": 3.5, "petal.lenght": 1.4, "petal.width": 0.2}
+
+
+@dataclass
+class Result:
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, path: str = "/predict", body: bytes | None = None, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status, _ = post(port, path, body or json.dumps(RECORD).encode())
+            if status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not come up")
+
+
+def post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def server(argv: list[str], env: dict[str, str], port: int, log: Path, ready_path: str = "/predict",
+           ready_body: bytes | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   start_new_session=True)
+    try:
+        wait_ready(port, ready_path, ready_body)
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def gunicorn(app: str, port: int, workers: int, threads: int) -> list[str]:
+    return [PYTHON, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+            "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
+
+
+def wrk(port: int, path: str, body: bytes, seconds: int, connections: int, name: str, work: Path,
+        lua: str | None = None) -> Result:
+    script = work / f"{name}.lua"
+    script.write_text(lua or (
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    ))
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(name, out)
+
+
+def parse_wrk(name: str, out: str) -> Result:
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return Result(name, rps, p50, p99, non_2xx, errors)
+
+
+def modelyard_env(work: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env.update(
+        MODELYARD_DATABASE_URL=f"sqlite:///{work / 'registry.db'}",
+        MODELYARD_ARTIFACTS_ROOT=str(work / "artifacts"),
+        MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(work / "admin.token"),
+        MODELYARD_LOGGING_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process group's leader and its children (gunicorn master + workers)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        ppid = int(re.search(r"PPid:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+        own = int(status.parent.name)
+        if own == pid or ppid == pid:
+            match = re.search(r"VmRSS:\s+(\d+) kB", text)
+            total += int(match.group(1)) * 1024 if match else 0
+    return total
+
+
+def upload(port: int, token: str, name: str, data: bytes) -> None:
+    boundary = "modelyardbench"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", f"/models/{name}/versions", body=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    response.read()
+    if response.status != 201:
+        raise RuntimeError(f"upload of {name} failed: {response.status}")
+
+
+def sequential_latency_ms(port: int, path: str, body: bytes, n: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        times.append((time.perf_counter() - started) * 1000)
+    conn.close()
+    return statistics.median(times)
+
+
+def in_process_ms(body: bytes, n: int) -> float:
+    """The bare cost of the same work without HTTP: decode, array, SVC.predict, encode."""
+    import numpy as np
+    import orjson
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+
+    iris = load_iris()
+    clf = SVC(kernel="linear").fit(iris.data, iris.target)
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        rows = orjson.loads(body)["inputs"]
+        predictions = clf.predict(np.array(rows, dtype=np.float64)).tolist()
+        orjson.dumps({"predictions": predictions})
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--models", type=int, default=1000, help="models for the round-robin run")
+    parser.add_argument("--quick", action="store_true", help="3 s runs and 100 models")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.models = 3, 100
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    single = json.dumps(RECORD).encode()
+    tutorial_body = json.dumps(TUTORIAL_RECORD).encode()
+    rows100 = json.dumps({"inputs": [list(RECORD.values())] * 100}).encode()
+    rows1000 = json.dumps({"inputs": [list(RECORD.values())] * 1000}).encode()
+    results: dict[str, Any] = {"settings": {"workers": args.workers, "threads": args.threads,
+                                            "connections": args.connections, "seconds": args.seconds}}
+    table: list[Result] = []
+
+    def run(name: str, port: int, path: str, body: bytes, lua: str | None = None) -> Result:
+        wrk(port, path, body, 2, args.connections, f"{name}-warmup", work, lua)
+        result = wrk(port, path, body, args.seconds, args.connections, name, work, lua)
+        table.append(result)
+        print(f"  {name:<34} {result.requests_per_s:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+              f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.non_2xx}  errors {result.errors}", flush=True)
+        return result
+
+    port = free_port()
+    with server(gunicorn("bench.floor_app:app", port, args.workers, args.threads), os.environ.copy(), port, work / "floor.log"):
+        floor = run("floor (constant JSON)", port, "/predict", single)
+    port = free_port()
+    with server(gunicorn("bench.tutorial_app:app", port, args.workers, args.threads), os.environ.copy(), port,
+                work / "tutorial.log", ready_body=tutorial_body):
+        tutorial = run("tutorial app (pandas per request)", port, "/predict", tutorial_body)
+
+    for batching in ("off", "on"):
+        port = free_port()
+        env = modelyard_env(work / f"batching-{batching}", MODELYARD_SERVER_PORT=str(port),
+                            MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),
+                            MODELYARD_BATCHING_MODELS="iris" if batching == "on" else "")
+        with server([PYTHON, "-m", "modelyard.cli", "serve"], env, port, work / f"modelyard-{batching}.log"):
+            mine = run(f"modelyard /predict (batching {batching})", port, "/predict", tutorial_body)
+            run(f"modelyard /models/iris/1 (batching {batching})", port, "/models/iris/1/predict", single)
+            if batching == "off":
+                batch = run("modelyard 100-row batches", port, "/models/iris/production/predict", rows100)
+                results["rows_per_s_100_row_batches"] = batch.requests_per_s * 100
+                http_ms = sequential_latency_ms(port, "/models/iris/1/predict", rows1000, 200)
+                bare_ms = in_process_ms(rows1000, 200)
+                results["batch_1000_rows"] = {"http_p50_ms": http_ms, "in_process_ms": bare_ms,
+                                              "ratio": http_ms / bare_ms}
+        results[f"ratios_batching_{batching}"] = {
+            "modelyard_over_tutorial": mine.requests_per_s / tutorial.requests_per_s,
+            "modelyard_over_floor": mine.requests_per_s / floor.requests_per_s,
+            "p99_over_floor_p99": mine.p99_ms / floor.p99_ms,
+        }
+
+    results["cold_load"] = cold_load(work, args)
+    results["round_robin"] = round_robin(work, args, table)
+    results["table"] = [asdict(r) for r in table]
+
+    print()
+    for key in ("ratios_batching_off", "ratios_batching_on"):
+        r = results[key]
+        print(f"{key}: modelyard/tutorial {r['modelyard_over_tutorial']:.2f}x, modelyard/floor "
+              f"{r['modelyard_over_floor']:.2f}x, p99 modelyard/floor {r['p99_over_floor_p99']:.2f}x")
+    print(f"100-row batches: {results['rows_per_s_100_row_batches']:,.0f} rows/s")
+    b = results["batch_1000_rows"]
+    print(f"1,000-row batch: HTTP p50 {b['http_p50_ms']:.2f} ms vs in-process {b['in_process_ms']:.2f} ms "
+          f"({b['ratio']:.2f}x)")
+    c = results["cold_load"]
+    print(f"cold load of a {c['estimator']} ({c['size_bytes']:,} bytes): first request {c['first_ms']:.1f} ms, "
+          f"then {c['warm_ms']:.2f} ms")
+    rr = results["round_robin"]
+    print(f"{rr['models']} models round-robin, cache of {rr['cache_entries']}: {rr['requests_per_s']:.0f} req/s, "
+          f"non-2xx {rr['non_2xx']}, errors {rr['errors']}, RSS at the end {rr['rss_bytes'] / 2**20:.0f} MiB")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out / 'latest.json'}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def cold_load(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Time the first predict of a freshly uploaded version (load + verify + unpickle) and the next."""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    iris = load_iris()
+    model = RandomForestClassifier(n_estimators=200, random_state=0).fit(iris.data, iris.target)
+    data = pickle.dumps(model)
+    port = free_port()
+    env = modelyard_env(work / "cold", MODELYARD_SERVER_PORT=str(port), MODELYARD_SERVER_WORKERS="1")
+    with server([PYTHON, "-m", "modelyard.cli", "serve"], env, port, work / "cold.log"):
+        token = (work / "cold" / "admin.token").read_text().strip()
+        upload(port, token, "forest", data)
+        body = json.dumps({"inputs": [list(RECORD.values())]}).encode()
+        started = time.perf_counter()
+        status, _ = post(port, "/models/forest/1/predict", body)
+        first = (time.perf_counter() - started) * 1000
+        warm = sequential_latency_ms(port, "/models/forest/1/predict", body, 50)
+    return {"estimator": "RandomForestClassifier(200 trees)", "size_bytes": len(data), "first_ms": first,
+            "warm_ms": warm, "status": status}
+
+
+def round_robin(work: Path, args: argparse.Namespace, table: list[Result]) -> dict[str, Any]:
+    """Many small models hit in turn through a bounded cache: evictions and reloads, no errors."""
+    from sklearn.linear_model import LogisticRegression
+
+    port = free_port()
+    env = modelyard_env(work / "many", MODELYARD_SERVER_PORT=str(port), MODELYARD_CACHE_MAX_ENTRIES="100",
+                        MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads))
+    with server([PYTHON, "-m", "modelyard.cli", "serve"], env, port, work / "many.log") as process:
+        token = (work / "many" / "admin.token").read_text().strip()
+        for i in range(args.models):
+            model = LogisticRegression(max_iter=200).fit([[0, 0, 0, 0], [1, 1, 1, i + 1]], [0, 1])
+            upload(port, token, f"m{i}", pickle.dumps(model))
+        lua = (
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(json.dumps({'inputs': [[1, 2, 3, 4]]}))}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            "counter = 0\n"
+            "request = function()\n"
+            "  counter = counter + 1\n"
+            f'  return wrk.format(nil, "/models/m" .. (counter % {args.models}) .. "/1/predict")\n'
+            "end\n"
+        )
+        result = wrk(port, "/", b"", args.seconds, args.connections, "round-robin", work, lua)
+        table.append(result)
+        rss = rss_bytes(process.pid)
+    return {"models": args.models, "cache_entries": 100, "requests_per_s": result.requests_per_s,
+            "p99_ms": result.p99_ms, "non_2xx": result.non_2xx, "errors": result.errors, "rss_bytes": rss}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
