@@ -102,7 +102,7 @@ def gunicorn(app: str, port: int, workers: int, threads: int) -> list[str]:
 
 def wrk(port: int, path: str, body: bytes, seconds: int, connections: int, name: str, work: Path,
         lua: str | None = None) -> Result:
-    script = work / f"{name}.lua"
+    script = work / (re.sub(r"\W+", "-", name) + ".lua")
     script.write_text(lua or (
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(body.decode())}\n"
@@ -114,12 +114,18 @@ def wrk(port: int, path: str, body: bytes, seconds: int, connections: int, name:
 
 
 def parse_wrk(name: str, out: str) -> Result:
+    if "Requests/sec" not in out or "50%" not in out:
+        raise RuntimeError(f"wrk printed no figures for {name}:\n{out}")
+
     def ms(text: str) -> float:
         value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    try:
+        p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    except AttributeError:
+        raise RuntimeError(f"cannot read wrk's output for {name}:\n{out}") from None
     p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -202,6 +208,7 @@ def in_process_ms(body: bytes, n: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of load before each measured run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
@@ -209,7 +216,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 s runs and 100 models")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.models = 3, 100
+        args.seconds, args.warmup, args.models = 3, 3, 100
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -224,7 +231,7 @@ def main() -> int:
     table: list[Result] = []
 
     def run(name: str, port: int, path: str, body: bytes, lua: str | None = None) -> Result:
-        wrk(port, path, body, 2, args.connections, f"{name}-warmup", work, lua)
+        wrk(port, path, body, args.warmup, args.connections, f"{name}-warmup", work, lua)
         result = wrk(port, path, body, args.seconds, args.connections, name, work, lua)
         table.append(result)
         print(f"  {name:<34} {result.requests_per_s:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "

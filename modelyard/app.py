@@ -34,6 +34,7 @@ from registry.errors import (
     UnsupportedMediaType,
 )
 from registry.models import Alias, Model, ModelVersion
+from registry.refs import RefCache
 from registry.storage import make_store
 from serving.cache import LRUCache
 from serving.api import blp as serving_blp
@@ -77,6 +78,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         store=make_store(config["artifacts"]["store"], config["artifacts"]["root"]),
         cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"]),
         serving=Options.from_config(config),
+        refs=RefCache(engine),
     )
     rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
     if prepare:
@@ -138,7 +140,7 @@ def _preload(rt: Runtime, session: Any) -> None:
     ).all()
     for model_name, alias in rows:
         try:
-            version, entry = get_loaded(session, rt.store, rt.cache, model_name, alias, rt.serving)
+            version, entry = get_loaded(lambda: session, rt.store, rt.cache, model_name, alias, rt.serving)
             log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
         except ModelyardError as exc:
             log.warning("could not preload %s:%s: %s", model_name, alias, exc.message)

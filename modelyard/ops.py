@@ -35,7 +35,7 @@ def readyz() -> ResponseReturnValue:
     try:
         session().execute(text("SELECT 1"))
         checks["database"] = "ok"
-        version, _entry = get_loaded(session(), rt.store, rt.cache, default_model, "production", rt.serving)
+        version, _entry = get_loaded(session, rt.store, rt.cache, default_model, "production", rt.serving)
         checks["default_model"] = f"ok: {default_model} version {version} loaded"
     except SQLAlchemyError as exc:
         ready = False

@@ -11,6 +11,7 @@ from flask import current_app, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.refs import RefCache
 from registry.service import RemovedVersion
 from registry.storage import ArtifactStore
 
@@ -28,6 +29,7 @@ class Runtime:
     store: ArtifactStore
     cache: LRUCache[Any]
     serving: Any  # serving.service.Options, read once from the configuration
+    refs: RefCache  # ref resolutions for the predict path, revalidated per request
     # Called after versions are deleted (serving drops them from its cache); the registry
     # announces removals without knowing who listens.
     removal_listeners: list[Callable[[Sequence[RemovedVersion]], None]] = field(default_factory=list)

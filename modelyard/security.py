@@ -43,7 +43,11 @@ def _resolve_actor() -> Actor:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must read 'Bearer <token>'")
-    actor = authenticate(session(), token.strip())
+    db = session()
+    try:
+        actor = authenticate(db, token.strip())
+    finally:
+        db.rollback()  # release the connection: a predict must not hold one while it waits
     if actor is None:
         raise Unauthorized("the token is unknown or revoked")
     return actor

@@ -143,3 +143,15 @@ class Token(Base):
         CheckConstraint("role IN ('reader', 'predictor', 'uploader', 'promoter', 'admin')", name="role_known"),
         CheckConstraint("length(token_hash) = 64", name="token_hash_length"),
     )
+
+
+class RegistryState(Base):
+    """One row whose ``generation`` every registry write increments in its own transaction: a
+    cheap change signal, so servers can cache ref resolutions and never serve a stale one."""
+
+    __tablename__ = "registry_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

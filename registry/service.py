@@ -26,7 +26,7 @@ from registry.errors import (
     VersionInUse,
     VersionNotFound,
 )
-from registry.models import Alias, Event, Model, ModelVersion
+from registry.models import Alias, Event, Model, ModelVersion, RegistryState
 from registry.storage import ArtifactStore
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -570,6 +570,7 @@ def _write(session: Session, step: Callable[[], None], *, on_conflict: Callable[
         begin_write(session)
         try:
             step()
+            session.execute(update(RegistryState).values(generation=RegistryState.generation + 1))
             session.commit()
             return
         except IntegrityError:

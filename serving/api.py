@@ -102,8 +102,8 @@ def predict_default() -> Response:
 
 def _answer(name: str, ref: str, *, tutorial: bool) -> Response:
     rt = runtime()
-    result = service.predict(session(), rt.store, rt.cache, name, ref, _json_body(), proba=_flag("proba"),
-                             options=rt.serving)
+    result = service.predict(session, rt.store, rt.cache, name, ref, _json_body(), proba=_flag("proba"),
+                             options=rt.serving, refs=rt.refs)
     answer = result.answer
     if tutorial and result.single_record:
         answer["target_value"] = answer["predictions"][0]

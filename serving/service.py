@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from registry import service as registry
 from registry.errors import InvalidInput
+from registry.refs import RefCache
 from registry.service import RemovedVersion
 from registry.storage import ArtifactStore
 from serving.batching import MicroBatcher
@@ -68,14 +69,26 @@ def forget(cache: LRUCache[CacheKey], removed: Sequence[RemovedVersion]) -> None
 
 
 def get_loaded(
-    session: Session, store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
-    options: Options = Options(),
+    session: Callable[[], Session], store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
+    options: Options = Options(), refs: RefCache | None = None,
 ) -> tuple[int, Entry]:
-    """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use."""
-    number, sha256 = registry.resolve_version_key(session, name, ref)
+    """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use.
+
+    ``session`` is called only when the database must be read beyond the ref cache's
+    generation check (a resolution not cached, a version not loaded).
+    """
+    if refs is not None:
+        number, sha256 = refs.resolve(session, name, ref)
+    else:
+        number, sha256 = registry.resolve_version_key(session(), name, ref)
 
     def load() -> tuple[LoadedModel, int]:
-        version = registry.resolve_version(session, name, str(number))
+        db = session()
+        try:
+            version = registry.resolve_version(db, name, str(number))
+            db.expunge(version)  # keep its loaded attributes usable after the read ends
+        finally:
+            db.rollback()  # the row is all we need; release the connection before unpickling
         estimator = registry.load_estimator(store, version)
         label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
         batcher = None
@@ -96,15 +109,15 @@ def get_loaded(
 
 
 def predict(
-    session: Session, store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
-    body: Any, *, proba: bool = False, options: Options = Options(),
+    session: Callable[[], Session], store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
+    body: Any, *, proba: bool = False, options: Options = Options(), refs: RefCache | None = None,
 ) -> Prediction:
     """Predict with the version ``ref`` names.
 
     Raises ModelNotFound / VersionNotFound (404), InvalidInput (422) for a body that does not
     fit the version's features or ``proba`` on a model without ``predict_proba``, TooLarge (413).
     """
-    number, entry = get_loaded(session, store, cache, name, ref, options)
+    number, entry = get_loaded(session, store, cache, name, ref, options, refs)
     model: LoadedModel = entry.value
     if proba and not model.has_proba:
         raise InvalidInput(
