@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import sklearn
 from flask import Flask, Response, jsonify
 from flask_smorest import Api
 from sqlalchemy import select
@@ -69,6 +70,9 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     # Serving maps records to the fitted feature order itself and hands estimators a plain
     # array; sklearn's reminder that the array has no column names is noise here.
     warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+    # Request values are finite by construction (JSON has no NaN or infinity and the decoder
+    # admits only numbers and strings), so scikit-learn's per-call finiteness scan is skipped.
+    sklearn.set_config(assume_finite=True)
     db = config["database"]
     engine = make_engine(db["url"], pool_size=db["pool_size"], max_overflow=db["max_overflow"], echo=db["echo"])
     rt = Runtime(
