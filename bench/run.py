@@ -13,6 +13,7 @@ of a version, and 1,000 models hit round-robin through a cache bounded to 100.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -123,10 +124,10 @@ def parse_wrk(name: str, out: str) -> Result:
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     try:
-        p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+        p50 = ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     except AttributeError:
         raise RuntimeError(f"cannot read wrk's output for {name}:\n{out}") from None
-    p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     return Result(name, rps, p50, p99, non_2xx, errors)
@@ -142,6 +143,17 @@ def modelyard_env(work: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def _median(name: str, runs: list[Result]) -> Result:
+    return Result(
+        name,
+        statistics.median(r.requests_per_s for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.non_2xx for r in runs),
+        sum(r.errors for r in runs),
+    )
 
 
 def rss_bytes(pid: int) -> int:
@@ -213,15 +225,17 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--models", type=int, default=1000, help="models for the round-robin run")
-    parser.add_argument("--quick", action="store_true", help="3 s runs and 100 models")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--quick", action="store_true", help="one round of 3 s runs, 100 models")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.warmup, args.models = 3, 3, 100
+        args.seconds, args.warmup, args.models, args.rounds = 3, 2, 100, 1
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    started = time.time()
     single = json.dumps(RECORD).encode()
     tutorial_body = json.dumps(TUTORIAL_RECORD).encode()
     rows100 = json.dumps({"inputs": [list(RECORD.values())] * 100}).encode()
@@ -230,42 +244,59 @@ def main() -> int:
                                             "connections": args.connections, "seconds": args.seconds}}
     table: list[Result] = []
 
-    def run(name: str, port: int, path: str, body: bytes, lua: str | None = None) -> Result:
-        wrk(port, path, body, args.warmup, args.connections, f"{name}-warmup", work, lua)
-        result = wrk(port, path, body, args.seconds, args.connections, name, work, lua)
-        table.append(result)
-        print(f"  {name:<34} {result.requests_per_s:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+    def measure(name: str, port: int, path: str, body: bytes) -> Result:
+        wrk(port, path, body, args.warmup, args.connections, f"{name}-warmup", work)
+        result = wrk(port, path, body, args.seconds, args.connections, name, work)
+        print(f"  {name:<40} {result.requests_per_s:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
               f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.non_2xx}  errors {result.errors}", flush=True)
         return result
 
-    port = free_port()
-    with server(gunicorn("bench.floor_app:app", port, args.workers, args.threads), os.environ.copy(), port, work / "floor.log"):
-        floor = run("floor (constant JSON)", port, "/predict", single)
-    port = free_port()
-    with server(gunicorn("bench.tutorial_app:app", port, args.workers, args.threads), os.environ.copy(), port,
-                work / "tutorial.log", ready_body=tutorial_body):
-        tutorial = run("tutorial app (pandas per request)", port, "/predict", tutorial_body)
-
+    # Every server runs at once (idle while another is measured) and the measurements are
+    # interleaved over several rounds, medians reported: this machine's speed drifts over
+    # minutes, and a ratio must compare like with like.
+    ports = {name: free_port() for name in ("floor", "tutorial", "off", "on")}
+    targets = [
+        ("floor (constant JSON)", "floor", "/predict", single),
+        ("tutorial app (pandas per request)", "tutorial", "/predict", tutorial_body),
+        ("modelyard /predict, batching off", "off", "/predict", tutorial_body),
+        ("modelyard /predict, batching on", "on", "/predict", tutorial_body),
+        ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
+        ("modelyard 100-row batches", "off", "/models/iris/production/predict", rows100),
+    ]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server(gunicorn("bench.floor_app:app", ports["floor"], args.workers, args.threads),
+                                   os.environ.copy(), ports["floor"], work / "floor.log"))
+        stack.enter_context(server(gunicorn("bench.tutorial_app:app", ports["tutorial"], args.workers, args.threads),
+                                   os.environ.copy(), ports["tutorial"], work / "tutorial.log", ready_body=tutorial_body))
+        for batching in ("off", "on"):
+            env = modelyard_env(work / f"batching-{batching}", MODELYARD_SERVER_PORT=str(ports[batching]),
+                                MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),
+                                MODELYARD_BATCHING_MODELS="iris" if batching == "on" else "")
+            stack.enter_context(server([PYTHON, "-m", "modelyard.cli", "serve"], env, ports[batching],
+                                       work / f"modelyard-{batching}.log"))
+        rounds: dict[str, list[Result]] = {name: [] for name, *_ in targets}
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number} of {args.rounds}", flush=True)
+            for name, key, path, body in targets:
+                rounds[name].append(measure(name, ports[key], path, body))
+        http_ms = sequential_latency_ms(ports["off"], "/models/iris/1/predict", rows1000, 200)
+        bare_ms = in_process_ms(rows1000, 200)
+    medians = {name: _median(name, runs) for name, runs in rounds.items()}
+    table.extend(medians.values())
+    floor, tutorial = medians["floor (constant JSON)"], medians["tutorial app (pandas per request)"]
     for batching in ("off", "on"):
-        port = free_port()
-        env = modelyard_env(work / f"batching-{batching}", MODELYARD_SERVER_PORT=str(port),
-                            MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),
-                            MODELYARD_BATCHING_MODELS="iris" if batching == "on" else "")
-        with server([PYTHON, "-m", "modelyard.cli", "serve"], env, port, work / f"modelyard-{batching}.log"):
-            mine = run(f"modelyard /predict (batching {batching})", port, "/predict", tutorial_body)
-            run(f"modelyard /models/iris/1 (batching {batching})", port, "/models/iris/1/predict", single)
-            if batching == "off":
-                batch = run("modelyard 100-row batches", port, "/models/iris/production/predict", rows100)
-                results["rows_per_s_100_row_batches"] = batch.requests_per_s * 100
-                http_ms = sequential_latency_ms(port, "/models/iris/1/predict", rows1000, 200)
-                bare_ms = in_process_ms(rows1000, 200)
-                results["batch_1000_rows"] = {"http_p50_ms": http_ms, "in_process_ms": bare_ms,
-                                              "ratio": http_ms / bare_ms}
+        mine = medians[f"modelyard /predict, batching {batching}"]
         results[f"ratios_batching_{batching}"] = {
             "modelyard_over_tutorial": mine.requests_per_s / tutorial.requests_per_s,
             "modelyard_over_floor": mine.requests_per_s / floor.requests_per_s,
             "p99_over_floor_p99": mine.p99_ms / floor.p99_ms,
         }
+    results["rows_per_s_100_row_batches"] = medians["modelyard 100-row batches"].requests_per_s * 100
+    results["batch_1000_rows"] = {"http_p50_ms": http_ms, "in_process_ms": bare_ms, "ratio": http_ms / bare_ms}
+    print("\nmedians:")
+    for result in medians.values():
+        print(f"  {result.name:<40} {result.requests_per_s:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+              f"p99 {result.p99_ms:6.2f} ms")
 
     results["cold_load"] = cold_load(work, args)
     results["round_robin"] = round_robin(work, args, table)
@@ -289,7 +320,7 @@ def main() -> int:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out / 'latest.json'}")
+    print(f"\nwritten to {out / 'latest.json'} ({time.time() - started:.0f} s)")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
@@ -338,6 +369,7 @@ def round_robin(work: Path, args: argparse.Namespace, table: list[Result]) -> di
             f'  return wrk.format(nil, "/models/m" .. (counter % {args.models}) .. "/1/predict")\n'
             "end\n"
         )
+        wrk(port, "/", b"", args.warmup, args.connections, "round-robin-warmup", work, lua)
         result = wrk(port, "/", b"", args.seconds, args.connections, "round-robin", work, lua)
         table.append(result)
         rss = rss_bytes(process.pid)

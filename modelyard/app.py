@@ -15,7 +15,7 @@ from flask_smorest import Api
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from modelyard import __version__
+from modelyard import __version__, metrics
 from modelyard.config import load_config
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
@@ -39,7 +39,7 @@ from registry.refs import RefCache
 from registry.storage import make_store
 from serving.cache import LRUCache
 from serving.api import blp as serving_blp
-from serving.service import Options, forget, get_loaded
+from serving.service import Options, cache_state, forget, get_loaded
 
 log = logging.getLogger("modelyard")
 
@@ -80,11 +80,12 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         engine=engine,
         sessions=make_session_factory(engine),
         store=make_store(config["artifacts"]["store"], config["artifacts"]["root"]),
-        cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"]),
+        cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"], listener=metrics.CacheMetrics()),
         serving=Options.from_config(config),
         refs=RefCache(engine),
     )
     rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
+    rt.cache_state = lambda name, version, sha256: cache_state(rt.cache, name, version, sha256)
     if prepare:
         _prepare(rt)
 
@@ -100,6 +101,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
     )
     app.extensions[EXTENSION] = rt
+    metrics.install(app)  # first, so its timer includes authentication
     app.before_request(authorize_request)
     app.teardown_appcontext(close_session)
 

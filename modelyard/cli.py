@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         overrides = {"server": {k: v for k in ("host", "port", "workers", "threads")
                                 if (v := getattr(args, k)) is not None}}
+        _metrics_directory()
         from modelyard.server import serve
 
         serve(overrides)
@@ -68,6 +71,19 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "token":
         return _token(args)
     return 0
+
+
+def _metrics_directory() -> None:
+    """Several workers share Prometheus metrics through files in one directory; it must be set
+    before prometheus_client is imported, and start empty."""
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        for stale in Path(path).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelyard-metrics-")
 
 
 def _token(args: argparse.Namespace) -> int:

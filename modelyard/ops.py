@@ -8,7 +8,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelyard import __version__
+from modelyard import __version__, metrics
 from modelyard.runtime import runtime, session
 from registry.errors import ModelyardError
 from serving.service import get_loaded
@@ -45,6 +45,17 @@ def readyz() -> ResponseReturnValue:
         checks["default_model"] = f"unavailable: {exc.message}"
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
     return jsonify(body), 200 if ready else 503
+
+
+@blp.route("/metrics")
+@blp.response(200, {"type": "string"}, content_type="text/plain")
+def metrics_text() -> ResponseReturnValue:
+    """Prometheus metrics
+
+    Requests and latency by model, version and status; estimator cache hits, misses, loads,
+    evictions and load time; uploads. Summed over every worker process.
+    """
+    return metrics.render()
 
 
 @blp.route("/info")

@@ -33,6 +33,8 @@ class Runtime:
     # Called after versions are deleted (serving drops them from its cache); the registry
     # announces removals without knowing who listens.
     removal_listeners: list[Callable[[Sequence[RemovedVersion]], None]] = field(default_factory=list)
+    # What serving's cache holds for a version (loaded, load_ms, last_used), for its detail.
+    cache_state: Callable[[str, int, str], dict[str, Any]] = lambda name, version, sha256: {}
 
     def versions_removed(self, removed: Sequence[RemovedVersion]) -> None:
         for listener in self.removal_listeners:

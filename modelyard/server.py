@@ -8,6 +8,7 @@ connections after the fork.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,7 @@ def gunicorn_settings(server: Mapping[str, Any]) -> dict[str, Any]:
         "accesslog": None,
         "errorlog": "-",
         "post_fork": _post_fork,
+        "child_exit": _child_exit,
         # gunicorn 23+'s runtime control socket: one fixed path per user, shared by every
         # server on the machine; modelyard does not use it.
         "control_socket_disable": True,
@@ -56,6 +58,13 @@ def gunicorn_settings(server: Mapping[str, Any]) -> dict[str, Any]:
 def _post_fork(server: Any, worker: Any) -> None:
     # Connections opened by the master must not be shared by the forked workers.
     worker.app.application.extensions[EXTENSION].engine.dispose(close=False)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:

@@ -183,8 +183,10 @@ class VersionDetail(MethodView):
         """Get a version
 
         `ref` is a version number (`3` or `v3`), an alias such as `production`, or `latest`.
+        `loaded`, `load_ms` and `last_used` describe the serving process that answers.
         """
-        return service.version_detail(session(), name, ref)
+        detail = service.version_detail(session(), name, ref)
+        return {**detail, **runtime().cache_state(name, detail["version"], detail["sha256"])}
 
     @requires("uploader")
     @blp.arguments(PatchSchema)

@@ -201,6 +201,9 @@ class VersionSchema(ma.Schema):
     aliases = fields.List(fields.String())
     created_at = fields.AwareDateTime()
     created_by = fields.String()
+    loaded = fields.Boolean(metadata={"description": "Loaded in the answering server process"})
+    load_ms = fields.Float(allow_none=True)
+    last_used = fields.AwareDateTime(allow_none=True)
 
 
 class TokenCreateSchema(ma.Schema):

@@ -9,6 +9,7 @@ import orjson
 from flask import Response, request
 from flask_smorest import Blueprint
 
+from modelyard import metrics
 from modelyard.runtime import runtime, session
 from registry.auth import requires
 from registry.errors import InvalidInput, UnsupportedMediaType
@@ -110,6 +111,7 @@ def _answer(name: str, ref: str, *, tutorial: bool) -> Response:
     result = service.predict(session, rt.store, rt.cache, name, ref, _json_body(), proba=_flag("proba"),
                              options=rt.serving, refs=rt.refs)
     answer = result.answer
+    metrics.label_prediction(name, answer["version"])
     if tutorial and result.single_record:
         answer["target_value"] = answer["predictions"][0]
     return Response(orjson.dumps(answer), mimetype="application/json")

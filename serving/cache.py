@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -40,10 +40,32 @@ class CacheStats:
     evictions: int = 0
 
 
+class CacheListener(Protocol):
+    def hit(self) -> None: ...
+    def miss(self) -> None: ...
+    def load(self, seconds: float) -> None: ...
+    def eviction(self) -> None: ...
+
+
+class _Silent:
+    def hit(self) -> None:
+        pass
+
+    def miss(self) -> None:
+        pass
+
+    def load(self, seconds: float) -> None:
+        pass
+
+    def eviction(self) -> None:
+        pass
+
+
 class LRUCache(Generic[K]):
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int, listener: CacheListener | None = None) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.listener: CacheListener = listener or _Silent()
         self.stats = CacheStats()
         self._entries: OrderedDict[K, Entry] = OrderedDict()
         self._bytes = 0
@@ -61,8 +83,10 @@ class LRUCache(Generic[K]):
                 self._entries.move_to_end(key)
                 entry.last_used = time.time()
                 self.stats.hits += 1
+                self.listener.hit()
                 return entry
             self.stats.misses += 1
+            self.listener.miss()
             flight = self._flights.get(key)
             leader = flight is None
             if leader:
@@ -86,6 +110,7 @@ class LRUCache(Generic[K]):
                 del self._flights[key]
                 if flight.entry is not None:
                     self.stats.loads += 1
+                    self.listener.load(flight.entry.load_ms / 1000)
                     self._insert(key, flight.entry)
             flight.done.set()
         return flight.entry
@@ -125,3 +150,4 @@ class LRUCache(Generic[K]):
             _old_key, old = self._entries.popitem(last=False)
             self._bytes -= old.size_bytes
             self.stats.evictions += 1
+            self.listener.eviction()

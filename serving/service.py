@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,18 @@ class Prediction:
 
 def cache_key(name: str, version: int, sha256: str) -> CacheKey:
     return (name, version, sha256)
+
+
+def cache_state(cache: LRUCache[CacheKey], name: str, version: int, sha256: str) -> dict[str, Any]:
+    """Whether this process has the version loaded, how long loading took, when it last served."""
+    entry = cache.peek(cache_key(name, version, sha256))
+    if entry is None:
+        return {"loaded": False, "load_ms": None, "last_used": None}
+    return {
+        "loaded": True,
+        "load_ms": round(entry.load_ms, 3),
+        "last_used": datetime.datetime.fromtimestamp(entry.last_used, datetime.timezone.utc),
+    }
 
 
 def forget(cache: LRUCache[CacheKey], removed: Sequence[RemovedVersion]) -> None:

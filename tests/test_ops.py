@@ -79,3 +79,34 @@ def test_unexpected_errors_are_json_500_without_traceback(config: dict[str, Any]
     response = admin_client(app).get("/boom")
     assert response.status_code == 500
     assert response.json == {"code": 500, "status": "Internal Server Error", "message": "internal server error"}
+
+
+def test_metrics_count_predictions_cache_and_uploads(client: FlaskClient) -> None:
+    import io
+    import pickle
+
+    from tests.factories import fitted_logreg
+
+    def value(text: str, name: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = client.get("/metrics").get_data(as_text=True)
+    body = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
+    for _ in range(3):
+        client.post("/predict", json=body)
+    client.post("/models/iris/9/predict", json=body)
+    client.post("/models/up/versions", data={"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl")},
+                content_type="multipart/form-data")
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.content_type.startswith("text/plain")
+    after = response.get_data(as_text=True)
+    ok = 'modelyard_predict_requests_total{model="iris",status="200",version="1"}'
+    assert value(after, ok) - value(before, ok) == 3
+    missing = 'modelyard_predict_requests_total{model="",status="404",version=""}'
+    assert value(after, missing) - value(before, missing) == 1
+    assert value(after, "modelyard_cache_hits_total") - value(before, "modelyard_cache_hits_total") >= 3
+    assert value(after, 'modelyard_uploads_total{status="201"}') - value(before, 'modelyard_uploads_total{status="201"}') == 1
+    assert 'modelyard_predict_duration_seconds_bucket{le="0.5",model="iris",status="200",version="1"}' in after

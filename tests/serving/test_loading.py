@@ -41,3 +41,13 @@ def test_missing_artifact_is_503_and_readyz_says_so(client: FlaskClient, runtime
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "missing" in response.json["checks"]["default_model"]
+
+
+def test_version_detail_shows_cache_state(client: FlaskClient, runtime: Runtime) -> None:
+    make_version(runtime, "flowers")
+    before = client.get("/models/flowers/versions/1").json
+    assert (before["loaded"], before["load_ms"], before["last_used"]) == (False, None, None)
+    client.post("/models/flowers/1/predict", json=SETOSA)
+    after = client.get("/models/flowers/versions/1").json
+    assert after["loaded"] is True and after["load_ms"] > 0 and after["last_used"].endswith("+00:00")
+    assert after["size_bytes"] > 0
