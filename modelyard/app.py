@@ -20,7 +20,7 @@ from modelyard.config import load_config
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
-from registry import seed
+from registry import sandbox, seed
 from registry.auth import Forbidden, Unauthorized, ensure_admin_token
 from registry.api import blp as registry_blp
 from registry.db import make_engine, make_session_factory, upgrade_to_head
@@ -84,6 +84,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         serving=Options.from_config(config),
         refs=RefCache(engine),
     )
+    sandbox.preload("modelyard.cli")  # what the `modelyard` script imports; see sandbox.preload
     rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
     rt.cache_state = lambda name, version, sha256: cache_state(rt.cache, name, version, sha256)
     if prepare:

@@ -71,9 +71,22 @@ def _read_answer(raw: bytes) -> introspect.EstimatorInfo:
     raise InvalidArtifact(answer.get("message", "the model could not be loaded"))
 
 
+_PRELOAD = ["registry.sandbox_preload"]
+
+
+def preload(*modules: str) -> None:
+    """Have the forkserver import ``modules`` too. Each child re-runs the parent's main script
+    before it starts (multiprocessing's rule for forkserver children); with that script's imports
+    already in the forkserver, this costs milliseconds instead of a second of imports. Call
+    before the first trial."""
+    for module in modules:
+        if module not in _PRELOAD:
+            _PRELOAD.append(module)
+
+
 def _context() -> Any:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["registry.sandbox_preload"])
+    context.set_forkserver_preload(_PRELOAD)
     return context
 
 
