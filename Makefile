@@ -4,13 +4,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test setup clean
+.PHONY: serve test bench setup clean
 
 serve: $(STAMP)
 	$(VENV)/bin/modelyard serve
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 2; }
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 setup: $(STAMP)
 
