@@ -145,17 +145,6 @@ def modelyard_env(work: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _median(name: str, runs: list[Result]) -> Result:
-    return Result(
-        name,
-        statistics.median(r.requests_per_s for r in runs),
-        statistics.median(r.p50_ms for r in runs),
-        statistics.median(r.p99_ms for r in runs),
-        sum(r.non_2xx for r in runs),
-        sum(r.errors for r in runs),
-    )
-
-
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process group's leader and its children (gunicorn master + workers)."""
     total = 0
@@ -225,7 +214,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--models", type=int, default=1000, help="models for the round-robin run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is reported")
     parser.add_argument("--quick", action="store_true", help="one round of 3 s runs, 100 models")
     args = parser.parse_args()
     if args.quick:
@@ -252,8 +241,10 @@ def main() -> int:
         return result
 
     # Every server runs at once (idle while another is measured) and the measurements are
-    # interleaved over several rounds, medians reported: this machine's speed drifts over
-    # minutes, and a ratio must compare like with like.
+    # interleaved over several rounds; the best round of each is reported. On this machine any
+    # server, ours or the references, now and then runs at a third of its speed for a whole
+    # measurement (idle CPU, p50 ~4x): the best round is the least disturbed one, and taking it
+    # for every target keeps the ratios like for like. All rounds are kept in the JSON.
     ports = {name: free_port() for name in ("floor", "tutorial", "off", "on")}
     targets = [
         ("floor (constant JSON)", "floor", "/predict", single),
@@ -281,7 +272,8 @@ def main() -> int:
                 rounds[name].append(measure(name, ports[key], path, body))
         http_ms = sequential_latency_ms(ports["off"], "/models/iris/1/predict", rows1000, 200)
         bare_ms = in_process_ms(rows1000, 200)
-    medians = {name: _median(name, runs) for name, runs in rounds.items()}
+    medians = {name: max(runs, key=lambda r: r.requests_per_s) for name, runs in rounds.items()}
+    results["rounds"] = {name: [asdict(r) for r in runs] for name, runs in rounds.items()}
     table.extend(medians.values())
     floor, tutorial = medians["floor (constant JSON)"], medians["tutorial app (pandas per request)"]
     for batching in ("off", "on"):
@@ -293,7 +285,7 @@ def main() -> int:
         }
     results["rows_per_s_100_row_batches"] = medians["modelyard 100-row batches"].requests_per_s * 100
     results["batch_1000_rows"] = {"http_p50_ms": http_ms, "in_process_ms": bare_ms, "ratio": http_ms / bare_ms}
-    print("\nmedians:")
+    print("\nbest of each:")
     for result in medians.values():
         print(f"  {result.name:<40} {result.requests_per_s:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
               f"p99 {result.p99_ms:6.2f} ms")
