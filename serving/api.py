@@ -108,8 +108,10 @@ def predict_default() -> Response:
 
 def _answer(name: str, ref: str, *, tutorial: bool) -> Response:
     rt = runtime()
-    result = service.predict(session, rt.store, rt.cache, name, ref, _json_body(), proba=_flag("proba"),
-                             options=rt.serving, refs=rt.refs)
+    raw = _json_bytes()
+    result = service.predict(session, rt.store, rt.cache, name, ref, parse_json(raw), proba=_flag("proba"),
+                             options=rt.serving, refs=rt.refs,
+                             may_hold_booleans=b"true" in raw or b"false" in raw)
     answer = result.answer
     metrics.label_prediction(name, answer["version"])
     if tutorial and result.single_record:
@@ -117,11 +119,11 @@ def _answer(name: str, ref: str, *, tutorial: bool) -> Response:
     return Response(orjson.dumps(answer), mimetype="application/json")
 
 
-def _json_body() -> Any:
+def _json_bytes() -> bytes:
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(mimetype)
-    return parse_json(request.get_data(cache=False))
+    return request.get_data(cache=False)
 
 
 def _flag(name: str) -> bool:

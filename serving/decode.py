@@ -47,29 +47,37 @@ class Decoded:
     single_record: bool  # the body was one bare record (the tutorial's shape)
 
 
-def decode(body: Any, spec: FeatureSpec, *, max_rows: int) -> Decoded:
-    """Turn a decoded JSON body into an ``(n_rows, n_features)`` float64 array."""
+def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bool = True) -> Decoded:
+    """Turn a decoded JSON body into an ``(n_rows, n_features)`` float64 array.
+
+    ``may_hold_booleans`` False (the raw body has no ``true``/``false``) lets rows of numbers
+    be converted by NumPy in one call instead of being checked value by value.
+    """
     if isinstance(body, dict):
         if "dataframe_split" in body and len(body) == 1:
             return Decoded(_from_split(body["dataframe_split"], spec, max_rows), False)
         for key in _WRAPPERS:
             if key in body and len(body) == 1 and key not in spec.column_of:
-                return Decoded(_from_items(body[key], spec, max_rows, where=key), False)
+                return Decoded(_from_items(body[key], spec, max_rows, where=key, fast=not may_hold_booleans), False)
         return Decoded(_rows_to_array([_record_to_row(body, spec, 0)], spec), True)
     if isinstance(body, list):
-        return Decoded(_from_items(body, spec, max_rows, where="body"), False)
+        return Decoded(_from_items(body, spec, max_rows, where="body", fast=not may_hold_booleans), False)
     raise InvalidInput(
         "the body must be a JSON object (one record, or instances/inputs/dataframe_split) "
         "or a list of records or rows"
     )
 
 
-def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str) -> np.ndarray:
+def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str, fast: bool = False) -> np.ndarray:
     if not isinstance(items, list):
         raise InvalidInput(f"{where} must be a list of records or rows")
     if items and all((_is_number if spec.types is None else _is_scalar)(v) for v in items):
         items = [items]  # one bare row, e.g. {"inputs": [5.1, 3.5, 1.4, 0.2]}
     _check_count(len(items), max_rows)
+    if fast and spec.types is None and items and type(items[0]) is list:
+        numeric = _numeric_rows(items, len(spec.names))
+        if numeric is not None:
+            return numeric
     rows: list[list[float]] = []
     for i, item in enumerate(items):
         if isinstance(item, dict):
@@ -160,6 +168,19 @@ def _check_row(row: list[Any], spec: FeatureSpec, index: int) -> list[Any]:
         for column, value in enumerate(row):
             _check_value(value, spec, column, index)
     return row
+
+
+def _numeric_rows(items: list[Any], n_features: int) -> np.ndarray | None:
+    """Rows of JSON numbers as one float64 array, or None when anything else is in them (the
+    value-by-value path then names it). Without booleans in the body, NumPy's own inference is
+    exact: strings, nulls, objects or ragged rows never come out as a 2-D int or float array."""
+    try:
+        array = np.array(items)
+    except (ValueError, OverflowError):
+        return None
+    if array.ndim != 2 or array.shape != (len(items), n_features) or array.dtype.kind not in "if":
+        return None
+    return array.astype(np.float64, copy=False)
 
 
 def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> Any:

@@ -124,6 +124,7 @@ def get_loaded(
 def predict(
     session: Callable[[], Session], store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
     body: Any, *, proba: bool = False, options: Options = Options(), refs: RefCache | None = None,
+    may_hold_booleans: bool = True,
 ) -> Prediction:
     """Predict with the version ``ref`` names.
 
@@ -138,10 +139,10 @@ def predict(
         )
     if model.batcher is not None and not proba:
         with model.batcher.arriving():
-            decoded = decode(body, model.features, max_rows=options.max_rows)
+            decoded = decode(body, model.features, max_rows=options.max_rows, may_hold_booleans=may_hold_booleans)
             predictions = model.batcher.predict(decoded.X).tolist()
     else:
-        decoded = decode(body, model.features, max_rows=options.max_rows)
+        decoded = decode(body, model.features, max_rows=options.max_rows, may_hold_booleans=may_hold_booleans)
         predictions = model.estimator.predict(decoded.X).tolist()
     result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
     if model.label_of is not None:

@@ -251,3 +251,34 @@ def test_bad_input_changes_nothing_stored(client: FlaskClient) -> None:
     client.post("/predict", json={"x": 1})
     assert stored() == before
     assert client.post("/predict", json=SETOSA).json["predictions"] == [0]
+
+
+@pytest.mark.parametrize(
+    "rows, fragment",
+    [
+        ([[5.1, 3.5, 1.4, "0.2"]], "must be a number"),
+        ([[5.1, 3.5, 1.4, None]], "must be a number"),
+        ([[5.1, 3.5, 1.4, True]], "must be a number"),
+        ([[5.1, 3.5, 1.4, 0.2], [5.1, 3.5, 1.4]], "row 51 has 3 values"),
+        ([[5.1, 3.5, 1.4, [0.2]]], "must be a number"),
+        ([[5.1, 3.5, 1.4, {"v": 1}]], "must be a number"),
+        ([[5.1, 3.5, 1.4, 10**30]], None),
+    ],
+)
+def test_many_rows_are_checked_as_strictly_as_one(client: FlaskClient, rows: list[Any], fragment: str | None) -> None:
+    body = {"inputs": [[5.0, 3.0, 1.0, 0.1]] * 50 + rows}
+    response = client.post("/models/iris/1/predict", json=body)
+    if fragment is None:
+        assert response.status_code == 200 and len(response.json["predictions"]) == 50 + len(rows)
+    else:
+        assert response.status_code == 422
+        assert fragment in response.json["message"]
+
+
+def test_a_thousand_rows_predict_like_one_by_one(client: FlaskClient) -> None:
+    from tests.factories import X
+
+    rows = (X.tolist() * 7)[:1000]
+    together = client.post("/models/iris/1/predict", json={"inputs": rows}).json["predictions"]
+    alone = [client.post("/models/iris/1/predict", json={"inputs": [r]}).json["predictions"][0] for r in rows[:150]]
+    assert len(together) == 1000 and together[:150] == alone
