@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 import warnings
 from collections.abc import Mapping
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import sklearn
@@ -21,8 +21,8 @@ from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
 from registry import sandbox, seed
-from registry.auth import Forbidden, Unauthorized, ensure_admin_token
 from registry.api import blp as registry_blp
+from registry.auth import Forbidden, Unauthorized, ensure_admin_token
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import (
     Conflict,
@@ -37,8 +37,8 @@ from registry.errors import (
 from registry.models import Alias, Model, ModelVersion
 from registry.refs import RefCache
 from registry.storage import make_store
-from serving.cache import LRUCache
 from serving.api import blp as serving_blp
+from serving.cache import LRUCache
 from serving.service import Options, cache_state, forget, get_loaded
 
 log = logging.getLogger("modelyard")

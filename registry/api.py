@@ -16,8 +16,8 @@ from registry.auth import requires
 from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
 from registry.schemas import (
     AliasMoveSchema,
-    ArgumentsParser,
     AliasSetSchema,
+    ArgumentsParser,
     EventSchema,
     ModelCreateSchema,
     ModelListArgs,

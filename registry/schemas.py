@@ -12,9 +12,8 @@ from marshmallow import ValidationError, fields, validate
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
-from registry.errors import InvalidInput, MalformedBody
-
 from registry.auth import ROLES
+from registry.errors import InvalidInput, MalformedBody
 from registry.safety import FORMATS
 
 _DESCRIPTION = validate.Length(max=10_000)
