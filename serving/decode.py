@@ -145,11 +145,7 @@ def _record_to_row(record: dict[str, Any], spec: FeatureSpec, index: int) -> lis
     if unknown:
         raise _unknown(unknown, spec, index)
     if filled != n:
-        missing = [name for name, value in zip(spec.names, row) if value is None]
-        raise InvalidInput(
-            f"missing feature{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
-            errors={"missing": missing, "row": index},
-        )
+        raise _missing([name for name, value in zip(spec.names, row) if value is None], index)
     return row
 
 
@@ -223,10 +219,14 @@ def _check_complete(columns: set[int], spec: FeatureSpec, *, given_twice: bool) 
         raise InvalidInput("a feature is given twice (as a name and an alias)")
     missing = [name for i, name in enumerate(spec.names) if i not in columns]
     if missing:
-        raise InvalidInput(
-            f"missing feature{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
-            errors={"missing": missing},
-        )
+        raise _missing(missing)
+
+
+def _missing(names: list[str], index: int | None = None) -> InvalidInput:
+    errors: dict[str, Any] = {"missing": names}
+    if index is not None:
+        errors["row"] = index
+    return InvalidInput(f"missing feature{'s' if len(names) > 1 else ''}: {', '.join(names)}", errors=errors)
 
 
 def _unknown(keys: list[Any], spec: FeatureSpec, index: int | None = None) -> InvalidInput:
