@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import sklearn
 from flask import Flask, Response, jsonify
 from flask_smorest import Api
 from sqlalchemy import select
@@ -17,45 +15,25 @@ from werkzeug.exceptions import HTTPException
 
 from modelyard import __version__, metrics
 from modelyard.config import load_config
+from modelyard.http_errors import error_body, error_headers, status_of
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
 from registry import sandbox, seed
 from registry.api import blp as registry_blp
-from registry.auth import Forbidden, Unauthorized, ensure_admin_token
+from registry.auth import ensure_admin_token
 from registry.db import make_engine, make_session_factory, upgrade_to_head
-from registry.errors import (
-    Conflict,
-    InvalidInput,
-    MalformedBody,
-    ModelyardError,
-    NotFound,
-    TooLarge,
-    Unavailable,
-    UnsupportedMediaType,
-)
+from registry.errors import ModelyardError
 from registry.models import Alias, Model, ModelVersion
 from registry.refs import RefCache
 from registry.storage import make_store
 from serving.api import blp as serving_blp
+from serving.batching import Batchers
 from serving.cache import LRUCache
+from serving.http import PredictHandler, PredictLane
 from serving.service import Options, cache_state, forget, get_loaded
 
 log = logging.getLogger("modelyard")
-
-# Every domain error family and its status; the most specific base in an error's MRO wins.
-STATUS_OF: dict[type[ModelyardError], int] = {
-    MalformedBody: 400,
-    Unauthorized: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    TooLarge: 413,
-    UnsupportedMediaType: 415,
-    InvalidInput: 422,
-    Unavailable: 503,
-}
-
 
 def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prepare: bool = True) -> Flask:
     """Build the modelyard WSGI app.
@@ -70,10 +48,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     # Serving maps records to the fitted feature order itself and hands estimators a plain
     # array; sklearn's reminder that the array has no column names is noise here.
     warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
-    # Request values are finite by construction (JSON has no NaN or infinity and the decoder
-    # admits only numbers and strings), so scikit-learn's per-call finiteness scan is skipped.
-    sklearn.set_config(assume_finite=True)
     db = config["database"]
+    options = Options.from_config(config)
     engine = make_engine(db["url"], pool_size=db["pool_size"], max_overflow=db["max_overflow"], echo=db["echo"])
     rt = Runtime(
         config=config,
@@ -81,8 +57,10 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         sessions=make_session_factory(engine),
         store=make_store(config["artifacts"]["store"], config["artifacts"]["root"]),
         cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"], listener=metrics.CacheMetrics()),
-        serving=Options.from_config(config),
+        serving=options,
         refs=RefCache(engine),
+        batchers=Batchers(options.batches, max_rows=options.batch_max_rows,
+                          max_wait_s=options.batch_max_wait_s, on_batch=metrics.record_batch),
     )
     sandbox.preload("modelyard.cli")  # what the `modelyard` script imports; see sandbox.preload
     rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
@@ -112,14 +90,20 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         api.register_blueprint(blp)
     app.register_error_handler(ModelyardError, _domain_error)
     app.register_error_handler(Exception, _unexpected_error)
+    rt.predict = PredictHandler(rt)
+    app.wsgi_app = PredictLane(app.wsgi_app, rt.predict)  # type: ignore[method-assign]
     return app
 
 
 class _Api(Api):
     def handle_http_exception(self, error: HTTPException) -> Any:
-        """flask-smorest's JSON error, with a message even where none was given."""
+        """flask-smorest's JSON error, with a message even where none was given and the
+        exception's own headers kept (a 405 must say ``Allow``)."""
         payload, code, headers = super().handle_http_exception(error)
         payload.setdefault("message", error.description)
+        for key, value in error.get_headers():
+            if key.lower() != "content-type":
+                headers.setdefault(key, value)
         return payload, code, headers
 
 
@@ -159,27 +143,11 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def status_of(error: ModelyardError) -> int:
-    for cls in type(error).__mro__:
-        if cls in STATUS_OF:
-            return STATUS_OF[cls]
-    return 500
-
-
-def error_body(status: int, message: str, errors: Any = None) -> dict[str, Any]:
-    """flask-smorest's error shape: ``{code, status, message, errors?}``."""
-    body: dict[str, Any] = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
-    if errors:
-        body["errors"] = errors
-    return body
-
-
 def _domain_error(error: ModelyardError) -> tuple[Response, int, dict[str, str]]:
     status = status_of(error)
     if status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
-    headers = {"WWW-Authenticate": 'Bearer realm="modelyard"'} if status == 401 else {}
-    return jsonify(error_body(status, error.message, error.errors)), status, headers
+    return jsonify(error_body(status, error.message, error.errors)), status, error_headers(status)
 
 
 def _unexpected_error(error: Exception) -> tuple[Response, int]:

@@ -30,6 +30,10 @@ CACHE_LOADS = Counter("modelyard_cache_loads_total", "Versions loaded into the c
 CACHE_EVICTIONS = Counter("modelyard_cache_evictions_total", "Versions evicted from the cache")
 CACHE_LOAD_SECONDS = Histogram("modelyard_cache_load_duration_seconds", "Time to load a version",
                                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0))
+BATCH_REQUESTS = Histogram("modelyard_batch_requests", "Requests answered by one batched predict call",
+                           buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64))
+BATCH_ROWS = Histogram("modelyard_batch_rows", "Rows in one batched predict call",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024))
 UPLOADS = Counter("modelyard_uploads_total", "Version uploads", ["status"])
 
 PREDICT_ENDPOINTS = frozenset({"serving.predict", "serving.predict_default"})
@@ -53,10 +57,16 @@ class CacheMetrics:
         CACHE_EVICTIONS.inc()
 
 
-def label_prediction(model: str, version: int) -> None:
+def record_batch(requests: int, rows: int) -> None:
+    """The micro-batchers' listener: how many requests and rows each call served."""
+    BATCH_REQUESTS.observe(requests)
+    BATCH_ROWS.observe(rows)
+
+
+def label_prediction(model: str, version: str) -> None:
     """Called by the predict view once the version is known."""
     g.metric_model = model
-    g.metric_version = str(version)
+    g.metric_version = version
 
 
 def install(app: Flask) -> None:
@@ -77,16 +87,22 @@ def _start() -> None:
     g.metric_started = time.perf_counter()
 
 
-def _record(response: Response) -> Response:
-    endpoint = request.endpoint or "unmatched"
-    status = str(response.status_code)
-    HTTP_REQUESTS.labels(endpoint, request.method, status).inc()
+def record_request(endpoint: str, method: str, status: int, seconds: float | None,
+                   model: str = "", version: str = "") -> None:
+    """Count one finished request; predicts also by model, version and status, with latency."""
+    code = str(status)
+    HTTP_REQUESTS.labels(endpoint, method, code).inc()
     if endpoint in PREDICT_ENDPOINTS:
-        model, version = g.get("metric_model", ""), g.get("metric_version", "")
-        PREDICT_REQUESTS.labels(model, version, status).inc()
-        started = g.get("metric_started")
-        if started is not None:
-            PREDICT_SECONDS.labels(model, version, status).observe(time.perf_counter() - started)
-    elif endpoint == UPLOAD_ENDPOINT and request.method == "POST":
-        UPLOADS.labels(status).inc()
+        PREDICT_REQUESTS.labels(model, version, code).inc()
+        if seconds is not None:
+            PREDICT_SECONDS.labels(model, version, code).observe(seconds)
+    elif endpoint == UPLOAD_ENDPOINT and method == "POST":
+        UPLOADS.labels(code).inc()
+
+
+def _record(response: Response) -> Response:
+    started = g.get("metric_started")
+    record_request(request.endpoint or "unmatched", request.method, response.status_code,
+                   None if started is None else time.perf_counter() - started,
+                   g.get("metric_model", ""), g.get("metric_version", ""))
     return response

@@ -16,6 +16,7 @@ from registry.service import RemovedVersion
 from registry.storage import ArtifactStore
 
 if TYPE_CHECKING:
+    from serving.batching import Batchers
     from serving.cache import LRUCache
 
 EXTENSION = "modelyard"
@@ -30,11 +31,14 @@ class Runtime:
     cache: LRUCache[Any]
     serving: Any  # serving.service.Options, read once from the configuration
     refs: RefCache  # ref resolutions for the predict path, revalidated per request
+    batchers: Batchers  # micro-batchers of the models batching is on for
     # Called after versions are deleted (serving drops them from its cache); the registry
     # announces removals without knowing who listens.
     removal_listeners: list[Callable[[Sequence[RemovedVersion]], None]] = field(default_factory=list)
     # What serving's cache holds for a version (loaded, load_ms, last_used), for its detail.
     cache_state: Callable[[str, int, str], dict[str, Any]] = lambda name, version, sha256: {}
+    # serving.http.PredictHandler: answers a predict request from its WSGI environ.
+    predict: Callable[..., Any] = lambda environ, route: None
 
     def versions_removed(self, removed: Sequence[RemovedVersion]) -> None:
         for listener in self.removal_listeners:

@@ -127,6 +127,38 @@ def authenticate(session: Session, token: str) -> Actor | None:
     return Actor(name=row.name, role=row.role, authenticated=True)
 
 
+def identify(session: Callable[[], Session], authorization: str | None, anonymous_role: str) -> Actor:
+    """The actor behind a request's ``Authorization`` header (None: the anonymous caller).
+
+    ``session`` is called only when a token must be looked up; its read is ended at once so
+    no connection is held for the rest of the request.
+    """
+    if authorization is None:
+        return Actor(ANONYMOUS, None if anonymous_role == "none" else anonymous_role, authenticated=False)
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must read 'Bearer <token>'")
+    db = session()
+    try:
+        actor = authenticate(db, token.strip())
+    finally:
+        db.rollback()
+    if actor is None:
+        raise Unauthorized("the token is unknown or revoked")
+    return actor
+
+
+def require(actor: Actor, role: str, *, what: str | None = None) -> None:
+    """Refuse an actor below ``role``: 401 for an anonymous caller (a token would help), 403
+    for a token whose role is too low."""
+    if actor.at_least(role):
+        return
+    need = f"{what} needs" if what else "this needs"
+    if not actor.authenticated:
+        raise Unauthorized(f"{need} a token with role {role} or above")
+    raise Forbidden(f"{need} role {role} or above; token {actor.name!r} has role {actor.role}")
+
+
 def ensure_admin_token(session: Session, path: Path) -> bool:
     """On first start (no admin token yet), create token ``admin`` and write it to ``path``,
     readable by its owner only. Returns True when a token was written."""

@@ -1,20 +1,17 @@
-"""The predict routes. Kept off every per-request layer they do not need: the body is parsed once
-with orjson, decoded straight to a NumPy array, and the answer serialized with orjson."""
+"""The predict routes as Flask knows them: their OpenAPI description and their place in the
+router (OPTIONS, 405). Requests are answered by :mod:`serving.http`, in front of Flask."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from flask import Response, request
 from flask_smorest import Blueprint
 
 from modelyard import metrics
-from modelyard.runtime import runtime, session
+from modelyard.runtime import runtime
 from registry.auth import requires
-from registry.errors import InvalidInput, UnsupportedMediaType
-from registry.schemas import parse_json
-from serving import service
+from serving.http import DEFAULT_ENDPOINT, PREDICT_ENDPOINT, PREDICT_ROLE, Route
 
 blp = Blueprint("serving", __name__, description="Predictions from any version, alias or latest")
 
@@ -84,18 +81,18 @@ def _document(view: Any) -> Any:
 
 
 @blp.route("/models/<name>/<ref>/predict", methods=["POST"])
-@requires("predictor")
+@requires(PREDICT_ROLE)
 @_document
 def predict(name: str, ref: str) -> Response:
     """Predict with a version, an alias or latest
 
     `ref` is a version number (`3` or `v3`), an alias such as `production`, or `latest`.
     """
-    return _answer(name, ref, tutorial=False)
+    return _answer(Route(PREDICT_ENDPOINT, name, ref))
 
 
 @blp.route("/predict", methods=["POST"])
-@requires("predictor")
+@requires(PREDICT_ROLE)
 @_document
 def predict_default() -> Response:
     """Predict with the default model's production version
@@ -103,36 +100,11 @@ def predict_default() -> Response:
     The tutorial's route: a single record's answer also carries `target_value`, the first
     prediction.
     """
-    return _answer(runtime().config["serving"]["default_model"], "production", tutorial=True)
+    return _answer(Route(DEFAULT_ENDPOINT, None, "production"))
 
 
-def _answer(name: str, ref: str, *, tutorial: bool) -> Response:
-    rt = runtime()
-    raw = _json_bytes()
-    result = service.predict(session, rt.store, rt.cache, name, ref, parse_json(raw), proba=_flag("proba"),
-                             options=rt.serving, refs=rt.refs,
-                             may_hold_booleans=b"true" in raw or b"false" in raw)
-    answer = result.answer
-    metrics.label_prediction(name, answer["version"])
-    if tutorial and result.single_record:
-        answer["target_value"] = answer["predictions"][0]
-    return Response(orjson.dumps(answer), mimetype="application/json")
-
-
-def _json_bytes() -> bytes:
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise UnsupportedMediaType(mimetype)
-    return request.get_data(cache=False)
-
-
-def _flag(name: str) -> bool:
-    raw = request.args.get(name)
-    if raw is None:
-        return False
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("", "0", "false", "no", "off"):
-        return False
-    raise InvalidInput(f"query parameter {name!r} must be true or false, got {raw!r}", errors={name: raw})
+def _answer(route: Route) -> Response:
+    # Served here only when the app runs without the predict lane in front (see serving.http).
+    answer = runtime().predict(request.environ, route)
+    metrics.label_prediction(answer.model, answer.version)
+    return Response(answer.body, status=answer.status, headers=answer.headers)

@@ -1,11 +1,16 @@
-"""Adaptive micro-batching: concurrent requests to one version answered by one ``predict`` call.
+"""Adaptive micro-batching: concurrent requests to one model answered by one ``predict`` call.
 
-scikit-learn's per-call validation, not the model, is most of a small predict's cost (one row
-~100 µs, eight rows ~117 µs on the reference machine), so when several requests for one version
-are in flight together, one call on their stacked rows serves them all. The first request to
-arrive leads: it waits (at most ``max_wait``) while other requests are still on their way, takes
-everything queued (up to ``max_rows``), predicts once and hands each request its own slice. A
-lone request waits for nobody, so batching never slows an idle server.
+scikit-learn's per-call input validation, not the model, is most of a small predict's cost
+(a one-row ``SVC.predict`` spends ~95% of its time validating), so when several requests for
+one version are in flight together, one call on their stacked rows serves them all.
+
+A request announces itself (:meth:`MicroBatcher.arriving`) as soon as the server knows its
+model, before its body is read. When it reaches :meth:`MicroBatcher.predict` it queues its rows;
+if nobody leads, it leads: it waits (at most ``max_wait``, and only while other announced
+requests are still on their way), takes the queue (up to ``max_rows``, one version at a time),
+predicts once, hands every request its own slice, and passes the lead to the oldest request
+still queued. A lone request waits for nobody, so batching never slows an idle server, and no
+request leads for longer than its own batch.
 """
 
 from __future__ import annotations
@@ -19,92 +24,146 @@ from typing import Any
 
 import numpy as np
 
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Arrival:
+    """A request announced to a batcher; ``queued`` once its rows are in the queue."""
+
+    queued: bool = False
+
 
 @dataclass
 class _Item:
+    predict: PredictFn
     X: np.ndarray
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False
+    finished: bool = False
     result: Any = None
     error: BaseException | None = None
 
 
 class MicroBatcher:
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], *, max_rows: int, max_wait_s: float) -> None:
-        self._predict = predict
+    """The batcher of one model; its versions' rows are never mixed in one call."""
+
+    def __init__(self, *, max_rows: int, max_wait_s: float,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
+        self._on_batch = on_batch  # (requests, rows) per call, for metrics
         self._cond = threading.Condition()
         self._pending: list[_Item] = []
         self._leading = False
-        self._arriving = 0  # requests announced (decoding their body) but not yet queued
-        self.calls = 0  # predict calls made, for tests and metrics
+        self._arriving = 0  # announced, not yet queued
+        self.calls = 0  # predict calls made, for tests
 
     @contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Wrap a request's work from before its body is decoded to its :meth:`predict`: while
-        requests are arriving, a leader waits for them (up to ``max_wait``)."""
+    def arriving(self) -> Iterator[Arrival]:
+        """Announce a request from the moment its model is known until it queues its rows (or
+        fails before): while requests are on their way, a leader waits for them."""
+        arrival = Arrival()
         with self._cond:
             self._arriving += 1
         try:
-            yield
+            yield arrival
         finally:
-            with self._cond:
-                self._arriving -= 1
-                self._cond.notify_all()
+            if not arrival.queued:
+                with self._cond:
+                    self._arriving -= 1
+                    self._cond.notify_all()
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions for ``X``, possibly computed in one call with other requests' rows."""
-        item = _Item(X)
+    def predict(self, predict: PredictFn, X: np.ndarray, arrival: Arrival | None = None) -> np.ndarray:
+        """``predict(X)``, possibly computed in one call with other requests' rows for the same
+        ``predict`` (the same loaded version)."""
+        item = _Item(predict, X)
         with self._cond:
-            self._arriving -= 1  # this request has arrived; arriving() will not count it again
+            if arrival is not None and not arrival.queued:
+                arrival.queued = True
+                self._arriving -= 1
             self._pending.append(item)
             self._cond.notify_all()
-            lead = not self._leading
-            self._leading = True
-        if lead:
-            self._lead()
-        else:
-            item.done.wait()
-        with self._cond:
-            self._arriving += 1  # balanced by arriving()'s exit
+            if not self._leading:
+                self._leading = item.leads = True
+        while True:
+            if item.leads:
+                self._lead(item)
+            if item.finished:
+                break
+            item.wake.wait()
+            item.wake.clear()
         if item.error is not None:
             raise item.error
         return item.result
 
-    def _lead(self) -> None:
-        """Run batches until nothing is pending; requests queued meanwhile ride along."""
-        while True:
-            deadline = time.perf_counter() + self.max_wait_s
-            with self._cond:
-                while self._arriving > 0 and self._rows() < self.max_rows:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                batch, rows = [], 0
-                while self._pending and (not batch or rows + len(self._pending[0].X) <= self.max_rows):
-                    rows += len(self._pending[0].X)
-                    batch.append(self._pending.pop(0))
-                if not batch:
-                    self._leading = False
-                    return
-            self._run(batch)
+    def _lead(self, own: _Item) -> None:
+        """Run one batch (``own`` is the oldest queued item, so it is in it), then pass the lead."""
+        deadline = time.perf_counter() + self.max_wait_s
+        with self._cond:
+            while self._arriving > 0 and self._rows(own.predict) < self.max_rows:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch, rows, rest = [], 0, []
+            for item in self._pending:
+                fits = not batch or rows + len(item.X) <= self.max_rows
+                if item.predict == own.predict and fits:
+                    batch.append(item)
+                    rows += len(item.X)
+                else:
+                    rest.append(item)
+            self._pending = rest
+        self._run(batch, rows)
+        with self._cond:
+            if self._pending:
+                successor = self._pending[0]
+                successor.leads = True
+                successor.wake.set()
+            else:
+                self._leading = False
 
-    def _rows(self) -> int:
-        return sum(len(item.X) for item in self._pending)
+    def _rows(self, predict: PredictFn) -> int:
+        return sum(len(item.X) for item in self._pending if item.predict == predict)
 
-    def _run(self, batch: list[_Item]) -> None:
+    def _run(self, batch: list[_Item], rows: int) -> None:
         try:
             X = batch[0].X if len(batch) == 1 else np.concatenate([item.X for item in batch])
-            predictions = self._predict(X)
+            predictions = batch[0].predict(X)
             self.calls += 1
             start = 0
             for item in batch:
                 item.result = predictions[start : start + len(item.X)]
                 start += len(item.X)
-        except BaseException as exc:  # every waiter gets the failure, as if it had called alone
+        except BaseException as exc:  # every request gets the failure, as if it had called alone
             for item in batch:
                 item.error = exc
         finally:
             for item in batch:
-                item.done.set()
+                item.finished = True
+                item.leads = False
+                item.wake.set()
+        if self._on_batch is not None:
+            self._on_batch(len(batch), rows)
+
+
+class Batchers:
+    """One batcher per model that batching is on for (config), made on first use."""
+
+    def __init__(self, enabled: Callable[[str], bool], *, max_rows: int, max_wait_s: float,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
+        self._enabled = enabled
+        self._max_rows = max_rows
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._by_model: dict[str, MicroBatcher] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str) -> MicroBatcher | None:
+        batcher = self._by_model.get(model)
+        if batcher is None and self._enabled(model):
+            with self._lock:
+                batcher = self._by_model.setdefault(model, MicroBatcher(
+                    max_rows=self._max_rows, max_wait_s=self._max_wait_s, on_batch=self._on_batch))
+        return batcher

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sklearn
 from sqlalchemy.orm import Session
 
 from registry import service as registry
@@ -14,11 +16,13 @@ from registry.errors import InvalidInput
 from registry.refs import RefCache
 from registry.service import RemovedVersion
 from registry.storage import ArtifactStore
-from serving.batching import MicroBatcher
+from serving.batching import Arrival, Batchers
 from serving.cache import Entry, LRUCache
 from serving.decode import FeatureSpec, decode
 
 CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
+
+_thread = threading.local()
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,6 @@ class LoadedModel:
     features: FeatureSpec
     label_of: dict[Any, Any] | None
     has_proba: bool
-    batcher: MicroBatcher | None = None
 
 
 @dataclass(frozen=True)
@@ -104,17 +107,12 @@ def get_loaded(
             db.rollback()  # the row is all we need; release the connection before unpickling
         estimator = registry.load_estimator(store, version)
         label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
-        batcher = None
-        if options.batches(name) and version.input_kind == "array":
-            batcher = MicroBatcher(estimator.predict, max_rows=options.batch_max_rows,
-                                   max_wait_s=options.batch_max_wait_s)
         loaded = LoadedModel(
             estimator=estimator,
             features=FeatureSpec.build(version.feature_names, version.feature_aliases,
                                        version.feature_types if version.input_kind == "dataframe" else None),
             label_of=label_of,
             has_proba=version.has_proba,
-            batcher=batcher,
         )
         return loaded, version.size_bytes
 
@@ -124,29 +122,43 @@ def get_loaded(
 def predict(
     session: Callable[[], Session], store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
     body: Any, *, proba: bool = False, options: Options = Options(), refs: RefCache | None = None,
-    may_hold_booleans: bool = True,
+    may_hold_booleans: bool = True, batchers: Batchers | None = None, arrival: Arrival | None = None,
 ) -> Prediction:
     """Predict with the version ``ref`` names.
 
-    Raises ModelNotFound / VersionNotFound (404), InvalidInput (422) for a body that does not
-    fit the version's features or ``proba`` on a model without ``predict_proba``, TooLarge (413).
+    With ``batchers``, a model that batching is on for has its rows predicted together with
+    concurrent requests' (``arrival``: this request was announced to its batcher, see
+    :mod:`serving.batching`). Raises ModelNotFound / VersionNotFound (404), InvalidInput (422)
+    for a body that does not fit the version's features or ``proba`` on a model without
+    ``predict_proba``, TooLarge (413).
     """
     number, entry = get_loaded(session, store, cache, name, ref, options, refs)
     model: LoadedModel = entry.value
+    _configure_this_thread()
     if proba and not model.has_proba:
         raise InvalidInput(
             f"version {number} of {name!r} has no predict_proba; ask without proba=true"
         )
-    if model.batcher is not None and not proba:
-        with model.batcher.arriving():
-            decoded = decode(body, model.features, max_rows=options.max_rows, may_hold_booleans=may_hold_booleans)
-            predictions = model.batcher.predict(decoded.X).tolist()
+    decoded = decode(body, model.features, max_rows=options.max_rows, may_hold_booleans=may_hold_booleans)
+    batcher = batchers.get(name) if batchers is not None and model.features.types is None else None
+    if batcher is not None:
+        predicted = batcher.predict(model.estimator.predict, decoded.X, arrival)
     else:
-        decoded = decode(body, model.features, max_rows=options.max_rows, may_hold_booleans=may_hold_booleans)
-        predictions = model.estimator.predict(decoded.X).tolist()
+        predicted = model.estimator.predict(decoded.X)
+    predictions = predicted.tolist()
     result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
     if model.label_of is not None:
         result["labels"] = [model.label_of.get(p) for p in predictions]
     if proba:
         result["probabilities"] = model.estimator.predict_proba(decoded.X).tolist()
     return Prediction(result, decoded.single_record)
+
+
+def _configure_this_thread() -> None:
+    """Request values are finite by construction (orjson refuses NaN and numbers that overflow
+    to infinity; the decoder admits only numbers and strings), so scikit-learn's per-call
+    finiteness scan is skipped. Its configuration is per thread: each server thread sets it
+    once, on its first predict."""
+    if not getattr(_thread, "configured", False):
+        sklearn.set_config(assume_finite=True)
+        _thread.configured = True

@@ -4,6 +4,7 @@ every request gets exactly the answer it would have got alone."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -12,8 +13,7 @@ from flask.testing import FlaskClient
 
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION
-from serving.batching import MicroBatcher
-from serving.service import cache_key
+from serving.batching import Batchers, MicroBatcher
 from tests.conftest import admin_client
 from tests.factories import X
 
@@ -22,8 +22,10 @@ class CountingModel:
     def __init__(self) -> None:
         self.calls: list[int] = []
         self.gate = threading.Event()
+        self.entered = threading.Event()
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
+        self.entered.set()
         self.gate.wait(5)
         self.calls.append(len(rows))
         return rows[:, 0] * 10
@@ -45,40 +47,93 @@ def _concurrently(n: int, work: Any) -> list[Any]:
     return results
 
 
+def _ask(batcher: MicroBatcher, predict: Any, X: np.ndarray) -> list[float]:
+    with batcher.arriving() as arrival:
+        return batcher.predict(predict, X, arrival).tolist()
+
+
 def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
     model = CountingModel()
-    batcher = MicroBatcher(model.predict, max_rows=64, max_wait_s=0.05)
+    batcher = MicroBatcher(max_rows=64, max_wait_s=0.05)
 
     def work(i: int) -> list[float]:
-        with batcher.arriving():
-            if i == 0:
-                threading.Timer(0.1, model.gate.set).start()
-            return batcher.predict(np.array([[float(i), 0.0]])).tolist()
+        if i == 0:
+            threading.Timer(0.1, model.gate.set).start()
+        return _ask(batcher, model.predict, np.array([[float(i), 0.0]]))
 
     results = _concurrently(16, work)
     assert results == [[i * 10.0] for i in range(16)]
     assert sum(model.calls) == 16
     assert len(model.calls) < 16
+    assert batcher.calls == len(model.calls)
 
 
 def test_a_lone_request_does_not_wait() -> None:
     model = CountingModel()
     model.gate.set()
-    batcher = MicroBatcher(model.predict, max_rows=64, max_wait_s=5.0)
-    with batcher.arriving():
-        assert batcher.predict(np.array([[1.0, 0.0]])).tolist() == [10.0]
-    assert model.calls == [1]
+    batcher = MicroBatcher(max_rows=64, max_wait_s=5.0)
+    started = time.perf_counter()
+    assert _ask(batcher, model.predict, np.array([[1.0, 0.0]])) == [10.0]
+    assert batcher.predict(model.predict, np.array([[2.0, 0.0]])).tolist() == [20.0]  # not announced
+    assert time.perf_counter() - started < 1.0  # far below max_wait: nobody was waited for
+    assert model.calls == [1, 1]
+
+
+def test_a_leader_runs_one_batch_and_passes_the_lead() -> None:
+    model = CountingModel()
+    batcher = MicroBatcher(max_rows=64, max_wait_s=0.0)
+    first_done = threading.Event()
+    results: dict[int, list[float]] = {}
+
+    def ask(i: int) -> None:
+        results[i] = batcher.predict(model.predict, np.array([[float(i), 0.0]]))
+        if i == 0:
+            first_done.set()
+
+    leader = threading.Thread(target=ask, args=(0,))
+    leader.start()
+    assert model.entered.wait(5)  # the leader is in its predict call
+    followers = [threading.Thread(target=ask, args=(i,)) for i in (1, 2, 3)]
+    for t in followers:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(batcher._pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    model.gate.set()
+    assert first_done.wait(5)  # the first request is answered after its own batch
+    for t in [leader, *followers]:
+        t.join(5)
+    assert results == {i: [i * 10.0] for i in range(4)}
+    assert model.calls == [1, 3]  # the three that queued meanwhile went together, led by one of them
+
+
+def test_versions_are_never_mixed_in_one_call() -> None:
+    v1, v2 = CountingModel(), CountingModel()
+    v1.gate.set()
+    v2.gate.set()
+    seen: list[set[float]] = []
+
+    def tagged(model: CountingModel, tag: float) -> Any:
+        def predict(rows: np.ndarray) -> np.ndarray:
+            seen.append({tag})
+            return model.predict(rows) + tag
+        return predict
+
+    p1, p2 = tagged(v1, 0.5), tagged(v2, 0.25)
+    batcher = MicroBatcher(max_rows=64, max_wait_s=0.05)
+    results = _concurrently(12, lambda i: _ask(batcher, p1 if i % 2 else p2, np.array([[float(i), 0.0]])))
+    assert results == [[i * 10.0 + (0.5 if i % 2 else 0.25)] for i in range(12)]
+    assert sum(v1.calls) == 6 and sum(v2.calls) == 6
 
 
 def test_batches_respect_max_rows() -> None:
     model = CountingModel()
-    batcher = MicroBatcher(model.predict, max_rows=4, max_wait_s=0.05)
+    batcher = MicroBatcher(max_rows=4, max_wait_s=0.05)
 
     def work(i: int) -> list[float]:
-        with batcher.arriving():
-            if i == 0:
-                threading.Timer(0.1, model.gate.set).start()
-            return batcher.predict(np.array([[float(i), 0.0]])).tolist()
+        if i == 0:
+            threading.Timer(0.1, model.gate.set).start()
+        return _ask(batcher, model.predict, np.array([[float(i), 0.0]]))
 
     results = _concurrently(12, work)
     assert results == [[i * 10.0] for i in range(12)]
@@ -90,28 +145,35 @@ def test_a_failing_predict_reaches_every_request_of_the_batch() -> None:
     def broken(rows: np.ndarray) -> np.ndarray:
         raise ValueError("boom")
 
-    batcher = MicroBatcher(broken, max_rows=64, max_wait_s=0.01)
+    batcher = MicroBatcher(max_rows=64, max_wait_s=0.01)
 
     def work(_i: int) -> str:
         try:
-            with batcher.arriving():
-                batcher.predict(np.zeros((1, 2)))
+            _ask(batcher, broken, np.zeros((1, 2)))
         except ValueError as exc:
             return str(exc)
         return "no error"
 
     assert _concurrently(6, work) == ["boom"] * 6
+    assert _ask(batcher, lambda rows: rows[:, 0], np.ones((1, 2))) == [1.0]  # and it keeps serving
 
 
 def test_a_request_that_fails_to_decode_does_not_stall_the_batcher() -> None:
     model = CountingModel()
     model.gate.set()
-    batcher = MicroBatcher(model.predict, max_rows=64, max_wait_s=5.0)
+    batcher = MicroBatcher(max_rows=64, max_wait_s=5.0)
     with pytest.raises(RuntimeError):
         with batcher.arriving():
             raise RuntimeError("bad body")
-    with batcher.arriving():
-        assert batcher.predict(np.array([[2.0, 0.0]])).tolist() == [20.0]  # answers at once
+    started = time.perf_counter()
+    assert _ask(batcher, model.predict, np.array([[2.0, 0.0]])) == [20.0]
+    assert time.perf_counter() - started < 1.0  # the failed request is not waited for
+
+
+def test_batchers_exist_only_for_configured_models() -> None:
+    batchers = Batchers(lambda name: name == "iris", max_rows=8, max_wait_s=0.001)
+    assert batchers.get("other") is None
+    assert batchers.get("iris") is batchers.get("iris") is not None
 
 
 @pytest.fixture
@@ -125,15 +187,16 @@ def test_batched_http_answers_equal_unbatched(batching_client: FlaskClient, clie
     alone = [client.post("/models/iris/1/predict", json=b).json for b in bodies]
     together = _concurrently(len(bodies), lambda i: batching_client.post("/models/iris/1/predict", json=bodies[i]).json)
     assert together == alone
-    app = batching_client.application
-    rt = app.extensions[EXTENSION]
-    version = batching_client.get("/models/iris/versions/1").json
-    batcher = rt.cache.peek(cache_key("iris", 1, version["sha256"])).value.batcher
-    assert batcher is not None and batcher.calls <= len(bodies)
+    batcher = batching_client.application.extensions[EXTENSION].batchers.get("iris")
+    assert batcher is not None and 1 <= batcher.calls <= len(bodies)
+    metrics = batching_client.get("/metrics").get_data(as_text=True)
+    assert "modelyard_batch_requests_count" in metrics and "modelyard_batch_rows_bucket" in metrics
 
 
-def test_proba_and_other_models_are_not_batched(batching_client: FlaskClient) -> None:
-    response = batching_client.post("/predict", json={"sepal.length": 5.1, "sepal.width": 3.5,
-                                                      "petal.length": 1.4, "petal.width": 0.2})
-    assert response.json["predictions"] == [0]
-    assert batching_client.post("/predict?proba=true", json={"sepal.length": 1}).status_code == 422
+def test_proba_and_bad_bodies_on_a_batched_model(batching_client: FlaskClient) -> None:
+    setosa = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
+    assert batching_client.post("/predict", json=setosa).json["predictions"] == [0]
+    assert batching_client.post("/predict?proba=true", json=setosa).status_code == 422  # SVC has no proba
+    assert batching_client.post("/predict", json={"sepal.length": 1}).status_code == 422
+    assert batching_client.post("/predict", data="{", headers={"Content-Type": "application/json"}).status_code == 400
+    assert batching_client.post("/predict", json=setosa).json["predictions"] == [0]  # nothing stalled
