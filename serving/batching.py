@@ -57,6 +57,7 @@ class MicroBatcher:
         self._pending: list[_Item] = []
         self._leading = False
         self._arriving = 0  # announced, not yet queued
+        self._expected = 1  # requests the last batch served: under load, wait for as many again
         self.calls = 0  # predict calls made, for tests
 
     @contextmanager
@@ -101,7 +102,8 @@ class MicroBatcher:
         """Run one batch (``own`` is the oldest queued item, so it is in it), then pass the lead."""
         deadline = time.perf_counter() + self.max_wait_s
         with self._cond:
-            while self._arriving > 0 and self._rows(own.predict) < self.max_rows:
+            while self._rows(own.predict) < self.max_rows and (
+                    self._arriving > 0 or len(self._pending) < self._expected):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -115,6 +117,7 @@ class MicroBatcher:
                 else:
                     rest.append(item)
             self._pending = rest
+            self._expected = len(batch)
         self._run(batch, rows)
         with self._cond:
             if self._pending:

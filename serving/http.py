@@ -22,12 +22,11 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
-from werkzeug.wsgi import get_input_stream
 
 from modelyard import metrics
 from modelyard.http_errors import error_body, error_headers, status_of
 from registry.auth import identify, require
-from registry.errors import InvalidInput, ModelyardError, UnsupportedMediaType
+from registry.errors import InvalidInput, ModelyardError, TooLarge, UnsupportedMediaType
 from registry.schemas import parse_json
 from serving import service
 from serving.batching import Arrival
@@ -133,7 +132,27 @@ class PredictHandler:
         mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         if mimetype != "application/json" and not mimetype.endswith("+json"):
             raise UnsupportedMediaType(mimetype)
-        return get_input_stream(environ, max_content_length=self._max_body_bytes).read()
+        limit = self._max_body_bytes
+        declared = environ.get("CONTENT_LENGTH", "")
+        if declared.isdigit():
+            size = int(declared)
+            if size > limit:
+                raise TooLarge(f"the body is {size} bytes; the limit is {limit}", errors={"max_body_bytes": limit})
+            return environ["wsgi.input"].read(size) if size else b""
+        if "wsgi.input_terminated" not in environ:
+            return b""  # no length and a stream the server does not end: nothing to read (as werkzeug)
+        # Chunked: read up to one byte past the limit (werkzeug's bounded stream would stop at
+        # the limit without saying so, and the cut body would read as malformed JSON).
+        stream, chunks, total = environ["wsgi.input"], [], 0
+        while total <= limit:
+            chunk = stream.read(limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes", errors={"max_body_bytes": limit})
+        return b"".join(chunks)
 
 
 class PredictLane:

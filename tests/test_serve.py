@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -43,6 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         MODELYARD_ARTIFACTS_ROOT=str(tmp / "artifacts"),
         MODELYARD_SERVER_PORT=str(port),
         MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp / "admin.token"),
+        MODELYARD_SERVING_MAX_BODY_BYTES="20000",
     )
     log = open(tmp / "server.log", "w")
     process = subprocess.Popen(
@@ -118,3 +120,26 @@ def test_bad_config_stops_the_start_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "modelyard: configuration error: MODELYARD_SERVER_WORKERS: expected int, got 'many'"
     )
+
+
+def _chunked(server: str, chunks: list[bytes]) -> tuple[int, Any]:
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", "/predict", body=iter(chunks), encode_chunked=True,
+                     headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_body_limit_with_and_without_a_declared_length(server: str) -> None:
+    rows = json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]] * 1500}).encode()  # ~33 KB, over the 20 KB limit
+    status, answer = _request(f"{server}/predict", rows)
+    assert status == 413 and answer["errors"]["max_body_bytes"] == 20000
+    status, answer = _chunked(server, [rows[i:i + 4096] for i in range(0, len(rows), 4096)])
+    assert status == 413 and answer["code"] == 413, answer
+    small = json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]] * 3}).encode()
+    status, answer = _chunked(server, [small[:10], small[10:]])
+    assert status == 200 and answer["predictions"] == [0, 0, 0]
