@@ -173,6 +173,34 @@ def upload(port: int, token: str, name: str, data: bytes) -> None:
         raise RuntimeError(f"upload of {name} failed: {response.status}")
 
 
+def wrk_latency_ms(port: int, path: str, body: bytes, seconds: int, name: str, work: Path) -> float:
+    """p50 of requests sent one at a time on one connection (wrk -c1: the client costs next to
+    nothing, unlike a Python client that would add its own parsing to every request)."""
+    script = work / (re.sub(r"\W+", "-", name) + ".lua")
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\n'
+                      'wrk.headers["Content-Type"] = "application/json"\n')
+    out = subprocess.run(["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(name, out).p50_ms
+
+
+def batch_sizes(port: int) -> dict[str, float]:
+    """Requests and rows per batched predict call, from the server's /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+
+    def value(name: str) -> float:
+        match = re.search(rf"^{name} ([\d.e+]+)$", text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    calls = value("modelyard_batch_requests_count")
+    return {"calls": calls,
+            "requests_per_call": value("modelyard_batch_requests_sum") / calls if calls else 0.0,
+            "rows_per_call": value("modelyard_batch_rows_sum") / calls if calls else 0.0}
+
+
 def sequential_latency_ms(port: int, path: str, body: bytes, n: int) -> float:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     times = []
@@ -269,8 +297,9 @@ def main() -> int:
             print(f"round {round_number} of {args.rounds}", flush=True)
             for name, key, path, body in targets:
                 rounds[name].append(measure(name, ports[key], path, body))
-        http_ms = sequential_latency_ms(ports["off"], "/models/iris/1/predict", rows1000, 200)
-        bare_ms = in_process_ms(rows1000, 200)
+        http_ms = wrk_latency_ms(ports["off"], "/models/iris/1/predict", rows1000, args.seconds, "rows1000", work)
+        bare_ms = in_process_ms(rows1000, 500)
+        results["batching"] = batch_sizes(ports["on"])
     medians = {name: max(runs, key=lambda r: r.requests_per_s) for name, runs in rounds.items()}
     results["rounds"] = {name: [asdict(r) for r in runs] for name, runs in rounds.items()}
     table.extend(medians.values())
@@ -298,9 +327,11 @@ def main() -> int:
         r = results[key]
         print(f"{key}: modelyard/tutorial {r['modelyard_over_tutorial']:.2f}x, modelyard/floor "
               f"{r['modelyard_over_floor']:.2f}x, p99 modelyard/floor {r['p99_over_floor_p99']:.2f}x")
+    bs = results["batching"]
+    print(f"micro-batching: {bs['calls']:,.0f} batched calls, {bs['requests_per_call']:.2f} requests per call")
     print(f"100-row batches: {results['rows_per_s_100_row_batches']:,.0f} rows/s")
     b = results["batch_1000_rows"]
-    print(f"1,000-row batch: HTTP p50 {b['http_p50_ms']:.2f} ms vs in-process {b['in_process_ms']:.2f} ms "
+    print(f"1,000-row batch: HTTP p50 {b['http_p50_ms']:.2f} ms (wrk -c1) vs in-process {b['in_process_ms']:.2f} ms "
           f"({b['ratio']:.2f}x)")
     c = results["cold_load"]
     print(f"cold load of a {c['estimator']} ({c['size_bytes']:,} bytes): first request {c['first_ms']:.1f} ms, "

@@ -107,6 +107,29 @@ def test_a_leader_runs_one_batch_and_passes_the_lead() -> None:
     assert model.calls == [1, 3]  # the three that queued meanwhile went together, led by one of them
 
 
+def test_leaders_expect_as_many_as_the_last_batch_until_load_drops() -> None:
+    model = CountingModel()
+    batcher = MicroBatcher(max_rows=64, max_wait_s=0.05)
+    leader = threading.Thread(target=batcher.predict, args=(model.predict, np.array([[0.0, 0.0]])))
+    leader.start()
+    assert model.entered.wait(5)
+    followers = [threading.Thread(target=batcher.predict, args=(model.predict, np.array([[float(i), 0.0]])))
+                 for i in (1, 2, 3)]
+    for t in followers:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(batcher._pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    model.gate.set()
+    for t in [leader, *followers]:
+        t.join(5)
+    assert model.calls == [1, 3]
+    assert batcher._expected == 3  # under load: the next leader waits for three
+    assert batcher.predict(model.predict, np.array([[7.0, 0.0]])).tolist() == [70.0]  # alone: max_wait at most
+    assert batcher._expected == 1  # the load is gone: no more waiting
+    assert model.calls == [1, 3, 1]
+
+
 def test_versions_are_never_mixed_in_one_call() -> None:
     v1, v2 = CountingModel(), CountingModel()
     v1.gate.set()
