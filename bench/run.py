@@ -279,7 +279,8 @@ def main() -> int:
         ("modelyard /predict, batching off", "off", "/predict", tutorial_body),
         ("modelyard /predict, batching on", "on", "/predict", tutorial_body),
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
-        ("modelyard 100-row batches", "off", "/models/iris/production/predict", rows100),
+        ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
+        ("modelyard 100-row batches, batching on", "on", "/models/iris/production/predict", rows100),
     ]
     with contextlib.ExitStack() as stack:
         stack.enter_context(server(gunicorn("bench.floor_app:app", ports["floor"], args.workers, args.threads),
@@ -317,7 +318,9 @@ def main() -> int:
             "modelyard_over_floor": mine.requests_per_s / floor.requests_per_s,
             "p99_over_floor_p99": mine.p99_ms / floor.p99_ms,
         }
-    results["rows_per_s_100_row_batches"] = medians["modelyard 100-row batches"].requests_per_s * 100
+    results["rows_per_s_100_row_batches"] = {
+        batching: medians[f"modelyard 100-row batches, batching {batching}"].requests_per_s * 100
+        for batching in ("off", "on")}
     results["batch_1000_rows"] = {"http_p50_ms": http_ms, "in_process_ms": bare_ms, "ratio": http_ms / bare_ms,
                                   "rounds": {"http_p50_ms": http_runs, "in_process_ms": bare_runs}}
     print("\nbest of each:")
@@ -336,7 +339,8 @@ def main() -> int:
               f"{r['modelyard_over_floor']:.2f}x, p99 modelyard/floor {r['p99_over_floor_p99']:.2f}x")
     bs = results["batching"]
     print(f"micro-batching: {bs['calls']:,.0f} batched calls, {bs['requests_per_call']:.2f} requests per call")
-    print(f"100-row batches: {results['rows_per_s_100_row_batches']:,.0f} rows/s")
+    rows = results["rows_per_s_100_row_batches"]
+    print(f"100-row batches: {rows['off']:,.0f} rows/s batching off, {rows['on']:,.0f} rows/s batching on")
     b = results["batch_1000_rows"]
     print(f"1,000-row batch: HTTP p50 {b['http_p50_ms']:.2f} ms (wrk -c1) vs in-process {b['in_process_ms']:.2f} ms "
           f"({b['ratio']:.2f}x)")

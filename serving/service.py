@@ -39,7 +39,7 @@ class Options:
 
     max_rows: int = 10_000
     batching_models: frozenset[str] = frozenset()
-    batch_max_rows: int = 64
+    batch_max_rows: int = 1024
     batch_max_wait_s: float = 0.002
 
     @classmethod
