@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
 from modelyard import metrics
 from modelyard.http_errors import error_body, error_headers, status_of
@@ -138,14 +138,17 @@ class PredictHandler:
             size = int(declared)
             if size > limit:
                 raise TooLarge(f"the body is {size} bytes; the limit is {limit}", errors={"max_body_bytes": limit})
-            return environ["wsgi.input"].read(size) if size else b""
+            data = _read(environ["wsgi.input"], size) if size else b""
+            if len(data) < size:  # the client went away mid-body
+                raise ClientDisconnected()
+            return data
         if "wsgi.input_terminated" not in environ:
             return b""  # no length and a stream the server does not end: nothing to read (as werkzeug)
         # Chunked: read up to one byte past the limit (werkzeug's bounded stream would stop at
         # the limit without saying so, and the cut body would read as malformed JSON).
         stream, chunks, total = environ["wsgi.input"], [], 0
         while total <= limit:
-            chunk = stream.read(limit + 1 - total)
+            chunk = _read(stream, limit + 1 - total)
             if not chunk:
                 break
             chunks.append(chunk)
@@ -180,6 +183,15 @@ class PredictLane:
 def _error(status: int, message: str, errors: Any = None) -> Answer:
     headers = [_JSON, *error_headers(status).items()]
     return Answer(status, orjson.dumps(error_body(status, message, errors)), headers)
+
+
+def _read(stream: Any, size: int) -> bytes:
+    """Read from the client's body stream; whatever goes wrong there (a reset connection, a
+    malformed chunk) is the client's doing and answers 400, not 500."""
+    try:
+        return stream.read(size)
+    except Exception as exc:  # noqa: BLE001 - the server's own stream errors have no common base
+        raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None
 
 
 def _flag(query: str, name: str) -> bool:

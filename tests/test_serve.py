@@ -143,3 +143,19 @@ def test_body_limit_with_and_without_a_declared_length(server: str) -> None:
     small = json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]] * 3}).encode()
     status, answer = _chunked(server, [small[:10], small[10:]])
     assert status == 200 and answer["predictions"] == [0, 0, 0]
+
+
+def test_a_malformed_chunked_body_is_a_json_400(server: str) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["code"] == 400

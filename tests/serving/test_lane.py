@@ -3,6 +3,7 @@ same JSON, same headers, same order of checks, same metrics."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,3 +191,15 @@ def test_the_request_session_is_closed(app: Flask, client: FlaskClient) -> None:
     for _ in range(30):  # a token lookup per request: none may keep its connection checked out
         assert client.post("/predict", json=SETOSA).status_code == 200
     assert engine.pool.checkedout() == held <= 1
+
+
+def test_a_body_shorter_than_its_length_is_a_json_400(app: Flask) -> None:
+    body = json.dumps(SETOSA).encode()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "QUERY_STRING": "", "SERVER_NAME": "x",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": str(len(body) + 50), "wsgi.input": io.BytesIO(body)}
+    seen: list[Any] = []
+    answer = b"".join(app.wsgi_app(environ, lambda status, headers: seen.append((status, dict(headers)))))
+    assert seen[0][0] == "400 Bad Request"
+    assert seen[0][1]["Content-Type"] == "application/json"
+    assert json.loads(answer)["code"] == 400
