@@ -108,7 +108,9 @@ class MicroBatcher:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch, rows, rest = [], 0, []
+            batch: list[_Item] = []
+            rest: list[_Item] = []
+            rows = 0
             for item in self._pending:
                 fits = not batch or rows + len(item.X) <= self.max_rows
                 if item.predict == own.predict and fits:

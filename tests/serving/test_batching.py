@@ -185,9 +185,9 @@ def test_a_request_that_fails_to_decode_does_not_stall_the_batcher() -> None:
     model = CountingModel()
     model.gate.set()
     batcher = MicroBatcher(max_rows=64, max_wait_s=5.0)
-    with pytest.raises(RuntimeError):
-        with batcher.arriving():
-            raise RuntimeError("bad body")
+    with pytest.raises(RuntimeError), batcher.arriving():
+        raise RuntimeError("bad body")
+    assert batcher._arriving == 0
     started = time.perf_counter()
     assert _ask(batcher, model.predict, np.array([[2.0, 0.0]])) == [20.0]
     assert time.perf_counter() - started < 1.0  # the failed request is not waited for
