@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from modelyard import __version__, metrics
 from modelyard.config import load_config
-from modelyard.http_errors import error_body, error_headers, status_of
+from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
@@ -144,10 +144,8 @@ def _configure_logging(level: str) -> None:
 
 
 def _domain_error(error: ModelyardError) -> tuple[Response, int, dict[str, str]]:
-    status = status_of(error)
-    if status >= 500:
-        log.warning("%s: %s", type(error).__name__, error.message)
-    return jsonify(error_body(status, error.message, error.errors)), status, error_headers(status)
+    status, body, headers = answer_for(error)
+    return jsonify(body), status, headers
 
 
 def _unexpected_error(error: Exception) -> tuple[Response, int]:

@@ -3,6 +3,7 @@ by the Flask app and the predict lane in front of it."""
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +34,8 @@ STATUS_OF: dict[type[ModelyardError], int] = {
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="modelyard"'}
 
+log = logging.getLogger("modelyard")
+
 
 def status_of(error: ModelyardError) -> int:
     for cls in type(error).__mro__:
@@ -52,3 +55,11 @@ def error_body(status: int, message: str, errors: Any = None) -> dict[str, Any]:
 def error_headers(status: int) -> dict[str, str]:
     """A 401 says how to authenticate."""
     return CHALLENGE if status == 401 else {}
+
+
+def answer_for(error: ModelyardError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """``(status, body, headers)`` for a domain error; a 5xx is logged (a 4xx is the client's)."""
+    status = status_of(error)
+    if status >= 500:
+        log.warning("%s: %s", type(error).__name__, error.message)
+    return status, error_body(status, error.message, error.errors), error_headers(status)

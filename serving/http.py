@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
 from modelyard import metrics
-from modelyard.http_errors import error_body, error_headers, status_of
+from modelyard.http_errors import answer_for, error_body, error_headers
 from registry.auth import identify, require
 from registry.errors import InvalidInput, ModelyardError, TooLarge, UnsupportedMediaType
 from registry.schemas import parse_json
@@ -101,10 +101,8 @@ class PredictHandler:
             with batcher.arriving() as arrival:  # from here, a batch leader waits for this request
                 return self._predict(environ, name, route, session, arrival)
         except ModelyardError as error:
-            status = status_of(error)
-            if status >= 500:
-                log.warning("%s: %s", type(error).__name__, error.message)
-            return _error(status, error.message, error.errors)
+            status, body, headers = answer_for(error)
+            return Answer(status, orjson.dumps(body), [_JSON, *headers.items()])
         except HTTPException as error:  # the body over the limit, or the client gone mid-body
             return _error(error.code or 400, error.description or "")
         except Exception:
