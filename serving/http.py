@@ -30,6 +30,7 @@ from registry.errors import InvalidInput, ModelyardError, TooLarge, UnsupportedM
 from registry.schemas import parse_json
 from serving import service
 from serving.batching import Arrival
+from serving.decode import read_rows
 
 if TYPE_CHECKING:
     from modelyard.runtime import Runtime
@@ -118,7 +119,8 @@ class PredictHandler:
         require(identify(session, environ.get("HTTP_AUTHORIZATION"), self._anonymous_role), PREDICT_ROLE)
         raw = self._body(environ)
         proba = _flag(environ.get("QUERY_STRING", ""), "proba")
-        result = service.predict(session, rt.store, rt.cache, name, route.ref, parse_json(raw), proba=proba,
+        body = read_rows(raw) or parse_json(raw)
+        result = service.predict(session, rt.store, rt.cache, name, route.ref, body, proba=proba,
                                  options=rt.serving, refs=rt.refs, may_hold_booleans=b"true" in raw or b"false" in raw,
                                  batchers=rt.batchers, arrival=arrival)
         answer = result.answer
