@@ -23,7 +23,7 @@ from registry.introspect import NUMBER, make_frame
 
 _WRAPPERS = ("instances", "inputs", "dataframe_records")
 _ROW_WRAPPERS = (b"instances", b"inputs")
-_OPEN, _CLOSE, _COMMA = ord("["), ord("]"), ord(",")
+_CLOSE, _COMMA = ord("]"), ord(",")
 _parsers = threading.local()
 
 
@@ -79,22 +79,27 @@ def _new_parser() -> Any:
 
 def _rectangle(raw: bytes, values: np.ndarray, rows: int) -> np.ndarray | None:
     """The values as ``(rows, columns)``, checked against the body's brackets: ``as_buffer``
-    flattens any nesting, so ``[[1, 2], [3], [4, 5, 6]]`` must not pass as three rows of two."""
-    text = np.frombuffer(raw, dtype=np.uint8)
-    opens = np.flatnonzero(text == _OPEN)
-    if len(opens) == 1:  # one bare row: [5.1, 3.5, 1.4, 0.2]
+    flattens any nesting, so ``[[1, 2], [3], [4, 5, 6]]`` must not pass as three rows of two.
+    The body is valid JSON whose only key (if any) is a wrapper name, so its brackets and
+    commas are the array's own."""
+    brackets = raw.count(b"[")
+    if brackets == 1:  # one bare row: [5.1, 3.5, 1.4, 0.2]
         return values.reshape(1, len(values)) if len(values) else None
-    closes = np.flatnonzero(text == _CLOSE)
-    if len(opens) != rows + 1 or len(closes) != rows + 1 or len(values) % rows:
+    if brackets != rows + 1 or len(values) % rows or len(values) == 0:
         return None  # a row that is not a flat list of numbers
     columns = len(values) // rows
-    if columns == 0:
-        return None
-    commas = np.cumsum(text == _COMMA)
-    per_row = commas[closes[:-1]] - commas[opens[1:]]
-    if not bool(np.all(per_row == columns - 1)):
-        return None
-    return values.reshape(rows, columns)
+    # Commas before each row's "]": the row's own (columns - 1) plus, after the first row, the
+    # one that separates it from the previous row.
+    if rows <= 256:  # bytes methods are quicker than NumPy's fixed cost here
+        pieces = raw.split(b"]")  # "[[1, 2", ", [3, 4", ...
+        per_row = [piece.count(b",") for piece in pieces[:rows]]
+        rectangular = per_row[0] == columns - 1 and all(n == columns for n in per_row[1:])
+    else:
+        text = np.frombuffer(raw, dtype=np.uint8)
+        ends = np.flatnonzero(text == _CLOSE)[:rows]
+        counts = np.diff(np.searchsorted(np.flatnonzero(text == _COMMA), ends), prepend=0)
+        rectangular = counts[0] == columns - 1 and bool((counts[1:] == columns).all())
+    return values.reshape(rows, columns) if rectangular else None
 
 
 @dataclass(frozen=True)

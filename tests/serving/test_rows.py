@@ -118,3 +118,13 @@ def test_a_parser_is_reused_after_a_refusal() -> None:
     assert read_rows(b"[[1, true]]") is None
     rows = read_rows(b"[[1, 2], [3, 4]]")
     assert rows is not None and rows.X.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+@pytest.mark.parametrize("rows", [3, 256, 257, 2000])
+def test_ragged_rows_are_caught_at_every_size(rows: int) -> None:
+    body = [[1.0, 2.0, 3.0]] * rows
+    assert read_rows(json.dumps({"inputs": body}).encode()).X.shape == (rows, 3)  # type: ignore[union-attr]
+    ragged = [*body[:-2], [1.0, 2.0], [1.0, 2.0, 3.0, 4.0]]  # same count of values as a rectangle
+    assert read_rows(json.dumps({"inputs": ragged}).encode()) is None
+    ragged = [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0], *body[2:]]
+    assert read_rows(json.dumps(ragged).encode()) is None
