@@ -52,16 +52,21 @@ def _ask(batcher: MicroBatcher, predict: Any, X: np.ndarray) -> list[float]:
         return batcher.predict(predict, X, arrival).tolist()
 
 
-def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
-    model = CountingModel()
-    batcher = MicroBatcher(max_rows=64, max_wait_s=0.05)
+def _gated(batcher: MicroBatcher, model: CountingModel) -> Any:
+    """Request i asks for row [i, 0]; the model answers only once all have had time to queue."""
 
     def work(i: int) -> list[float]:
         if i == 0:
             threading.Timer(0.1, model.gate.set).start()
         return _ask(batcher, model.predict, np.array([[float(i), 0.0]]))
 
-    results = _concurrently(16, work)
+    return work
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
+    model = CountingModel()
+    batcher = MicroBatcher(max_rows=64, max_wait_s=0.05)
+    results = _concurrently(16, _gated(batcher, model))
     assert results == [[i * 10.0] for i in range(16)]
     assert sum(model.calls) == 16
     assert len(model.calls) < 16
@@ -152,13 +157,7 @@ def test_versions_are_never_mixed_in_one_call() -> None:
 def test_batches_respect_max_rows() -> None:
     model = CountingModel()
     batcher = MicroBatcher(max_rows=4, max_wait_s=0.05)
-
-    def work(i: int) -> list[float]:
-        if i == 0:
-            threading.Timer(0.1, model.gate.set).start()
-        return _ask(batcher, model.predict, np.array([[float(i), 0.0]]))
-
-    results = _concurrently(12, work)
+    results = _concurrently(12, _gated(batcher, model))
     assert results == [[i * 10.0] for i in range(12)]
     assert sum(model.calls) == 12
     assert max(model.calls) <= 4 and len(model.calls) >= 3

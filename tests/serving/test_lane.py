@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import sklearn
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -203,3 +205,17 @@ def test_a_body_shorter_than_its_length_is_a_json_400(app: Flask) -> None:
     assert seen[0][0] == "400 Bad Request"
     assert seen[0][1]["Content-Type"] == "application/json"
     assert json.loads(answer)["code"] == 400
+
+
+def test_every_server_thread_predicts_with_assume_finite(app: Flask) -> None:
+    """scikit-learn's config is per thread: a thread that never set it would scan every input."""
+    seen: list[bool] = []
+
+    def predict_in_a_new_thread() -> None:
+        assert app.test_client().post("/predict", json=SETOSA).status_code == 200
+        seen.append(sklearn.get_config()["assume_finite"])
+
+    thread = threading.Thread(target=predict_in_a_new_thread)
+    thread.start()
+    thread.join(30)
+    assert seen == [True]
