@@ -203,6 +203,9 @@ class VersionSchema(ma.Schema):
     loaded = fields.Boolean(metadata={"description": "Loaded in the answering server process"})
     load_ms = fields.Float(allow_none=True)
     last_used = fields.AwareDateTime(allow_none=True)
+    fast_path = fields.Boolean(allow_none=True, metadata={
+        "description": "Loaded with a predict that skips scikit-learn's per-call input checks "
+                       "(verified at load to answer identically)"})
 
 
 class TokenCreateSchema(ma.Schema):

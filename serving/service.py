@@ -19,6 +19,7 @@ from registry.storage import ArtifactStore
 from serving.batching import Arrival, Batchers
 from serving.cache import Entry, LRUCache
 from serving.decode import FeatureSpec, decode
+from serving.fastpath import Predict, compile_predict
 
 CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
 
@@ -31,6 +32,8 @@ class LoadedModel:
     features: FeatureSpec
     label_of: dict[Any, Any] | None
     has_proba: bool
+    predict: Predict  # the estimator's predict, or the same answer without per-call checks
+    fast_path: bool  # predict skips scikit-learn's per-call checks (see serving.fastpath)
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,12 @@ def cache_state(cache: LRUCache[CacheKey], name: str, version: int, sha256: str)
     """Whether this process has the version loaded, how long loading took, when it last served."""
     entry = cache.peek(cache_key(name, version, sha256))
     if entry is None:
-        return {"loaded": False, "load_ms": None, "last_used": None}
+        return {"loaded": False, "load_ms": None, "last_used": None, "fast_path": None}
     return {
         "loaded": True,
         "load_ms": round(entry.load_ms, 3),
         "last_used": datetime.datetime.fromtimestamp(entry.last_used, datetime.timezone.utc),
+        "fast_path": entry.value.fast_path,
     }
 
 
@@ -107,8 +111,11 @@ def get_loaded(
             db.rollback()  # the row is all we need; release the connection before unpickling
         estimator = registry.load_estimator(store, version)
         label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
+        compiled = compile_predict(estimator)
         loaded = LoadedModel(
             estimator=estimator,
+            predict=compiled.predict,
+            fast_path=compiled.fast,
             features=FeatureSpec.build(version.feature_names, version.feature_aliases,
                                        version.feature_types if version.input_kind == "dataframe" else None),
             label_of=label_of,
@@ -142,9 +149,9 @@ def predict(
     decoded = decode(body, model.features, max_rows=options.max_rows, may_hold_booleans=may_hold_booleans)
     batcher = batchers.get(name) if batchers is not None and model.features.types is None else None
     if batcher is not None:
-        predicted = batcher.predict(model.estimator.predict, decoded.X, arrival)
+        predicted = batcher.predict(model.predict, decoded.X, arrival)
     else:
-        predicted = model.estimator.predict(decoded.X)
+        predicted = model.predict(decoded.X)
     predictions = predicted.tolist()
     result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
     if model.label_of is not None:
