@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -90,14 +91,39 @@ def _start() -> None:
 def record_request(endpoint: str, method: str, status: int, seconds: float | None,
                    model: str = "", version: str = "") -> None:
     """Count one finished request; predicts also by model, version and status, with latency."""
-    code = str(status)
-    HTTP_REQUESTS.labels(endpoint, method, code).inc()
-    if endpoint in PREDICT_ENDPOINTS:
-        PREDICT_REQUESTS.labels(model, version, code).inc()
+    key = (endpoint, method, status, model, version)
+    bound = _bound.get(key)
+    if bound is None:
+        bound = _bind(*key)
+        if len(_bound) >= _MAX_BOUND:  # label sets come and go with models: keep the recent ones
+            _bound.clear()
+        _bound[key] = bound
+    requests, predicts, predict_seconds, uploads = bound
+    requests.inc()
+    if predicts is not None:
+        predicts.inc()
         if seconds is not None:
-            PREDICT_SECONDS.labels(model, version, code).observe(seconds)
-    elif endpoint == UPLOAD_ENDPOINT and method == "POST":
-        UPLOADS.labels(code).inc()
+            predict_seconds.observe(seconds)
+    elif uploads is not None:
+        uploads.inc()
+
+
+# A request's metric children by label values: looking them up (labels()) costs more than
+# counting, and predicts repeat the same few label sets.
+_Bound = tuple[Any, Any, Any, Any]
+_bound: dict[tuple[str, str, int, str, str], _Bound] = {}
+_MAX_BOUND = 4096
+
+
+def _bind(endpoint: str, method: str, status: int, model: str, version: str) -> _Bound:
+    code = str(status)
+    requests = HTTP_REQUESTS.labels(endpoint, method, code)
+    if endpoint in PREDICT_ENDPOINTS:
+        return (requests, PREDICT_REQUESTS.labels(model, version, code),
+                PREDICT_SECONDS.labels(model, version, code), None)
+    if endpoint == UPLOAD_ENDPOINT and method == "POST":
+        return requests, None, None, UPLOADS.labels(code)
+    return requests, None, None, None
 
 
 def _record(response: Response) -> Response:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from modelyard import __version__
@@ -110,3 +111,26 @@ def test_metrics_count_predictions_cache_and_uploads(client: FlaskClient) -> Non
     assert value(after, "modelyard_cache_hits_total") - value(before, "modelyard_cache_hits_total") >= 3
     assert value(after, 'modelyard_uploads_total{status="201"}') - value(before, 'modelyard_uploads_total{status="201"}') == 1
     assert 'modelyard_predict_duration_seconds_bucket{le="0.5",model="iris",status="200",version="1"}' in after
+
+
+def test_request_metrics_count_every_label_set_past_the_bound_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """record_request keeps the metric children of recent label sets; dropping them when
+    the cache is full loses no count."""
+    from prometheus_client import REGISTRY
+
+    from modelyard import metrics
+
+    monkeypatch.setattr(metrics, "_MAX_BOUND", 3)
+    monkeypatch.setattr(metrics, "_bound", {})
+    sets = [(f"bound-{i}", str(v)) for i in range(4) for v in (1, 2)]
+
+    def count(model: str, version: str) -> float:
+        return REGISTRY.get_sample_value("modelyard_predict_requests_total",
+                                         {"model": model, "version": version, "status": "200"}) or 0.0
+
+    before = {labels: count(*labels) for labels in sets}
+    for _ in range(3):
+        for model, version in sets:
+            metrics.record_request("serving.predict", "POST", 200, 0.001, model, version)
+    assert len(metrics._bound) <= 3
+    assert all(count(*labels) - before[labels] == 3 for labels in sets)
