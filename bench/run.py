@@ -277,6 +277,7 @@ def main() -> int:
     targets = [
         ("floor (constant JSON)", "floor", "/predict", single),
         ("tutorial app (pandas per request)", "tutorial", "/predict", tutorial_body),
+        ("tutorial app, DataFrame to predict", "tutorial", "/predict-dataframe", tutorial_body),
         ("modelyard /predict, batching off", "off", "/predict", tutorial_body),
         ("modelyard /predict, batching on", "on", "/predict", tutorial_body),
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
@@ -322,6 +323,8 @@ def main() -> int:
             name = f"modelyard /predict, batching {batching}"
             results[f"{label}ratios_batching_{batching}"] = {
                 "modelyard_over_tutorial": chosen[name].requests_per_s / tutorial.requests_per_s,
+                "modelyard_over_tutorial_dataframe": (
+                    chosen[name].requests_per_s / chosen["tutorial app, DataFrame to predict"].requests_per_s),
                 "modelyard_over_floor": chosen[name].requests_per_s / floor.requests_per_s,
                 "p99_over_floor_p99": p99[name] / p99["floor (constant JSON)"],
             }
@@ -343,7 +346,8 @@ def main() -> int:
     for key in ("ratios_batching_off", "ratios_batching_on",
                 "median_round_ratios_batching_off", "median_round_ratios_batching_on"):
         r = results[key]
-        print(f"{key}: modelyard/tutorial {r['modelyard_over_tutorial']:.2f}x, modelyard/floor "
+        print(f"{key}: modelyard/tutorial {r['modelyard_over_tutorial']:.2f}x (DataFrame reading "
+              f"{r['modelyard_over_tutorial_dataframe']:.2f}x), modelyard/floor "
               f"{r['modelyard_over_floor']:.2f}x, p99 modelyard/floor {r['p99_over_floor_p99']:.2f}x")
     bs = results["batching"]
     print(f"micro-batching: {bs['calls']:,.0f} batched calls, {bs['requests_per_call']:.2f} requests per call")

@@ -22,3 +22,13 @@ def predict():
     query_df = pd.DataFrame(json_, index=[0])
     prediction = clf.predict(query_df.values)
     return jsonify({"target_value": int(prediction[0])})
+
+
+@app.route("/predict-dataframe", methods=["POST"])
+def predict_dataframe():
+    """The same with the DataFrame itself handed to predict, the other reading of the tutorial:
+    scikit-learn then checks the frame's columns on every call, and warns on every call (the
+    model was fitted without feature names)."""
+    query_df = pd.DataFrame(request.json, index=[0])
+    prediction = clf.predict(query_df)
+    return jsonify({"target_value": int(prediction[0])})
