@@ -101,15 +101,20 @@ def test_a_leader_runs_one_batch_and_passes_the_lead() -> None:
     followers = [threading.Thread(target=ask, args=(i,)) for i in (1, 2, 3)]
     for t in followers:
         t.start()
-    deadline = time.monotonic() + 5
-    while len(batcher._pending) < 3 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_for_pending(batcher, 3)
     model.gate.set()
     assert first_done.wait(5)  # the first request is answered after its own batch
     for t in [leader, *followers]:
         t.join(5)
     assert results == {i: [i * 10.0] for i in range(4)}
     assert model.calls == [1, 3]  # the three that queued meanwhile went together, led by one of them
+
+
+def wait_for_pending(batcher: MicroBatcher, count: int) -> None:
+    """Until ``count`` requests are queued behind a leader's call (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while len(batcher._pending) < count and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def test_leaders_expect_as_many_as_the_last_batch_until_load_drops() -> None:
@@ -122,9 +127,7 @@ def test_leaders_expect_as_many_as_the_last_batch_until_load_drops() -> None:
                  for i in (1, 2, 3)]
     for t in followers:
         t.start()
-    deadline = time.monotonic() + 5
-    while len(batcher._pending) < 3 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_for_pending(batcher, 3)
     model.gate.set()
     for t in [leader, *followers]:
         t.join(5)
