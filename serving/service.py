@@ -19,7 +19,7 @@ from registry.storage import ArtifactStore
 from serving.batching import Arrival, Batchers
 from serving.cache import Entry, LRUCache
 from serving.decode import FeatureSpec, decode
-from serving.fastpath import Predict, compile_predict
+from serving.fastpath import CompiledPredict, Predict, compile_predict
 
 CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
 
@@ -111,13 +111,15 @@ def get_loaded(
             db.rollback()  # the row is all we need; release the connection before unpickling
         estimator = registry.load_estimator(store, version)
         label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
-        compiled = compile_predict(estimator)
+        frame = version.input_kind == "dataframe"
+        # A version that takes a DataFrame is always served by its own predict.
+        compiled = CompiledPredict(estimator.predict, False) if frame else compile_predict(estimator)
         loaded = LoadedModel(
             estimator=estimator,
             predict=compiled.predict,
             fast_path=compiled.fast,
             features=FeatureSpec.build(version.feature_names, version.feature_aliases,
-                                       version.feature_types if version.input_kind == "dataframe" else None),
+                                       version.feature_types if frame else None),
             label_of=label_of,
             has_proba=version.has_proba,
         )

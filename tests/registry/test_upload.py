@@ -201,6 +201,7 @@ def test_a_model_with_string_columns_takes_a_dataframe(client: FlaskClient) -> N
     assert response.json["predictions"] == [1, 0]
     split = {"dataframe_split": {"columns": ["size", "colour"], "data": [[2.0, "blue"]]}}
     assert client.post("/models/shop/1/predict", json=split).json["predictions"] == [1]
+    assert client.get("/models/shop/versions/1").json["fast_path"] is False  # a DataFrame: its own predict
 
 
 @pytest.mark.parametrize(
