@@ -14,12 +14,12 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from modelyard import __version__, metrics
-from modelyard.config import load_config
+from modelyard.config import ConfigError, load_config
 from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
-from registry import sandbox, seed
+from registry import allowlist, sandbox, seed
 from registry.api import blp as registry_blp
 from registry.auth import ensure_admin_token
 from registry.db import make_engine, make_session_factory, upgrade_to_head
@@ -45,11 +45,12 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     """
     config = load_config(overrides)
     _configure_logging(config["logging"]["level"])
+    extra_globals = _extra_globals(config["upload"]["extra_globals"])
     # Serving maps records to the fitted feature order itself and hands estimators a plain
     # array; sklearn's reminder that the array has no column names is noise here.
     warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
     db = config["database"]
-    options = Options.from_config(config)
+    options = Options.from_config(config, extra_globals)
     engine = make_engine(db["url"], pool_size=db["pool_size"], max_overflow=db["max_overflow"], echo=db["echo"])
     rt = Runtime(
         config=config,
@@ -135,6 +136,16 @@ def _preload(rt: Runtime, session: Any) -> None:
             log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
         except ModelyardError as exc:
             log.warning("could not preload %s:%s: %s", model_name, alias, exc.message)
+
+
+def _extra_globals(names: list[str]) -> frozenset[str]:
+    try:
+        extra = allowlist.importable(names)
+    except ValueError as exc:
+        raise ConfigError(f"[upload] extra_globals: {exc}") from None
+    if extra:
+        log.warning("uploads may also import %s ([upload] extra_globals)", ", ".join(sorted(extra)))
+    return extra
 
 
 def _configure_logging(level: str) -> None:

@@ -143,6 +143,9 @@ def _validate(config: Config) -> None:
             )
     if config["batching"]["max_wait_ms"] < 0:
         raise ConfigError(f"[batching] max_wait_ms: must not be negative, got {config['batching']['max_wait_ms']}")
+    for name in config["upload"]["extra_globals"]:
+        if not isinstance(name, str) or "." not in name or "*" in name or name.endswith("."):
+            raise ConfigError(f"[upload] extra_globals: {name!r} is not an exact module.name")
     if not config["database"]["url"]:
         raise ConfigError("[database] url: must not be empty")
 

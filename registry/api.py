@@ -164,11 +164,13 @@ class Versions(MethodView):
             metrics=metadata.get("metrics", {}),
             params=metadata.get("params", {}),
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
+            example=form.get("example"),
         )
         upload = rt.config["upload"]
         limits = sandbox.Limits(timeout_seconds=upload["trial_timeout_seconds"],
                                 memory_bytes=upload["trial_memory_bytes"],
-                                max_expanded_bytes=upload["max_expanded_bytes"])
+                                max_expanded_bytes=upload["max_expanded_bytes"],
+                                extra_globals=rt.serving.extra_globals)
         detail = service.register_version(session(), rt.store, name, data, spec,
                                           actor=current_actor().name, limits=limits)
         location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))
@@ -186,7 +188,9 @@ class VersionDetail(MethodView):
         `loaded`, `load_ms` and `last_used` describe the serving process that answers.
         """
         detail = service.version_detail(session(), name, ref)
-        return {**detail, **runtime().cache_state(name, detail["version"], detail["sha256"])}
+        state = runtime().cache_state(name, detail["version"], detail["sha256"])
+        seen_here = [w for w in state.pop("serving_load_warnings", []) if w not in detail["load_warnings"]]
+        return {**detail, **state, "load_warnings": detail["load_warnings"] + seen_here}
 
     @requires("uploader")
     @blp.arguments(PatchSchema)

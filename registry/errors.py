@@ -6,6 +6,7 @@ nothing here knows about HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -84,12 +85,23 @@ class ArtifactCorrupt(Unavailable):
 
 
 class UnsafeArtifact(InvalidInput):
-    """The artifact would import something outside the allowlist."""
+    """The artifact would import something outside the allowlist (``globals_`` names every
+    such global, so a user fixes the model in one go), or uses an opcode that cannot be
+    proven safe (``reason`` says which)."""
 
-    def __init__(self, global_: str, reason: str = "not on the allowlist") -> None:
-        self.global_ = global_
+    def __init__(self, globals_: str | Sequence[str], reason: str = "not on the allowlist") -> None:
+        self.globals_ = [globals_] if isinstance(globals_, str) else list(globals_)
+        self.global_ = self.globals_[0]
         self.reason = reason
-        super().__init__(f"artifact refers to {global_!r}, {reason}", errors={"global": global_})
+        if len(self.globals_) == 1:
+            message = f"artifact refers to {self.global_!r}, {reason}"
+        else:
+            message = (f"artifact refers to {len(self.globals_)} globals {reason}: "
+                       f"{', '.join(repr(g) for g in self.globals_)}")
+        if reason == "not on the allowlist":
+            message += ("; modelyard loads scikit-learn, NumPy and SciPy objects only (an admin can "
+                        "admit a team's own classes with [upload] extra_globals)")
+        super().__init__(message, errors={"global": self.global_, "globals": self.globals_})
 
 
 class InvalidArtifact(InvalidInput):

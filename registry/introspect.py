@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import InvalidArtifact
+from registry.errors import InvalidArtifact, InvalidInput
 
 NUMBER, STRING = "number", "string"
 
@@ -26,9 +26,17 @@ class EstimatorInfo:
     has_proba: bool
     # "array": a float64 NumPy array (the fast path). "dataframe": a pandas DataFrame with the
     # fitted column names, typed per feature_types (an estimator that selects columns by name or
-    # encodes string columns).
+    # encodes string columns). "text": a list of strings (a pipeline that starts with a text
+    # vectorizer).
     input_kind: str = "array"
     feature_types: list[str] | None = None
+    allow_nan: bool = False  # its scikit-learn tags say it takes NaN for a missing value
+    load_warnings: list[str] = dataclasses.field(default_factory=list)
+    pickled_with: str | None = None  # the scikit-learn version the file was written with
+
+
+TEXT = "text"
+PROBE_TEXTS = ["modelyard trial text", "the quick brown fox jumps over the lazy dog"]
 
 
 def describe(obj: Any) -> EstimatorInfo:
@@ -44,45 +52,175 @@ def describe(obj: Any) -> EstimatorInfo:
         feature_names=[str(n) for n in names] if names is not None else None,
         classes=_plain_list(classes) if classes is not None else None,
         has_proba=callable(getattr(obj, "predict_proba", None)),
+        allow_nan=_allows_nan(obj),
     )
 
 
-def inspect(estimator: Any, *, n_features_hint: int | None = None) -> EstimatorInfo:
-    """Describe a loaded estimator, decide how serving feeds it, and check it predicts one row.
+def inspect(
+    estimator: Any, *, example: Any = None,
+    names_hint: list[str] | None = None, aliases: dict[str, str] | None = None,
+) -> EstimatorInfo:
+    """Describe a loaded estimator, decide how serving feeds it, and check that it predicts.
 
-    A numeric row in a float64 array is tried first; an estimator fitted on a DataFrame that
-    refuses it (columns selected by name, string columns encoded) gets a one-row DataFrame
-    whose string columns hold a category the estimator knows. Raises InvalidArtifact when
-    neither works.
+    The trial uses ``example`` (rows or records, as a client would send them) when given;
+    otherwise several probe rows (zeros, ones, standard normal draws), and the model is
+    refused only when every probe fails. A pipeline that starts with a text vectorizer takes
+    strings. A numeric float64 array is tried first; an estimator fitted on a DataFrame that
+    refuses it (columns selected by name, string columns encoded) gets a DataFrame whose
+    string columns hold a category the estimator knows. Raises InvalidArtifact when nothing
+    works, with the last error, and InvalidInput for an example that does not fit.
     """
     info = describe(estimator)
-    n_features = info.n_features or n_features_hint
+    if takes_text(estimator):
+        texts = example_texts(example) if example is not None else PROBE_TEXTS
+        _first_that_predicts(estimator, [texts], "a list of strings")
+        return dataclasses.replace(info, input_kind=TEXT, n_features=1, feature_names=names_hint or ["text"],
+                                   feature_types=[STRING])
+    n_features = info.n_features or (len(names_hint) if names_hint else None) or example_width(example)
     if not n_features:
         return info
+    names = names_hint or info.feature_names or [f"x{i}" for i in range(n_features)]
+    if example is not None:
+        rows = example_rows(example, names, aliases or {})
+        candidates = [np.array(rows, dtype=np.float64)] if _all_numeric(rows) else []
+    else:
+        rows = None
+        candidates = probe_rows(n_features)
     try:
-        trial_predict(estimator, n_features)
+        if not candidates:
+            raise InvalidArtifact("the example holds strings")
+        _first_that_predicts(estimator, candidates, f"a numeric row of {n_features} features")
+        if info.allow_nan and not _predicts(estimator, np.full((1, n_features), np.nan)):
+            return dataclasses.replace(info, allow_nan=False)  # the tags promised more than it does
         return info
     except InvalidArtifact as array_error:
         if info.feature_names is None:
             raise
         types, samples = _feature_types(estimator, info.feature_names)
+        frame_rows = rows if rows is not None else [samples]
         try:
-            _predict_quietly(estimator, make_frame([samples], info.feature_names, types))
+            _predict_quietly(estimator, make_frame(frame_rows, info.feature_names, types))
         except Exception:
             raise array_error from None
         return dataclasses.replace(info, input_kind="dataframe", feature_types=types)
 
 
-def trial_predict(estimator: Any, n_features: int) -> None:
-    """Predict one all-zero row the way serving will (a float64 array), so a model that cannot
-    serve is refused at upload rather than failing on every request."""
+def probe_rows(n_features: int) -> list[np.ndarray]:
+    """Rows a model is tried on when the upload has no example: zeros, ones, and three draws
+    of a standard normal (seeded, so a refusal can be reproduced)."""
+    normal = np.random.default_rng(0).standard_normal((3, n_features))
+    return [np.zeros((1, n_features)), np.ones((1, n_features)), normal]
+
+
+def _first_that_predicts(estimator: Any, candidates: list[Any], what: str) -> None:
+    error: Exception | None = None
+    for X in candidates:
+        try:
+            _predict_quietly(estimator, X)
+            return
+        except Exception as exc:  # noqa: BLE001 - the estimator's own complaint, reported below
+            error = exc
+    raise InvalidArtifact(
+        f"the estimator cannot predict from {what}: {type(error).__name__}: {error}"
+        + ("" if what == "a list of strings" else "; send an `example` field with rows it can predict")
+    ) from None
+
+
+def _predicts(estimator: Any, X: Any) -> bool:
     try:
-        _predict_quietly(estimator, np.zeros((1, n_features), dtype=np.float64))
-    except Exception as exc:
-        raise InvalidArtifact(
-            f"the estimator cannot predict from a numeric row of {n_features} features: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
+        _predict_quietly(estimator, X)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def takes_text(estimator: Any) -> bool:
+    """A text vectorizer (CountVectorizer, TfidfVectorizer, HashingVectorizer) itself, or as
+    the first step of a pipeline: it takes one string per row."""
+    first = estimator
+    while getattr(first, "steps", None):
+        first = first.steps[0][1]
+    return callable(getattr(first, "build_analyzer", None)) and first is not estimator
+
+
+def _allows_nan(estimator: Any) -> bool:
+    """What scikit-learn's tags say of the step that first sees the input (a pipeline's own tags
+    do not pass its first step's on)."""
+    first = estimator
+    while getattr(first, "steps", None):
+        first = first.steps[0][1]
+    try:
+        from sklearn.utils import get_tags
+
+        return bool(get_tags(first).input_tags.allow_nan)
+    except Exception:  # noqa: BLE001 - no tags (not a scikit-learn estimator): assume not
+        return False
+
+
+def example_width(example: Any) -> int | None:
+    rows = example if isinstance(example, list) else None
+    if rows and isinstance(rows[0], list):
+        return len(rows[0])
+    return None
+
+
+def example_rows(example: Any, names: list[str], aliases: dict[str, str]) -> list[list[Any]]:
+    """An upload's ``example`` (one record, a list of records, or a list of rows) as rows in
+    feature order; null stays None (missing). Raises InvalidInput naming what does not fit."""
+    items = [example] if isinstance(example, dict) else example
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("`example` must be a record, or a non-empty list of records or rows",
+                           errors={"example": "shape"})
+    column = {name: i for i, name in enumerate(names)}
+    for alias, target in aliases.items():
+        if target in column:
+            column.setdefault(alias, column[target])
+    rows = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            unknown = sorted(str(k) for k in item if k not in column)
+            row: list[Any] = [_MISSING] * len(names)
+            for key, value in item.items():
+                if key in column:
+                    row[column[key]] = value
+            missing = [names[j] for j, v in enumerate(row) if v is _MISSING]
+            if unknown or missing:
+                raise InvalidInput(
+                    f"`example` row {i} does not fit the model's features ({', '.join(names)})",
+                    errors={"example": {"row": i, "unknown": unknown, "missing": missing}},
+                )
+        elif isinstance(item, list) and len(item) == len(names):
+            row = list(item)
+        else:
+            raise InvalidInput(f"`example` row {i} must be a record or a row of {len(names)} values",
+                               errors={"example": {"row": i}})
+        if any(isinstance(v, (dict, list)) for v in row):
+            raise InvalidInput(f"`example` row {i} holds a nested value", errors={"example": {"row": i}})
+        rows.append(row)
+    return rows
+
+
+def example_texts(example: Any) -> list[str]:
+    """A text model's example: a string, a list of strings, or records of one string each."""
+    items = [example] if isinstance(example, (str, dict)) else example
+    texts = []
+    for item in items if isinstance(items, list) else [None]:
+        if isinstance(item, dict) and len(item) == 1:
+            item = next(iter(item.values()))
+        if not isinstance(item, str):
+            raise InvalidInput("`example` of a text model must be strings (or records of one string)",
+                               errors={"example": "strings"})
+        texts.append(item)
+    if not texts:
+        raise InvalidInput("`example` must not be empty", errors={"example": "empty"})
+    return texts
+
+
+def _all_numeric(rows: list[list[Any]]) -> bool:
+    return all(v is None or (type(v) in (int, float)) for row in rows for v in row)
+
+
+_MISSING = object()
 
 
 def make_frame(rows: list[list[Any]], names: list[str] | tuple[str, ...], types: list[str] | tuple[str, ...]) -> Any:
@@ -160,5 +298,8 @@ def _qualname(obj: Any) -> str:
 
 
 def _plain_list(values: Any) -> list[Any]:
-    """Class values as JSON-ready Python scalars."""
+    """Class values as JSON-ready Python scalars; a multi-output estimator's classes (one array
+    per output, of different lengths) as a list of lists."""
+    if isinstance(values, list) and values and isinstance(values[0], np.ndarray):
+        return [np.asarray(v).tolist() for v in values]
     return np.asarray(values).tolist()

@@ -9,6 +9,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -27,7 +29,7 @@ JSONDict = Annotated[dict[str, Any], mapped_column(default=dict)]
 Name = Annotated[str, mapped_column(String(128))]
 
 FORMATS = ("pickle", "joblib", "skops")
-INPUT_KINDS = ("array", "dataframe")
+INPUT_KINDS = ("array", "dataframe", "text")
 
 
 class Model(Base):
@@ -76,6 +78,12 @@ class ModelVersion(Base):
     # For input_kind "dataframe": "number" or "string" per feature.
     feature_types: Mapped[list[Any] | None]
     library_versions: Mapped[JSONDict]
+    # The rows the uploader gave for the trial predict (JSON, as sent), the warnings loading the
+    # file raised (e.g. InconsistentVersionWarning), and whether the estimator takes NaN for a
+    # missing value (its scikit-learn tags' allow_nan).
+    example: Mapped[Any | None] = mapped_column(JSON)
+    load_warnings: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    allow_nan: Mapped[bool] = mapped_column(default=False, server_default=false())
     description: Mapped[str] = mapped_column(Text, default="")
     metrics: Mapped[JSONDict]
     params: Mapped[JSONDict]

@@ -9,7 +9,6 @@ scanner misread still cannot import anything else.
 
 from __future__ import annotations
 
-import functools
 import io
 import pickle
 import pickletools
@@ -17,177 +16,34 @@ from dataclasses import dataclass
 from struct import error as struct_error
 from typing import Any
 
+from registry import allowlist
 from registry.errors import InvalidArtifact, UnsafeArtifact
 
-# Exact names (module.qualname) beyond scikit-learn's estimator classes. No module prefixes:
-# numpy, scipy and sklearn all contain functions that read, write, import or evaluate.
-_EXTRA_ALLOWED = frozenset(
-    {
-        # builtins a pickle of a model legitimately contains
-        "builtins.slice",
-        "builtins.set",
-        "builtins.frozenset",
-        "builtins.bytearray",
-        "builtins.complex",
-        "builtins.object",
-        "builtins.bytes",
-        "__builtin__.bytes",
-        "__builtin__.set",
-        "__builtin__.frozenset",
-        "__builtin__.slice",
-        "__builtin__.object",
-        "_codecs.encode",  # protocol 2 encodes bytes through it
-        "copyreg._reconstructor",  # protocols 0 and 1 rebuild objects through it
-        "copy_reg._reconstructor",  # ... and spell it the Python 2 way
-        "collections.OrderedDict",
-        # Types held as estimator parameters (e.g. OneHotEncoder(dtype=np.float64)); calling
-        # one only makes a number, a string or an empty container.
-        "builtins.float",
-        "builtins.int",
-        "builtins.bool",
-        "builtins.str",
-        "builtins.list",
-        "builtins.tuple",
-        "builtins.dict",
-        *(f"numpy.{t}" for t in ("float16", "float32", "float64", "longdouble", "int8", "int16", "int32",
-                                 "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "complex64",
-                                 "complex128", "object_", "str_", "bytes_")),
-        # NumPy arrays, scalars, dtypes (numpy 2 names and their numpy 1 spellings)
-        "numpy.ndarray",
-        "numpy.dtype",
-        "numpy._core.multiarray._reconstruct",
-        "numpy._core.multiarray.scalar",
-        "numpy._core.numeric._frombuffer",
-        "numpy.core.multiarray._reconstruct",
-        "numpy.core.multiarray.scalar",
-        "numpy.core.numeric._frombuffer",
-        "numpy.ma.core._mareconstruct",
-        # numpy.random state held by fitted estimators with random_state
-        "numpy.random._pickle.__randomstate_ctor",
-        "numpy.random._pickle.__generator_ctor",
-        "numpy.random._pickle.__bit_generator_ctor",
-        "numpy.random._mt19937.MT19937",
-        "numpy.random._pcg64.PCG64",
-        "numpy.random._pcg64.PCG64DXSM",
-        "numpy.random._philox.Philox",
-        "numpy.random._sfc64.SFC64",
-        "numpy.random.bit_generator.SeedSequence",
-        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
-        "numpy.random.mtrand.RandomState",
-        # SciPy sparse matrices (e.g. a OneHotEncoder's output buffers)
-        "scipy.sparse._csr.csr_matrix",
-        "scipy.sparse._csc.csc_matrix",
-        "scipy.sparse._coo.coo_matrix",
-        "scipy.sparse._csr.csr_array",
-        "scipy.sparse._csc.csc_array",
-        # scikit-learn's non-estimator building blocks of fitted models
-        "sklearn.tree._tree.Tree",
-        "sklearn._loss.link.Interval",
-        "sklearn._loss.link.IdentityLink",
-        "sklearn._loss.link.LogLink",
-        "sklearn._loss.link.LogitLink",
-        "sklearn._loss.link.MultinomialLogit",
-        "sklearn._loss.loss.HalfSquaredError",
-        "sklearn._loss.loss.AbsoluteError",
-        "sklearn._loss.loss.PinballLoss",
-        "sklearn._loss.loss.HuberLoss",
-        "sklearn._loss.loss.HalfPoissonLoss",
-        "sklearn._loss.loss.HalfGammaLoss",
-        "sklearn._loss.loss.HalfTweedieLoss",
-        "sklearn._loss.loss.HalfTweedieLossIdentity",
-        "sklearn._loss.loss.HalfBinomialLoss",
-        "sklearn._loss.loss.ExponentialLoss",
-        "sklearn._loss.loss.HalfMultinomialLoss",
-        "sklearn.neighbors._kd_tree.KDTree",
-        "sklearn.neighbors._ball_tree.BallTree",
-        "sklearn.utils._bunch.Bunch",
-        "sklearn.calibration._CalibratedClassifier",
-        # KDTree/BallTree pickle through newObj(cls) == cls.__new__(cls); cls is checked too.
-        "sklearn.neighbors._kd_tree.newObj",
-        "sklearn.neighbors._ball_tree.newObj",
-        "sklearn.metrics._dist_metrics.newObj",
-    }
-)
-
-_CYTHON_LOSSES = (
-    "CyHalfSquaredError",
-    "CyAbsoluteError",
-    "CyPinballLoss",
-    "CyHuberLoss",
-    "CyHalfPoissonLoss",
-    "CyHalfGammaLoss",
-    "CyHalfTweedieLoss",
-    "CyHalfTweedieLossIdentity",
-    "CyHalfBinomialLoss",
-    "CyExponentialLoss",
-    "CyHalfMultinomialLoss",
-)
+def allowed_globals(extra: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Every global an uploaded pickle may import (see :mod:`registry.allowlist` for the rule),
+    plus ``extra``: the exact names an admin admitted with ``[upload] extra_globals``."""
+    return allowlist.derived() | extra if extra else allowlist.derived()
 
 
-@functools.cache
-def allowed_globals() -> frozenset[str]:
-    """Every global an uploaded pickle may import, as exact ``module.qualname`` strings: every
-    scikit-learn estimator class (public or private, e.g. CalibratedClassifierCV's inner
-    ``_CalibratedClassifier``) and the explicit list above. Classes only: no function of any of
-    these packages is allowed by this rule."""
-    names = set(_EXTRA_ALLOWED)
-    names.update(_sklearn_estimator_classes())
-    names.update(_distance_metric_classes())
-    for loss in _CYTHON_LOSSES:
-        names.add(f"sklearn._loss._loss.{loss}")
-        names.add(f"sklearn._loss._loss.__pyx_unpickle_{loss}")
-    return frozenset(names)
+class _Offenders:
+    """The globals a stream imports, and those of them off the allowlist (all of them, so one
+    refusal names every one)."""
 
+    def __init__(self, allowed: frozenset[str]) -> None:
+        self.allowed = allowed
+        self.found: set[str] = set()
+        self.refused: list[str] = []
 
-# Parts of scikit-learn that are not model code: importing them is pointless or has side effects.
-_SKIPPED_MODULE_PARTS = frozenset({"tests", "externals", "conftest", "experimental", "_testing",
-                                   "estimator_checks", "_build_utils", "_min_dependencies", "__check_build"})
+    def check(self, module: str, name: str, also: frozenset[str] = frozenset()) -> str:
+        qualified = f"{module}.{name}"
+        self.found.add(qualified)
+        if qualified not in self.allowed and qualified not in also and qualified not in self.refused:
+            self.refused.append(qualified)
+        return qualified
 
-
-def _distance_metric_classes() -> set[str]:
-    """The distance metrics neighbours estimators hold (EuclideanDistance64 ...)."""
-    import inspect
-
-    from sklearn.metrics import _dist_metrics
-
-    return {
-        f"{cls.__module__}.{cls.__qualname__}"
-        for _name, cls in inspect.getmembers(_dist_metrics, inspect.isclass)
-        if issubclass(cls, (_dist_metrics.DistanceMetric, _dist_metrics.DistanceMetric32))
-        and cls.__module__ == _dist_metrics.__name__
-    }
-
-
-def _sklearn_estimator_classes() -> set[str]:
-    import importlib
-    import inspect
-    import pkgutil
-    import warnings
-
-    import sklearn
-    from sklearn.base import BaseEstimator
-
-    found: set[str] = set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _finder, module_name, _is_pkg in pkgutil.walk_packages(sklearn.__path__, "sklearn."):
-            if _SKIPPED_MODULE_PARTS.intersection(module_name.split(".")):
-                continue
-            try:
-                module = importlib.import_module(module_name)
-            except Exception:  # an optional dependency is missing: its classes cannot be loaded anyway
-                continue
-            for _name, cls in inspect.getmembers(module, inspect.isclass):
-                if cls.__module__.startswith("sklearn.") and issubclass(cls, BaseEstimator):
-                    found.add(f"{cls.__module__}.{cls.__qualname__}")
-    return found
-
-
-def _check(module: str, name: str, also: frozenset[str] = frozenset()) -> str:
-    qualified = f"{module}.{name}"
-    if qualified not in allowed_globals() and qualified not in also:
-        raise UnsafeArtifact(qualified)
-    return qualified
+    def raise_if_any(self) -> None:
+        if self.refused:
+            raise UnsafeArtifact(self.refused)
 
 
 # --- the scanner -------------------------------------------------------------------------------
@@ -270,13 +126,16 @@ class _CountingReader(io.RawIOBase):
         return data
 
 
-def scan(data: bytes, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPANDED_BYTES) -> set[str]:
+def scan(
+    data: bytes, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPANDED_BYTES,
+    extra: frozenset[str] = frozenset(),
+) -> set[str]:
     """Return the globals a pickle (or joblib) stream imports; raise if any is not allowed.
 
-    Raises :class:`UnsafeArtifact` naming the first global off the allowlist (or the opcode that
+    Raises :class:`UnsafeArtifact` naming every global off the allowlist (or the opcode that
     cannot be proven safe) and :class:`InvalidArtifact` for a stream that is not a whole pickle.
     """
-    found: set[str] = set()
+    found = _Offenders(allowed_globals(extra))
     if fmt == "joblib":
         from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
@@ -300,7 +159,8 @@ def scan(data: bytes, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPA
         except RecursionError:
             raise InvalidArtifact("not a valid pickle stream: nested too deeply") from None
         _expect_end(reader)
-    return found
+    found.raise_if_any()
+    return found.found
 
 
 def _expect_end(reader: Any) -> None:
@@ -308,7 +168,7 @@ def _expect_end(reader: Any) -> None:
         raise InvalidArtifact("not a valid pickle stream: data after the STOP opcode")
 
 
-def _walk(reader: Any, found: set[str], *, joblib: bool, depth: int) -> None:
+def _walk(reader: Any, found: _Offenders, *, joblib: bool, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise InvalidArtifact("pickles nested too deeply")
     stack: list[Any] = []
@@ -335,7 +195,7 @@ def _walk(reader: Any, found: set[str], *, joblib: bool, depth: int) -> None:
             stack[-1] = _skip_array(reader, stack[-1].state, found, depth)
 
 
-def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any], found: set[str], also: frozenset[str]) -> None:
+def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any], found: _Offenders, also: frozenset[str]) -> None:
     if name in _FORBIDDEN_OPS:
         raise UnsafeArtifact(name, _FORBIDDEN_OPS[name])
     if name in _LITERALS:
@@ -400,7 +260,7 @@ def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any], found: se
         _pop_mark(stack)
     elif name in ("GLOBAL", "INST"):
         module, _, attr = str(arg).partition(" ")
-        found.add(_check(module, attr, also))
+        found.check(module, attr, also)
         if name == "INST":
             _pop_mark(stack)
             stack.append(_Obj(_Global(f"{module}.{attr}")))
@@ -410,7 +270,7 @@ def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any], found: se
         attr, module = stack.pop(), stack.pop()
         if not isinstance(module, str) or not isinstance(attr, str):
             raise UnsafeArtifact("STACK_GLOBAL", "its names are not literal strings")
-        found.add(_check(module, attr, also))
+        found.check(module, attr, also)
         stack.append(_Global(f"{module}.{attr}"))
     elif name in ("REDUCE", "NEWOBJ"):
         args = stack.pop()
@@ -465,7 +325,7 @@ def _callable(target: Any, op: str) -> _Global:
     return target
 
 
-def _skip_array(reader: Any, state: Any, found: set[str], depth: int) -> Any:
+def _skip_array(reader: Any, state: Any, found: _Offenders, depth: int) -> Any:
     """Step over the array bytes joblib writes right after a NumpyArrayWrapper."""
     import numpy as np
 
@@ -528,12 +388,21 @@ def _skip(reader: Any, count: int) -> None:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, allowed: frozenset[str]) -> None:
+        super().__init__(file)
+        self.allowed = allowed
+
     def find_class(self, module: str, name: str) -> Any:
-        _check(module, name)
+        _check(self.allowed, module, name)
         return super().find_class(module, name)
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeArtifact("persistent id", "persistent ids are not accepted")
+
+
+def _check(allowed: frozenset[str], module: str, name: str) -> None:
+    if f"{module}.{name}" not in allowed:
+        raise UnsafeArtifact(f"{module}.{name}")
 
 
 FORMATS = ("pickle", "joblib", "skops")
@@ -570,24 +439,57 @@ def resolve_format(data: bytes, declared: str | None) -> str:
     )
 
 
-def load(data: bytes, fmt: str) -> Any:
+def load(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Any:
     """Unpickle ``data`` through the safety gate for its format.
 
     pickle: the opcode scan, then the restricted unpickler. joblib: joblib's own reader (which
     parses its layout: compressed containers, raw array bytes, nested pickles of object arrays)
     with every global it resolves, including those of nested pickles, checked against the same
-    allowlist. skops: every type skops does not trust by default must be on the allowlist.
-    Raises UnsafeArtifact naming the global, or InvalidArtifact.
+    allowlist. skops: every type and function the file names must be on the allowlist (read
+    from the file's schema here; skops's own list of untrusted types is not relied on).
+    ``extra`` are the exact names an admin admitted beside the allowlist.
+    Raises UnsafeArtifact naming every offending global, or InvalidArtifact.
     """
+    allowed = allowed_globals(extra)
     if fmt == "pickle":
-        scan(data)
-        return _guarded(lambda: _RestrictedUnpickler(io.BytesIO(data)).load(), fmt)
+        scan(data, extra=extra)
+        return _guarded(lambda: _RestrictedUnpickler(io.BytesIO(data), allowed).load(), fmt)
     if fmt == "joblib":
-        scan(data, "joblib")
-        return _guarded(lambda: _load_joblib(data), fmt)
+        scan(data, "joblib", extra=extra)
+        return _guarded(lambda: _load_joblib(data, allowed), fmt)
     if fmt == "skops":
-        return _guarded(lambda: _load_skops(data), fmt)
+        return _guarded(lambda: _load_skops(data, allowed), fmt)
     raise InvalidArtifact(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    estimator: Any
+    warnings: list[str]  # what loading raised, e.g. "InconsistentVersionWarning: Trying to unpickle ..."
+    pickled_with: str | None  # the scikit-learn version that wrote the file, when it says
+
+
+def load_recorded(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Loaded:
+    """:func:`load`, keeping the warnings loading raised and the scikit-learn version the file
+    was written with (estimators keep it in their state; a mismatch is an
+    ``InconsistentVersionWarning``). Catching warnings touches process-wide filter state; loads
+    are rare and single-flight, so that is accepted here."""
+    import warnings
+
+    import sklearn
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator = load(data, fmt, extra=extra)
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    written = [w.message.original_sklearn_version for w in caught
+               if isinstance(w.message, InconsistentVersionWarning)]
+    if written:
+        pickled_with: str | None = written[0]
+    else:
+        pickled_with = sklearn.__version__ if type(estimator).__module__.startswith("sklearn.") else None
+    return Loaded(estimator, messages, pickled_with)
 
 
 def _guarded(loader: Any, fmt: str) -> Any:
@@ -599,7 +501,7 @@ def _guarded(loader: Any, fmt: str) -> Any:
         raise InvalidArtifact(f"the {fmt} file could not be loaded: {type(exc).__name__}: {exc}") from None
 
 
-def _load_joblib(data: bytes) -> Any:
+def _load_joblib(data: bytes, allowed: frozenset[str]) -> Any:
     import numpy as np
     from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
@@ -609,7 +511,7 @@ def _load_joblib(data: bytes) -> Any:
 
         def find_class(self, module: str, name: str) -> Any:
             if f"{module}.{name}" != _JOBLIB_WRAPPER:
-                _check(module, name)
+                _check(allowed, module, name)
             return super().find_class(module, name)
 
         def persistent_load(self, pid: Any) -> Any:
@@ -629,7 +531,7 @@ def _load_joblib(data: bytes) -> Any:
             if not isinstance(wrapper.dtype, np.dtype):
                 raise InvalidArtifact("joblib array wrapper without a valid dtype")
             if wrapper.dtype.hasobject:
-                array = _RestrictedUnpickler(self.file_handle).load()
+                array = _RestrictedUnpickler(self.file_handle, allowed).load()
                 if not isinstance(array, np.ndarray):
                     raise InvalidArtifact("joblib object array is not an array")
             else:
@@ -644,11 +546,73 @@ def _load_joblib(data: bytes) -> Any:
         return RestrictedNumpyUnpickler("", fileobj, ensure_native_byte_order=True).load()
 
 
-def _load_skops(data: bytes) -> Any:
+_SKOPS_SCHEMA_LIMIT = 64 << 20
+
+
+def skops_names(data: bytes) -> list[str]:
+    """Every ``module.name`` a skops file's schema refers to (types, functions, objects), read
+    from its ``schema.json`` without loading anything."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            info = archive.getinfo("schema.json")
+            if info.file_size > _SKOPS_SCHEMA_LIMIT:
+                raise InvalidArtifact("the skops schema is larger than 64 MiB")
+            with archive.open(info) as fh:
+                schema = json.loads(fh.read(_SKOPS_SCHEMA_LIMIT + 1))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise InvalidArtifact(f"not a valid skops file: {exc}") from None
+    names: list[str] = []
+    seen: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            module, cls = node.get("__module__"), node.get("__class__")
+            if module is not None or cls is not None:
+                name = f"{module}.{cls}"
+                if name not in seen:
+                    seen.add(name)
+                    names.append(name)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
+
+
+def check_skops(data: bytes, *, extra: frozenset[str] = frozenset()) -> list[str]:
+    """The names a skops file refers to, all allowed; raises UnsafeArtifact naming every one
+    that is not (see :func:`load`)."""
+    return _checked_skops_names(data, allowed_globals(extra))
+
+
+def _checked_skops_names(data: bytes, allowed: frozenset[str]) -> list[str]:
     import skops.io
 
-    untrusted = skops.io.get_untrusted_types(data=data)
-    for type_name in untrusted:
-        if type_name not in allowed_globals():
-            raise UnsafeArtifact(type_name)
-    return skops.io.loads(data, trusted=untrusted)
+    names = skops_names(data)
+    refused = [n for n in names if n not in allowed and n not in _SKOPS_PLAIN]
+    if refused:
+        raise UnsafeArtifact(refused)
+    # skops's own view as a second opinion: anything it calls untrusted must be allowed too.
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except Exception as exc:  # noqa: BLE001 - whatever skops cannot read is not a skops model
+        raise InvalidArtifact(f"not a valid skops file: {type(exc).__name__}: {exc}") from None
+    refused = [n for n in untrusted if n not in allowed]
+    if refused:
+        raise UnsafeArtifact(refused)
+    return names
+
+
+def _load_skops(data: bytes, allowed: frozenset[str]) -> Any:
+    import skops.io
+
+    names = _checked_skops_names(data, allowed)
+    return skops.io.loads(data, trusted=[n for n in names if n not in _SKOPS_PLAIN])
+
+
+# JSON values of a skops schema name their Python type; none of these is imported or called.
+_SKOPS_PLAIN = frozenset({"builtins.NoneType", "builtins.str", "builtins.int", "builtins.float", "builtins.bool",
+                          "builtins.dict", "builtins.list", "builtins.tuple"})

@@ -28,10 +28,30 @@ class Limits:
     timeout_seconds: float = 30.0
     memory_bytes: int = 4 << 30
     max_expanded_bytes: int = 4 << 30  # what a compressed joblib file may expand to
+    extra_globals: frozenset[str] = frozenset()  # [upload] extra_globals, admitted beside the allowlist
 
 
-def inspect_artifact(data: bytes, fmt: str, *, n_features_hint: int | None, limits: Limits) -> introspect.EstimatorInfo:
-    """Load ``data`` through the safety gate in a child, describe it and predict one numeric row.
+@dataclass(frozen=True)
+class Trial:
+    """What the uploader said that the trial needs: feature names and aliases (to read records),
+    and the ``example`` rows to predict (probe rows when None)."""
+
+    feature_names: list[str] | None = None
+    feature_aliases: dict[str, str] = dataclasses.field(default_factory=dict)
+    example: Any = None
+
+
+def trial(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str] = frozenset()) -> introspect.EstimatorInfo:
+    """Load, inspect and trial-predict in this process (the body of the sandboxed child)."""
+    loaded = safety.load_recorded(data, fmt, extra=extra)
+    info = introspect.inspect(loaded.estimator, names_hint=spec.feature_names, aliases=spec.feature_aliases,
+                              example=spec.example)
+    return dataclasses.replace(info, load_warnings=loaded.warnings, pickled_with=loaded.pickled_with)
+
+
+def inspect_artifact(data: bytes, fmt: str, *, spec: Trial, limits: Limits) -> introspect.EstimatorInfo:
+    """Load ``data`` through the safety gate in a child, describe it and trial-predict (see
+    :func:`registry.introspect.inspect`).
 
     Raises UnsafeArtifact / InvalidArtifact (422) for what the child found, and InvalidArtifact
     when the child runs out of time or memory or dies.
@@ -39,7 +59,7 @@ def inspect_artifact(data: bytes, fmt: str, *, n_features_hint: int | None, limi
     context = _context()
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
-        target=_trial, args=(sender, data, fmt, n_features_hint, limits), name="modelyard-trial", daemon=True
+        target=_trial, args=(sender, data, fmt, spec, limits), name="modelyard-trial", daemon=True
     )
     child.start()
     sender.close()
@@ -67,8 +87,8 @@ def _read_answer(raw: bytes) -> introspect.EstimatorInfo:
     if "info" in answer:
         return introspect.EstimatorInfo(**answer["info"])
     if answer.get("error") == "unsafe":
-        raise UnsafeArtifact(answer["global"], answer["reason"])
-    raise InvalidArtifact(answer.get("message", "the model could not be loaded"))
+        raise UnsafeArtifact(answer["globals"], answer["reason"])
+    raise InvalidArtifact(answer.get("message", "the model could not be loaded"), errors=answer.get("errors"))
 
 
 _PRELOAD = ["registry.sandbox_preload"]
@@ -90,15 +110,15 @@ def _context() -> Any:
     return context
 
 
-def _trial(conn: Connection, data: bytes, fmt: str, n_features_hint: int | None, limits: Limits) -> None:
+def _trial(conn: Connection, data: bytes, fmt: str, spec: Trial, limits: Limits) -> None:
     try:
         _limit(limits)
-        info = introspect.inspect(safety.load(data, fmt), n_features_hint=n_features_hint)
+        info = trial(data, fmt, spec, extra=limits.extra_globals)
         answer: dict[str, Any] = {"info": dataclasses.asdict(info)}
     except UnsafeArtifact as exc:
-        answer = {"error": "unsafe", "global": exc.global_, "reason": exc.reason}
+        answer = {"error": "unsafe", "globals": exc.globals_, "reason": exc.reason}
     except ModelyardError as exc:
-        answer = {"error": "invalid", "message": exc.message}
+        answer = {"error": "invalid", "message": exc.message, "errors": exc.errors}
     except MemoryError:
         answer = {"error": "invalid", "message": f"loading the model needs more than {limits.memory_bytes} bytes of memory"}
     except BaseException as exc:  # the child reports everything; the parent decides

@@ -90,6 +90,11 @@ class UploadFormSchema(ma.Schema):
         metadata={"description": "JSON object {synonym: feature name}"},
     )
     tags = JSONString(_tags(), metadata={"description": "JSON object of string tags"})
+    example = JSONString(
+        fields.Raw(),
+        metadata={"description": "JSON rows or records (texts for a text model) the upload's trial predicts, "
+                                 "kept with the version; without it, probe rows are tried"},
+    )
 
 
 class UploadFileSchema(ma.Schema):
@@ -193,7 +198,13 @@ class VersionSchema(ma.Schema):
     input_kind = fields.String(metadata={"description": "array (numbers only) or dataframe (named, typed columns)"})
     feature_types = fields.List(fields.String(), allow_none=True,
                                 metadata={"description": "number or string per feature (dataframe inputs)"})
-    library_versions = fields.Dict(keys=fields.String(), values=fields.String())
+    library_versions = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+        "description": "sklearn, numpy, scipy and python on the server at upload; sklearn_pickled: the "
+                       "scikit-learn version that wrote the file"})
+    allow_nan = fields.Boolean(metadata={"description": "null values are sent to the estimator as NaN (missing)"})
+    example = fields.Raw(allow_none=True, metadata={"description": "The rows given at upload for the trial"})
+    load_warnings = fields.List(fields.String(), metadata={
+        "description": "Warnings loading the file raised (at upload, and in the answering process)"})
     description = fields.String()
     metadata = fields.Dict(keys=fields.String(), values=fields.Raw())
     tags = fields.Dict(keys=fields.String(), values=fields.String())

@@ -119,9 +119,10 @@ def _resolve(session: Session, query: Select[Any], name: str, ref: str, *, scala
     return found if scalar else tuple(found)
 
 
-def load_estimator(store: ArtifactStore, version: ModelVersion) -> Any:
-    """Read the version's artifact (digest checked) and unpickle it through the safety gate."""
-    return safety.load(store.open(version.sha256), version.format)
+def load_estimator(store: ArtifactStore, version: ModelVersion, *, extra: frozenset[str] = frozenset()) -> safety.Loaded:
+    """Read the version's artifact (digest checked) and unpickle it through the safety gate,
+    with the warnings loading raised."""
+    return safety.load_recorded(store.open(version.sha256), version.format, extra=extra)
 
 
 def aliases_of(session: Session, model: Model) -> dict[str, int]:
@@ -205,6 +206,9 @@ def describe_versions(session: Session, name: str, versions: Sequence[ModelVersi
             "input_kind": v.input_kind,
             "feature_types": v.feature_types,
             "library_versions": v.library_versions,
+            "allow_nan": v.allow_nan,
+            "example": v.example,
+            "load_warnings": v.load_warnings,
             "description": v.description,
             "metadata": {"metrics": v.metrics, "params": v.params},
             "tags": v.tags,
@@ -242,6 +246,7 @@ class VersionSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    example: Any = None  # rows or records for the trial predict, kept with the version
 
 
 @dataclass(frozen=True)
@@ -617,14 +622,18 @@ def _prepare_version(data: bytes, spec: VersionSpec, *, limits: sandbox.Limits |
     ``limits`` None is for trusted bytes only: they are loaded in this process.
     """
     fmt = safety.resolve_format(data, spec.fmt)
-    if fmt != "skops":
-        # Cheap, and refuses hostile files before a child is started.
-        safety.scan(data, fmt, max_expanded_bytes=(limits or sandbox.Limits()).max_expanded_bytes)
-    hint = len(spec.feature_names) if spec.feature_names is not None else None
-    if limits is None:
-        info = introspect.inspect(safety.load(data, fmt), n_features_hint=hint)
+    extra = (limits or sandbox.Limits()).extra_globals
+    # Cheap, and refuses hostile files before a child is started.
+    if fmt == "skops":
+        safety.check_skops(data, extra=extra)
     else:
-        info = sandbox.inspect_artifact(data, fmt, n_features_hint=hint, limits=limits)
+        safety.scan(data, fmt, max_expanded_bytes=(limits or sandbox.Limits()).max_expanded_bytes, extra=extra)
+    trial = sandbox.Trial(list(spec.feature_names) if spec.feature_names is not None else None,
+                          dict(spec.feature_aliases), spec.example)
+    if limits is None:
+        info = sandbox.trial(data, fmt, trial)
+    else:
+        info = sandbox.inspect_artifact(data, fmt, spec=trial, limits=limits)
     names = _feature_names(spec, info)
     unknown_targets = sorted({t for t in spec.feature_aliases.values() if t not in names})
     if unknown_targets:
@@ -637,6 +646,9 @@ def _prepare_version(data: bytes, spec: VersionSpec, *, limits: sandbox.Limits |
         raise InvalidInput(f"feature aliases must not be feature names: {', '.join(clashing)}",
                            errors={"feature_aliases": clashing})
     labels = list(spec.labels) if spec.labels is not None else None
+    if labels is not None and info.classes and isinstance(info.classes[0], list):
+        raise InvalidInput("labels are for single-output classifiers; this estimator has "
+                           f"{len(info.classes)} outputs", errors={"labels": labels})
     if labels is not None and (info.classes is None or len(labels) != len(info.classes)):
         expected = "no classes" if info.classes is None else f"{len(info.classes)} classes"
         raise InvalidInput(f"{len(labels)} labels given, but the estimator has {expected}",
@@ -704,7 +716,11 @@ def _add_version(
         has_proba=info.has_proba,
         input_kind=info.input_kind,
         feature_types=info.feature_types,
-        library_versions=introspect.library_versions(),
+        library_versions={**introspect.library_versions(),
+                          **({"sklearn_pickled": info.pickled_with} if info.pickled_with else {})},
+        example=spec.example,
+        load_warnings=list(info.load_warnings),
+        allow_nan=info.allow_nan,
         description=spec.description,
         metrics=dict(spec.metrics),
         params=dict(spec.params),

@@ -109,17 +109,23 @@ class FeatureSpec:
     names: tuple[str, ...]
     column_of: Mapping[str, int]
     # None: every feature is a number and the estimator takes a float64 array (the fast path).
-    # Otherwise "number" or "string" per feature, and the estimator takes a DataFrame.
+    # Otherwise "number" or "string" per feature, and the estimator takes a DataFrame (or, for
+    # a text model, a list of strings).
     types: tuple[str, ...] | None = None
+    allow_nan: bool = False  # null is a missing value, sent as NaN
+    text: bool = False  # one string per row; the estimator takes a list of strings
 
     @classmethod
     def build(
-        cls, names: Sequence[str], aliases: Mapping[str, str] | None = None, types: Sequence[str] | None = None
+        cls, names: Sequence[str], aliases: Mapping[str, str] | None = None, types: Sequence[str] | None = None,
+        *, allow_nan: bool = False, text: bool = False,
     ) -> FeatureSpec:
         column_of = {name: i for i, name in enumerate(names)}
         for alias, target in (aliases or {}).items():
             column_of.setdefault(alias, column_of[target])
-        return cls(tuple(names), column_of, tuple(types) if types is not None else None)
+        if text:
+            types = ("string",) * len(names)
+        return cls(tuple(names), column_of, tuple(types) if types is not None else None, allow_nan, text)
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,10 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
 def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str, fast: bool = False) -> np.ndarray:
     if not isinstance(items, list):
         raise InvalidInput(f"{where} must be a list of records or rows")
-    if items and all((_is_number if spec.types is None else _is_scalar)(v) for v in items):
+    if spec.text:
+        items = [[item] if type(item) is str else item for item in items]  # one string per row
+    elif items and all(_is_scalar(v) if spec.types is not None else _is_number(v) or (v is None and spec.allow_nan)
+                       for v in items):
         items = [items]  # one bare row, e.g. {"inputs": [5.1, 3.5, 1.4, 0.2]}
     _check_count(len(items), max_rows)
     if fast and spec.types is None and items and type(items[0]) is list:
@@ -214,7 +223,7 @@ def _columns_to_features(columns: list[Any], spec: FeatureSpec) -> list[int]:
 
 def _record_to_row(record: dict[str, Any], spec: FeatureSpec, index: int) -> list[float]:
     n = len(spec.names)
-    row: list[Any] = [None] * n
+    row: list[Any] = [_UNSET] * n
     filled = 0
     unknown = []
     for key, value in record.items():
@@ -222,7 +231,7 @@ def _record_to_row(record: dict[str, Any], spec: FeatureSpec, index: int) -> lis
         if column is None:
             unknown.append(key)
             continue
-        if row[column] is not None:
+        if row[column] is not _UNSET:
             raise InvalidInput(
                 f"feature {spec.names[column]!r} is given twice (as a name and an alias)",
                 errors={"feature": spec.names[column], "row": index},
@@ -233,8 +242,11 @@ def _record_to_row(record: dict[str, Any], spec: FeatureSpec, index: int) -> lis
     if unknown:
         raise _unknown(unknown, spec, index)
     if filled != n:
-        raise _missing([name for name, value in zip(spec.names, row) if value is None], index)
+        raise _missing([name for name, value in zip(spec.names, row) if value is _UNSET], index)
     return row
+
+
+_UNSET = object()
 
 
 def _check_row(row: list[Any], spec: FeatureSpec, index: int) -> list[Any]:
@@ -247,7 +259,7 @@ def _check_row(row: list[Any], spec: FeatureSpec, index: int) -> list[Any]:
     if spec.types is None:
         for value, name in zip(row, spec.names):
             if not _is_number(value):
-                raise _non_numeric(name, value, index)
+                _check_missing(value, spec, name, index)
     else:
         for column, value in enumerate(row):
             _check_value(value, spec, column, index)
@@ -270,6 +282,8 @@ def _numeric_rows(items: list[Any], n_features: int) -> np.ndarray | None:
 def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> Any:
     if not rows:
         raise InvalidInput("no rows to predict")
+    if spec.text:
+        return [row[0] for row in rows]
     if spec.types is not None:
         return make_frame(rows, spec.names, spec.types)
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(spec.names))
@@ -278,11 +292,25 @@ def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> Any:
 def _check_value(value: Any, spec: FeatureSpec, column: int, row: int) -> None:
     if spec.types is None or spec.types[column] == NUMBER:
         if not _is_number(value):
-            raise _non_numeric(spec.names[column], value, row)
+            _check_missing(value, spec, spec.names[column], row)
     elif type(value) is not str:
         raise InvalidInput(
             f"feature {spec.names[column]!r} must be a string, got {_describe(value)} in row {row}",
             errors={"feature": spec.names[column], "row": row},
+        )
+
+
+def _check_missing(value: Any, spec: FeatureSpec, feature: str, row: int) -> None:
+    """null is a missing value for an estimator that takes NaN; anything else that is not a
+    number is refused naming the feature."""
+    if value is not None:
+        raise _non_numeric(feature, value, row)
+    if not spec.allow_nan:
+        raise InvalidInput(
+            f"feature {feature!r} is missing (null) in row {row}, and this model does not accept missing "
+            "values; send a number, or register a model that imputes them (e.g. a pipeline starting with "
+            "SimpleImputer, or HistGradientBoosting)",
+            errors={"feature": feature, "row": row, "missing_values": False},
         )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import sklearn
 from sqlalchemy.orm import Session
 
@@ -24,6 +26,7 @@ from serving.fastpath import CompiledPredict, Predict, compile_predict
 CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
 
 _thread = threading.local()
+log = logging.getLogger("modelyard.serving")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class LoadedModel:
     has_proba: bool
     predict: Predict  # the estimator's predict, or the same answer without per-call checks
     fast_path: bool  # predict skips scikit-learn's per-call checks (see serving.fastpath)
+    load_warnings: tuple[str, ...] = ()  # what this process's load raised
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,13 @@ class Options:
     batching_models: frozenset[str] = frozenset()
     batch_max_rows: int = 1024
     batch_max_wait_s: float = 0.002
+    extra_globals: frozenset[str] = frozenset()  # [upload] extra_globals, checked at start
 
     @classmethod
-    def from_config(cls, config: dict[str, dict[str, Any]]) -> Options:
+    def from_config(cls, config: dict[str, dict[str, Any]], extra_globals: frozenset[str] = frozenset()) -> Options:
         batching = config["batching"]
         return cls(
+            extra_globals=extra_globals,
             max_rows=config["serving"]["max_rows"],
             batching_models=frozenset(batching["models"]),
             batch_max_rows=batching["max_rows"],
@@ -75,6 +81,7 @@ def cache_state(cache: LRUCache[CacheKey], name: str, version: int, sha256: str)
     if entry is None:
         return {"loaded": False, "load_ms": None, "last_used": None, "fast_path": None}
     return {
+        "serving_load_warnings": list(entry.value.load_warnings),
         "loaded": True,
         "load_ms": round(entry.load_ms, 3),
         "last_used": datetime.datetime.fromtimestamp(entry.last_used, datetime.timezone.utc),
@@ -109,19 +116,27 @@ def get_loaded(
             db.expunge(version)  # keep its loaded attributes usable after the read ends
         finally:
             db.rollback()  # the row is all we need; release the connection before unpickling
-        estimator = registry.load_estimator(store, version)
-        label_of = dict(zip(version.classes, version.labels)) if version.labels and version.classes else None
+        loaded_file = registry.load_estimator(store, version, extra=options.extra_globals)
+        estimator = loaded_file.estimator
+        for warning in loaded_file.warnings:
+            if warning not in version.load_warnings:
+                log.warning("loading %s version %s: %s", name, number, warning)
+        flat = bool(version.classes) and not isinstance(version.classes[0], list)
+        label_of = dict(zip(version.classes, version.labels)) if version.labels and flat else None
         frame = version.input_kind == "dataframe"
-        # A version that takes a DataFrame is always served by its own predict.
-        compiled = CompiledPredict(estimator.predict, False) if frame else compile_predict(estimator)
+        text = version.input_kind == "text"
+        # A version that takes a DataFrame or texts is always served by its own predict.
+        compiled = CompiledPredict(estimator.predict, False) if frame or text else compile_predict(estimator)
         loaded = LoadedModel(
             estimator=estimator,
             predict=compiled.predict,
             fast_path=compiled.fast,
             features=FeatureSpec.build(version.feature_names, version.feature_aliases,
-                                       version.feature_types if frame else None),
+                                       version.feature_types if frame else None,
+                                       allow_nan=version.allow_nan, text=text),
             label_of=label_of,
             has_proba=version.has_proba,
+            load_warnings=tuple(loaded_file.warnings),
         )
         return loaded, version.size_bytes
 
@@ -154,13 +169,28 @@ def predict(
         predicted = batcher.predict(model.predict, decoded.X, arrival)
     else:
         predicted = model.predict(decoded.X)
-    predictions = predicted.tolist()
+    predictions = plain(predicted)
     result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
-    if model.label_of is not None:
+    if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
         result["labels"] = [model.label_of.get(p) for p in predictions]
     if proba:
-        result["probabilities"] = model.estimator.predict_proba(decoded.X).tolist()
+        result["probabilities"] = plain(model.estimator.predict_proba(decoded.X))
     return Prediction(result, decoded.single_record)
+
+
+def plain(output: Any) -> Any:
+    """An estimator's output as JSON-ready Python values: arrays of any dimension and dtype
+    (numbers, booleans, strings, objects), sparse matrices, and the lists of arrays
+    multi-output estimators answer (one per output)."""
+    if isinstance(output, np.ndarray):
+        return output.tolist() if output.dtype.kind != "O" else [plain(v) for v in output]
+    if isinstance(output, (list, tuple)):
+        return [plain(v) for v in output]
+    if hasattr(output, "toarray"):  # a sparse matrix
+        return output.toarray().tolist()
+    if isinstance(output, np.generic):
+        return output.item()
+    return output
 
 
 def _configure_this_thread() -> None:

@@ -49,7 +49,7 @@ def test_the_bomb_passes_the_scan() -> None:
                          ids=["bytearray", "joblib-array"])
 def test_memory_bombs_are_refused_in_the_child(data: bytes, fmt: str) -> None:
     with pytest.raises(InvalidArtifact):
-        sandbox.inspect_artifact(data, fmt, n_features_hint=None, limits=SMALL)
+        sandbox.inspect_artifact(data, fmt, spec=sandbox.Trial(), limits=SMALL)
 
 
 def test_a_hostile_global_found_in_the_child_keeps_its_name() -> None:
@@ -62,18 +62,18 @@ def test_a_hostile_global_found_in_the_child_keeps_its_name() -> None:
     buffer = io.BytesIO()
     joblib.dump({"x": np.array([Payload()], dtype=object)}, buffer)
     with pytest.raises(UnsafeArtifact) as err:
-        sandbox.inspect_artifact(buffer.getvalue(), "joblib", n_features_hint=None, limits=SMALL)
+        sandbox.inspect_artifact(buffer.getvalue(), "joblib", spec=sandbox.Trial(), limits=SMALL)
     assert err.value.global_ in {"posix.system", "os.system"}
 
 
 def test_a_slow_load_is_cut_off() -> None:
     with pytest.raises(InvalidArtifact, match="took longer than"):
-        sandbox.inspect_artifact(pickle.dumps(fitted_logreg()), "pickle", n_features_hint=None,
+        sandbox.inspect_artifact(pickle.dumps(fitted_logreg()), "pickle", spec=sandbox.Trial(),
                                  limits=sandbox.Limits(timeout_seconds=0.0001, memory_bytes=1 << 30))
 
 
 def test_a_real_model_is_described_by_the_child() -> None:
-    info = sandbox.inspect_artifact(pickle.dumps(fitted_logreg()), "pickle", n_features_hint=None, limits=SMALL)
+    info = sandbox.inspect_artifact(pickle.dumps(fitted_logreg()), "pickle", spec=sandbox.Trial(), limits=SMALL)
     assert info.estimator.endswith("LogisticRegression") and info.n_features == 4 and info.classes == [0, 1, 2]
 
 

@@ -82,7 +82,7 @@ def test_what_the_scanner_accepts_the_restricted_loader_does_not_refuse(seed: in
     # Accepted by the scanner: the loader (in a sandbox: the stream is still garbage-prone) may
     # fail to build a model, but never because a global was off the allowlist.
     try:
-        sandbox.inspect_artifact(mutated, fmt, n_features_hint=None, limits=LIMITS)
+        sandbox.inspect_artifact(mutated, fmt, spec=sandbox.Trial(), limits=LIMITS)
     except UnsafeArtifact as exc:
         raise AssertionError(f"the scanner accepted {exc.global_!r}, the loader refused it") from None
     except InvalidArtifact:

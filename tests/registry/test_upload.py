@@ -160,7 +160,7 @@ def test_feature_names_must_match_a_dataframe_fit(client: FlaskClient) -> None:
         (pickle.dumps(StandardScaler().fit(X)), "has no predict method"),
         (b"\x80\x05garbage", "not a valid pickle stream"),
         (pickle.dumps(fitted_logreg())[:-20], "not a valid pickle stream"),
-        (b"PK\x03\x04broken zip", "skops file could not be loaded"),
+        (b"PK\x03\x04broken zip", "not a valid skops file"),
     ],
     ids=["dict", "transformer", "garbage", "truncated", "bad-zip"],
 )
@@ -170,13 +170,51 @@ def test_files_that_are_not_models_are_422(client: FlaskClient, data: bytes, fra
     assert fragment in response.json["message"]
 
 
-def test_estimator_that_cannot_predict_is_422(client: FlaskClient) -> None:
+def _bounded_model() -> Any:
+    """Predicts only inside [10, 30]: every probe row (zeros, ones, normal draws) is outside."""
     from sklearn.isotonic import IsotonicRegression
 
-    model = IsotonicRegression(out_of_bounds="raise").fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-    response = upload(client, "m", pickle.dumps(model), features=["x"])  # predict(0) is out of bounds
+    return IsotonicRegression(out_of_bounds="raise").fit([10.0, 20.0, 30.0], [1.0, 2.0, 3.0])
+
+
+def test_estimator_that_no_probe_row_can_predict_is_422_with_the_last_error(client: FlaskClient) -> None:
+    response = upload(client, "m", pickle.dumps(_bounded_model()), features=["x"])
     assert response.status_code == 422
     assert "cannot predict from a numeric row" in response.json["message"]
+    assert "below the interpolation range" in response.json["message"]
+    assert "send an `example` field" in response.json["message"]
+
+
+def test_an_example_the_model_predicts_admits_it_and_is_kept(client: FlaskClient) -> None:
+    response = upload(client, "m", pickle.dumps(_bounded_model()), features=["x"], example=[[15.0], [25.0]])
+    assert response.status_code == 201, response.json
+    assert response.json["example"] == [[15.0], [25.0]]
+    assert client.get("/models/m/versions/1").json["example"] == [[15.0], [25.0]]
+
+
+def test_records_as_example_are_read_by_feature_name(client: FlaskClient) -> None:
+    response = upload(client, "m", pickle.dumps(_bounded_model()), features=["x"], example={"x": 12.5})
+    assert response.status_code == 201, response.json
+
+
+@pytest.mark.parametrize(
+    "example, fragment",
+    [
+        ([[1.0]], "below the interpolation range"),
+        ({"y": 15.0}, "does not fit the model's features"),
+        ([[15.0, 1.0]], "must be a record or a row of 1 values"),
+        ([], "non-empty list"),
+        ([[[15.0]]], "holds a nested value"),
+    ],
+    ids=["fails-to-predict", "unknown-feature", "too-wide", "empty", "nested"],
+)
+def test_an_example_that_does_not_fit_is_422_and_stores_nothing(
+    client: FlaskClient, runtime: Runtime, example: Any, fragment: str
+) -> None:
+    response = upload(client, "m", pickle.dumps(_bounded_model()), features=["x"], example=example)
+    assert response.status_code == 422
+    assert fragment in response.json["message"]
+    assert client.get("/models/m").status_code == 404
 
 
 def _column_model() -> Any:

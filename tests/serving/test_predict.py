@@ -142,7 +142,7 @@ def _error(response: Any, status: int) -> dict[str, Any]:
         ({"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4}, "missing feature: petal.width"),
         ({**SETOSA, "colour": 1}, "unknown feature: colour"),
         ({**SETOSA, "petal.width": "wide"}, "feature 'petal.width' must be a number"),
-        ({**SETOSA, "petal.width": None}, "feature 'petal.width' must be a number"),
+        ({**SETOSA, "petal.width": None}, "feature 'petal.width' is missing (null) in row 0, and this model does not accept"),
         ({**SETOSA, "petal.width": True}, "feature 'petal.width' must be a number"),
         ({**SETOSA, "petal.width": [1]}, "feature 'petal.width' must be a number"),
         ({**SETOSA, "sepal.lenght": 5.0}, "given twice"),
@@ -257,7 +257,7 @@ def test_bad_input_changes_nothing_stored(client: FlaskClient) -> None:
     "rows, fragment",
     [
         ([[5.1, 3.5, 1.4, "0.2"]], "must be a number"),
-        ([[5.1, 3.5, 1.4, None]], "must be a number"),
+        ([[5.1, 3.5, 1.4, None]], "is missing (null) in row 50"),
         ([[5.1, 3.5, 1.4, True]], "must be a number"),
         ([[5.1, 3.5, 1.4, 0.2], [5.1, 3.5, 1.4]], "row 51 has 3 values"),
         ([[5.1, 3.5, 1.4, [0.2]]], "must be a number"),
