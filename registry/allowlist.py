@@ -220,7 +220,7 @@ def derived() -> frozenset[str]:
             names.update(_cython_helpers(cls))
     names.update(_numpy_names())
     names.update(_scorer_functions())
-    names.update(f"sklearn.feature_selection._univariate_selection.{n}" for n in _FEATURE_SCORE_FUNCTIONS)
+    names.update(_feature_score_functions())
     names.update(_scipy_helpers())
     return frozenset(names)
 
@@ -300,6 +300,14 @@ def _scorer_functions() -> Iterator[str]:
         func = getattr(get_scorer(name), "_score_func", None)
         if func is not None and inspect.isfunction(func):
             yield qualified(func)
+
+
+def _feature_score_functions() -> Iterator[str]:
+    """The score functions univariate feature selectors (SelectKBest ...) hold."""
+    import sklearn.feature_selection as selection
+
+    for name in _FEATURE_SCORE_FUNCTIONS:
+        yield qualified(getattr(selection, name))
 
 
 def _scipy_helpers() -> Iterator[str]:

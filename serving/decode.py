@@ -166,7 +166,7 @@ def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str, fas
     if not isinstance(items, list):
         raise InvalidInput(f"{where} must be a list of records or rows")
     if spec.text:
-        items = [[item] if type(item) is str else item for item in items]  # one string per row
+        items = [item if isinstance(item, (dict, list)) else [item] for item in items]  # one string per row
     elif items and all(_is_scalar(v) if spec.types is not None else _is_number(v) or (v is None and spec.allow_nan)
                        for v in items):
         items = [items]  # one bare row, e.g. {"inputs": [5.1, 3.5, 1.4, 0.2]}
