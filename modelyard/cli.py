@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke = token_commands.add_parser("revoke", help="revoke a token")
     revoke.add_argument("--name", required=True)
     commands.add_parser("config", help="print the effective configuration")
+    check = commands.add_parser("check", help="re-trial every stored version under the installed libraries "
+                                              "(exit status 1 when one is broken)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
 
     args = parser.parse_args(argv)
     try:
@@ -70,7 +73,36 @@ def _run(args: argparse.Namespace) -> int:
         _print_config(load_config())
     elif args.command == "token":
         return _token(args)
+    elif args.command == "check":
+        return _check(args)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from modelyard.app import create_app
+    from modelyard.runtime import EXTENSION
+    from registry import sandbox, service
+
+    app = create_app()
+    rt = app.extensions[EXTENSION]
+    try:
+        with rt.sessions() as session:
+            report = service.check_versions(session, rt.store, limits=sandbox.Limits.from_config(
+                rt.config["upload"], rt.serving.extra_globals))
+    finally:
+        rt.engine.dispose()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        libraries = ", ".join(f"{k} {v}" for k, v in report["libraries"].items())
+        print(f"checked {len(report['results'])} versions under {libraries}")
+        for row in report["results"]:
+            line = f"{row['model']} v{row['version']}\t{row['status']}"
+            print(line + ("\t" + " ".join(row["reason"].split()) if row["reason"] else ""))
+        print(", ".join(f"{n} {s}" for s, n in report["counts"].items()))
+    return 1 if report["counts"]["broken"] else 0
 
 
 def _metrics_directory() -> None:

@@ -18,6 +18,7 @@ from registry.schemas import (
     AliasMoveSchema,
     AliasSetSchema,
     ArgumentsParser,
+    CheckReportSchema,
     EventSchema,
     ModelCreateSchema,
     ModelListArgs,
@@ -166,11 +167,7 @@ class Versions(MethodView):
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
             example=form.get("example"),
         )
-        upload = rt.config["upload"]
-        limits = sandbox.Limits(timeout_seconds=upload["trial_timeout_seconds"],
-                                memory_bytes=upload["trial_memory_bytes"],
-                                max_expanded_bytes=upload["max_expanded_bytes"],
-                                extra_globals=rt.serving.extra_globals)
+        limits = sandbox.Limits.from_config(rt.config["upload"], rt.serving.extra_globals)
         detail = service.register_version(session(), rt.store, name, data, spec,
                                           actor=current_actor().name, limits=limits)
         location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))
@@ -318,6 +315,23 @@ class Events(MethodView):
         )
         pagination_parameters.item_count = total
         return page
+
+
+@blp.route("/admin/check")
+class Check(MethodView):
+    @requires("admin")
+    @blp.response(200, CheckReportSchema)
+    def post(self) -> Any:
+        """Re-trial every stored version
+
+        Each version is loaded and trial-predicted again in the sandbox under the libraries
+        installed now, and reported as `ok`, `warning` (it loads and predicts, with load
+        warnings such as a scikit-learn version mismatch) or `broken` (with the reason). Run it
+        before upgrading scikit-learn.
+        """
+        rt = runtime()
+        return service.check_versions(session(), rt.store, limits=sandbox.Limits.from_config(
+            rt.config["upload"], rt.serving.extra_globals))
 
 
 @blp.route("/tokens")

@@ -219,6 +219,22 @@ class VersionSchema(ma.Schema):
                        "(verified at load to answer identically)"})
 
 
+class CheckResultSchema(ma.Schema):
+    model = fields.String()
+    version = fields.Integer()
+    status = fields.String(metadata={"description": "ok, warning or broken"})
+    reason = fields.String()
+    load_warnings = fields.List(fields.String())
+    sklearn_pickled = fields.String(allow_none=True, metadata={"description": "scikit-learn that wrote the file"})
+
+
+class CheckReportSchema(ma.Schema):
+    libraries = fields.Dict(keys=fields.String(), values=fields.String(),
+                            metadata={"description": "the libraries the versions were checked under"})
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    results = fields.List(fields.Nested(CheckResultSchema))
+
+
 class TokenCreateSchema(ma.Schema):
     name = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
