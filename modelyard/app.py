@@ -101,11 +101,28 @@ class _Api(Api):
         """flask-smorest's JSON error, with a message even where none was given and the
         exception's own headers kept (a 405 must say ``Allow``)."""
         payload, code, headers = super().handle_http_exception(error)
-        payload.setdefault("message", error.description)
+        payload.setdefault("message", _first_field_error(payload.get("errors")) or error.description)
         for key, value in error.get_headers():
             if key.lower() != "content-type":
                 headers.setdefault(key, value)
         return payload, code, headers
+
+
+def _first_field_error(errors: Any) -> str | None:
+    """"form field `labels`: must be a JSON list, e.g. [...]": the first validation error of a
+    schema, as the message a user reads first."""
+    if not isinstance(errors, dict):
+        return None
+    for location, fields in errors.items():
+        if not isinstance(fields, dict):
+            continue
+        for name, messages in fields.items():
+            while isinstance(messages, dict) and messages:
+                messages = next(iter(messages.values()))
+            if isinstance(messages, list) and messages and isinstance(messages[0], str):
+                where = {"form": "form field", "files": "file field", "json": "field", "query": "query argument"}
+                return f"{where.get(location, location)} `{name}`: {messages[0]}"
+    return None
 
 
 def _prepare(rt: Runtime) -> None:

@@ -411,6 +411,11 @@ _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 _COMPRESSED_PREFIXES = (b"x", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00", b"\x04\"M\x18")
 
 
+# How a pickle can start: PROTO (protocols 2-5), or a first opcode of protocols 0 and 1 that
+# builds a model (a global, a mark, an empty container).
+_PICKLE_STARTS = (b"\x80", b"c", b"(", b"]", b"}", b")", b"N")
+
+
 def detect_format(data: bytes) -> str:
     """Which format the bytes are, from their content: a zip is skops, a compressed container
     or a pickle with joblib's array wrappers is joblib, any other pickle is pickle."""
@@ -429,6 +434,11 @@ def resolve_format(data: bytes, declared: str | None) -> str:
     joblib reads plain pickles too, so a pickle declared as joblib is accepted as joblib.
     """
     detected = detect_format(data)
+    if detected == "pickle" and not data.startswith(_PICKLE_STARTS):
+        raise InvalidArtifact(
+            f"not a model file: expected pickle, joblib or skops (the file starts with {data[:12]!r})",
+            errors={"file": "not a model file"},
+        )
     if declared is None or declared == detected:
         return detected
     if declared == "joblib" and detected == "pickle":

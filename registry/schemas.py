@@ -50,20 +50,27 @@ def _tags(**kwargs: Any) -> fields.Dict:
 
 
 class JSONString(fields.Field):
-    """A multipart form field holding JSON, checked with an inner field."""
+    """A multipart form field holding JSON, checked with an inner field. ``expected`` and
+    ``example`` make the error say what to send (``must be a JSON list, e.g. ["a", "b"]``)."""
 
-    def __init__(self, inner: fields.Field, **kwargs: Any) -> None:
+    def __init__(self, inner: fields.Field, *, expected: str = "JSON", example: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inner = inner
+        self.hint = f"must be {expected}" + (f", e.g. {example}" if example else "")
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, str):
-            raise ValidationError("must be a string holding JSON")
+            raise ValidationError(f"{self.hint} (a string holding JSON)")
         try:
             parsed = json.loads(value)
         except ValueError as exc:
-            raise ValidationError(f"not valid JSON: {exc}") from None
-        return self.inner.deserialize(parsed)
+            raise ValidationError(f"{self.hint}; not valid JSON: {exc}") from None
+        try:
+            return self.inner.deserialize(parsed)
+        except ValidationError as exc:
+            if isinstance(exc.messages, list):
+                raise ValidationError([f"{self.hint}: {m}" for m in exc.messages]) from None
+            raise
 
 
 class MetadataSchema(ma.Schema):
@@ -76,29 +83,42 @@ class UploadFormSchema(ma.Schema):
     format = fields.String(validate=validate.OneOf(FORMATS),
                            metadata={"description": "pickle, joblib or skops; detected from the content when absent"})
     description = fields.String(validate=_DESCRIPTION, load_default="")
-    metadata = JSONString(fields.Nested(MetadataSchema), metadata={"description": "JSON: {metrics, params, tags}"})
+    metadata = JSONString(fields.Nested(MetadataSchema), expected="a JSON object",
+                          example='{"metrics": {"accuracy": 0.97}, "params": {"C": 1.0}}',
+                          metadata={"description": "JSON: {metrics, params, tags}"})
     features = JSONString(
         fields.List(fields.String(validate=validate.Length(min=1, max=256)), validate=validate.Length(min=1)),
+        expected="a JSON list of feature names", example='["sepal.length", "sepal.width"]',
         metadata={"description": "JSON list of feature names, in the estimator's column order"},
     )
     labels = JSONString(
         fields.List(fields.Raw(), validate=validate.Length(min=1)),
+        expected="a JSON list", example='["setosa", "versicolor", "virginica"]',
         metadata={"description": "JSON list of class labels, aligned with the estimator's classes_"},
     )
     feature_aliases = JSONString(
         fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=256)), values=fields.String()),
+        expected="a JSON object", example='{"sepal.lenght": "sepal.length"}',
         metadata={"description": "JSON object {synonym: feature name}"},
     )
-    tags = JSONString(_tags(), metadata={"description": "JSON object of string tags"})
+    tags = JSONString(_tags(), expected="a JSON object of strings", example='{"team": "fraud"}',
+                      metadata={"description": "JSON object of string tags"})
+    file = fields.Raw(load_only=True, metadata={"description": "(the model file: see the file part)"})
+
+    @ma.validates("file")
+    def file_is_a_file(self, value: Any, **_kwargs: Any) -> None:
+        raise ValidationError("must be a file upload (curl -F file=@model.pkl), not a text field")
+
     example = JSONString(
-        fields.Raw(),
+        fields.Raw(), expected="JSON rows or records", example="[[5.1, 3.5, 1.4, 0.2]]",
         metadata={"description": "JSON rows or records (texts for a text model) the upload's trial predicts, "
                                  "kept with the version; without it, probe rows are tried"},
     )
 
 
 class UploadFileSchema(ma.Schema):
-    file = Upload(required=True, metadata={"description": "The model file"})
+    file = Upload(required=True, metadata={"description": "The model file"}, error_messages={
+        "required": "a model file is required (curl -F file=@model.pkl)"})
 
 
 class ModelCreateSchema(ma.Schema):

@@ -353,3 +353,26 @@ def test_same_bytes_twice_share_one_blob(client: FlaskClient, runtime: Runtime) 
     assert client.delete("/models/a").status_code == 204
     assert runtime.store.exists(second["sha256"])  # still used by b
     assert client.post("/models/b/1/predict", json={"x0": 1, "x1": 2, "x2": 3, "x3": 4}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "form, message",
+    [
+        ({"file": (io.BytesIO(b"hello, this is a text file\n"), "notes.txt")},
+         "not a model file: expected pickle, joblib or skops"),
+        ({"file": "model.pkl"}, "form field `file`: must be a file upload (curl -F file=@model.pkl), not a text field"),
+        ({}, "file field `file`: a model file is required (curl -F file=@model.pkl)"),
+        ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "labels": "['setosa', 'versicolor']"},
+         'form field `labels`: must be a JSON list, e.g. ["setosa", "versicolor", "virginica"]'),
+        ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "features": "a,b,c,d"},
+         "form field `features`: must be a JSON list of feature names"),
+        ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "metadata": "accuracy=0.9"},
+         "form field `metadata`: must be a JSON object"),
+    ],
+    ids=["text-file", "file-without-at", "no-file", "python-list-labels", "csv-features", "metadata-not-json"],
+)
+def test_upload_errors_say_what_to_do(client: FlaskClient, form: dict[str, Any], message: str) -> None:
+    response = client.post("/models/m/versions", data=form, content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert response.json["message"].startswith(message), response.json["message"]
+    assert client.get("/models/m").status_code == 404
