@@ -580,6 +580,9 @@ def skops_names(data: bytes) -> list[str]:
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
+            loader = node.get("__loader__")
+            if loader is not None and loader not in _SKOPS_LOADERS:
+                raise UnsafeArtifact(f"skops {loader}", _SKOPS_REFUSED_LOADERS.get(loader, "not a node modelyard reads"))
             module, cls = node.get("__module__"), node.get("__class__")
             if module is not None or cls is not None:
                 name = f"{module}.{cls}"
@@ -590,6 +593,21 @@ def skops_names(data: bytes) -> list[str]:
         elif isinstance(node, list):
             stack.extend(node)
     return names
+
+
+# The skops node kinds a scikit-learn model is written with; each builds only the type its
+# __module__/__class__ name, which is checked against the allowlist.
+_SKOPS_LOADERS = frozenset({
+    "DictNode", "DefaultDictNode", "ListNode", "SetNode", "TupleNode", "BytesNode", "BytearrayNode", "SliceNode",
+    "FunctionNode", "TypeNode", "JsonNode", "ObjectNode", "ConstructorFromReduceNode", "CachedNode",
+    "NdArrayNode", "MaskedArrayNode", "DTypeNode", "RandomStateNode", "RandomGeneratorNode", "SparseMatrixNode",
+    "TreeNode", "LossNode", "SGDNode", "BSplineNode",
+})
+_SKOPS_REFUSED_LOADERS = {
+    "MethodNode": "bound methods are looked up by name on a loaded object (CVE-2025-54413)",
+    "OperatorFuncNode": "operator.attrgetter/itemgetter/methodcaller reach any attribute (CVE-2025-54412)",
+    "PartialNode": "functools.partial binds arguments to a function",
+}
 
 
 def check_skops(data: bytes, *, extra: frozenset[str] = frozenset()) -> list[str]:

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import code
 import copyreg
+import cProfile
 import functools
 import importlib
 import io
+import marshal
 import operator
 import os
 import pickle
+import profile
 import pty
 import pydoc
 import runpy
 import shutil
 import subprocess
+import time
+import timeit
+import trace
 import webbrowser
 import zipfile
 from collections.abc import Callable
@@ -149,6 +155,27 @@ def hostile(marker_dir: Path) -> list[Case]:
         Case("memory-bomb-bytearray", b"\x80\x02cbuiltins\nbytearray\n\x8a\x05" + (10**11).to_bytes(5, "little") + b"\x85R."),
         Case("recursion-bomb-nested-lists", b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b"."),
         Case("decompression-bomb-joblib", _zlib_bomb()),
+        # Techniques from public scanners' test suites (picklescan, modelscan, fickling) and
+        # published loader exploits the cases above did not yet cover.
+        Case("marshal-code-object", _code_object_payload(py_write("marshal-code-object")), live=True),  # MLflow sklearn flavour, CVE-2024-37052
+        Case("exec-compile", _dump(Call(exec, Call(compile, py_write("exec-compile"), "<model>", "exec"))), live=True),  # BentoML CVE-2025-27520/32375 shape
+        Case("os-popen", _dump(Call(os.popen, touch("os-popen"))), live=True),
+        Case("timeit-timeit", _dump(Call(timeit.timeit, py_write("timeit-timeit"), "pass", time.perf_counter, 1)), live=True),
+        Case("cprofile-run", _dump(Call(cProfile.run, py_write("cprofile-run"))), live=True),
+        Case("profile-run", _dump(Call(profile.run, py_write("profile-run"))), live=True),
+        Case("trace-runctx", _dump(Call(trace.Trace.runctx, Call(trace.Trace, 0, 0), py_write("trace-runctx"), {}, {})), live=True),
+        Case("numpy-f2py-myeval", _dump(Call(_numpy_myeval(), py_write("numpy-f2py-myeval"))), live=True),
+        Case("pickle-loads-nested", _dump(Call(pickle.loads, _dump(Call(os.system, touch("pickle-loads-nested"))))), live=True),
+        Case("dotted-name-from-allowed-module", _dotted_payload("sklearn.svm._classes", "np.f2py.crackfortran.myeval", py_write("dotted-name-from-allowed-module") + " and 1"), live=True),
+        Case("dotted-name-os-path-os-system", _dotted_payload("os", "path.os.system", touch("dotted-name-os-path-os-system")), live=True),
+        Case("pip-main-install", _dump(Call(_pip_main(), ["install", "--no-index", "modelyard-nonexistent-package"]))),  # picklescan CVE-2025-1716
+        Case("zip-local-name-mismatch", _zip_tampered(_dump(Call(os.system, touch("zip-local-name-mismatch"))), "name"), fmt="skops"),  # picklescan CVE-2025-1944
+        Case("zip-encrypted-flag", _zip_tampered(_dump(Call(os.system, touch("zip-encrypted-flag"))), "flag"), fmt="skops"),  # picklescan CVE-2025-1945
+        Case("skops-method-node", _skops_tampered(touch("skops-method-node"), "method")),  # CVE-2025-54413
+        Case("skops-operator-func-node", _skops_tampered(touch("skops-operator-func-node"), "operator")),  # CVE-2025-54412
+        Case("skops-partial-node", _skops_tampered(touch("skops-partial-node"), "partial")),
+        Case("skops-function-posix-system", _skops_tampered(touch("skops-function-posix-system"), "function")),  # CVE-2024-37065 shape
+        Case("skops-object-node-untrusted-class", _skops_tampered(touch("skops-object-node-untrusted-class"), "object")),
     ]
     return cases
 
@@ -169,6 +196,92 @@ def _sklearn_check_output() -> Callable[..., Any]:
     from sklearn.utils import _testing
 
     return _testing.check_output  # subprocess.check_output, reachable under a sklearn name
+
+
+def _numpy_myeval() -> Callable[..., Any]:
+    from numpy.f2py import crackfortran
+
+    return crackfortran.myeval  # eval() under a numpy name: why no numpy.* prefix is allowed
+
+
+def _pip_main() -> Callable[..., Any]:
+    import pip
+
+    return pip.main
+
+
+def _code_object_payload(source: str) -> bytes:
+    """types.FunctionType(marshal.loads(code), {})(): how cloudpickle-style files carry code."""
+    code_bytes = marshal.dumps(compile(source, "<model>", "exec"))
+    code = _s("marshal") + _s("loads") + b"\x93" + b"B" + len(code_bytes).to_bytes(4, "little") + code_bytes + b"\x85R"
+    globals_ = _s("builtins") + _s("dict") + b"\x93)R"
+    return b"\x80\x04" + _s("types") + _s("FunctionType") + b"\x93" + code + globals_ + b"\x86R)R."
+
+
+def _dotted_payload(module: str, dotted: str, argument: str) -> bytes:
+    """STACK_GLOBAL with a dotted name: find_class walks the attributes, from an allowed
+    module to eval (sklearn.svm._classes -> np.f2py.crackfortran.myeval)."""
+    return b"\x80\x04" + _s(module) + _s(dotted) + b"\x93" + _s(argument) + b"\x85R."
+
+
+def _zip_tampered(payload: bytes, how: str) -> bytes:
+    """A zip around a pickle, broken the ways that made scanners skip its members: the local
+    header names another file than the directory does, or the encrypted flag is set."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("schema.json", "{}")
+        archive.writestr("data.pkl", payload)
+    data = bytearray(buffer.getvalue())
+    local = data.find(b"PK\x03\x04", 1)  # the second member's local header
+    if how == "name":
+        data[local + 30 : local + 38] = b"data.txt"
+    else:
+        data[local + 6] |= 0x01
+    return bytes(data)
+
+
+def _skops_tampered(command: str, how: str) -> bytes:
+    """A real skops file (FunctionTransformer + LogisticRegression) whose transformer's func is
+    rewritten in schema.json into a node that would run ``command`` at predict time."""
+    import json
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    model = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression()).fit([[0.0], [1.0]], [0, 1])
+    nodes = {
+        "method": {"__class__": "str", "__module__": "builtins", "__loader__": "MethodNode",
+                   "content": {"func": "format", "obj": {"__class__": "str", "__module__": "builtins",
+                                                         "__loader__": "JsonNode", "content": json.dumps(command),
+                                                         "is_json": True}}},
+        "operator": {"__class__": "methodcaller", "__module__": "operator", "__loader__": "OperatorFuncNode",
+                     "attrs": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+                               "content": [{"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode",
+                                            "content": json.dumps("system"), "is_json": True}]}},
+        "partial": {"__class__": "partial", "__module__": "functools", "__loader__": "PartialNode",
+                    "content": {"func": {"__class__": "system", "__module__": "posix", "__loader__": "FunctionNode"},
+                                "args": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+                                         "content": [{"__class__": "str", "__module__": "builtins",
+                                                      "__loader__": "JsonNode", "content": json.dumps(command),
+                                                      "is_json": True}]},
+                                "kwds": None, "namespace": None}},
+        "function": {"__class__": "system", "__module__": "posix", "__loader__": "FunctionNode"},
+        "object": {"__class__": "Popen", "__module__": "subprocess", "__loader__": "ObjectNode",
+                   "content": {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode",
+                               "content": {}, "key_types": {"__class__": "list", "__module__": "builtins",
+                                                            "__loader__": "ListNode", "content": []}}},
+    }
+    source = io.BytesIO(skops.io.dumps(model))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(buffer, "w") as dst:
+        for info in src.infolist():
+            content = src.read(info.filename)
+            if info.filename == "schema.json":
+                schema = json.loads(content)
+                step = schema["content"]["content"]["steps"]["content"][0]["content"][1]
+                step["content"]["content"]["func"] = nodes[how]
+                content = json.dumps(schema).encode()
+            dst.writestr(info.filename, content)
+    return buffer.getvalue()
 
 
 def _extension_payload(command: str) -> bytes:
