@@ -17,6 +17,11 @@ from registry.errors import InvalidInput, MalformedBody
 from registry.safety import FORMATS
 
 _DESCRIPTION = validate.Length(max=10_000)
+MAX_EXAMPLE_ROWS = 100  # an upload's example is kept with the version and shown in its detail
+
+
+def _fail(message: str) -> bool:
+    raise ValidationError(message)
 MAX_JSON_DEPTH = 1024  # orjson's limit; a deeper body is refused, never recursed into
 
 
@@ -110,7 +115,9 @@ class UploadFormSchema(ma.Schema):
         raise ValidationError("must be a file upload (curl -F file=@model.pkl), not a text field")
 
     example = JSONString(
-        fields.Raw(), expected="JSON rows or records", example="[[5.1, 3.5, 1.4, 0.2]]",
+        fields.Raw(validate=lambda v: not isinstance(v, list) or len(v) <= MAX_EXAMPLE_ROWS
+                   or _fail(f"at most {MAX_EXAMPLE_ROWS} rows")),
+        expected="JSON rows or records", example="[[5.1, 3.5, 1.4, 0.2]]",
         metadata={"description": "JSON rows or records (texts for a text model) the upload's trial predicts, "
                                  "kept with the version; without it, probe rows are tried"},
     )

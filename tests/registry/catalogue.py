@@ -158,6 +158,7 @@ def _pipelines() -> list[Entry]:
     from sklearn.decomposition import PCA
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_selection import SelectKBest, f_classif
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
     from sklearn.neural_network import MLPClassifier
@@ -188,6 +189,7 @@ def _pipelines() -> list[Entry]:
         Entry("sgd-log-loss", lambda: _fit(SGDClassifier(loss="log_loss", random_state=0), X, y), X[:5]),
         Entry("transformed-target-log", lambda: _fit(TransformedTargetRegressor(LinearRegression(), func=np.log, inverse_func=np.exp), X, yr), X[:5]),
         Entry("function-transformer-log1p", lambda: _fit(make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=500)), X, y), X[:5]),
+        Entry("selectkbest+logistic", lambda: _fit(make_pipeline(SelectKBest(f_classif, k=2), LogisticRegression(max_iter=500)), X, y), X[:5]),
         Entry("tfidf+logistic", lambda: _fit(make_pipeline(TfidfVectorizer(), LogisticRegression(max_iter=500)), texts, y), texts[:3]),
     ]
 

@@ -119,6 +119,20 @@ def test_a_refusal_names_every_offending_global() -> None:
     assert "3 globals not on the allowlist" in err.value.message
 
 
+def test_a_search_that_keeps_scipy_distributions_is_refused_naming_them(client: FlaskClient) -> None:
+    """The README says so: register its best_estimator_ instead."""
+    from scipy.stats import loguniform
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RandomizedSearchCV
+
+    X = np.random.RandomState(0).rand(30, 3)
+    search = RandomizedSearchCV(LogisticRegression(), {"C": loguniform(1e-2, 1e2)}, n_iter=2, random_state=0)
+    response = _upload(client, pickle.dumps(search.fit(X, [0, 1, 2] * 10)))
+    assert response.status_code == 422
+    assert any(g.startswith("scipy.stats.") for g in response.json["errors"]["globals"])
+    assert _upload(client, pickle.dumps(search.best_estimator_)).status_code == 201
+
+
 class TeamScaler:
     """A team's own transformer (importable on the server: it lives in this test module)."""
 

@@ -368,8 +368,11 @@ def test_same_bytes_twice_share_one_blob(client: FlaskClient, runtime: Runtime) 
          "form field `features`: must be a JSON list of feature names"),
         ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "metadata": "accuracy=0.9"},
          "form field `metadata`: must be a JSON object"),
+        ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "example": json.dumps([[5.1, 3.5, 1.4, 0.2]] * 101)},
+         "form field `example`: must be JSON rows or records, e.g. [[5.1, 3.5, 1.4, 0.2]]: at most 100 rows"),
     ],
-    ids=["text-file", "file-without-at", "no-file", "python-list-labels", "csv-features", "metadata-not-json"],
+    ids=["text-file", "file-without-at", "no-file", "python-list-labels", "csv-features", "metadata-not-json",
+         "example-too-long"],
 )
 def test_upload_errors_say_what_to_do(client: FlaskClient, form: dict[str, Any], message: str) -> None:
     response = client.post("/models/m/versions", data=form, content_type="multipart/form-data")
