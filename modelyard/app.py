@@ -19,7 +19,8 @@ from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
-from registry import allowlist, sandbox, seed
+from registry import sandbox, seed
+from registry.safety import allowlist
 from registry.api import blp as registry_blp
 from registry.auth import ensure_admin_token
 from registry.db import make_engine, make_session_factory, upgrade_to_head

@@ -27,13 +27,19 @@ def _no_modelyard_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def config_in(directory: Path, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A test configuration keeping the registry, artifacts and admin token in ``directory``."""
+    return {
+        "database": {"url": f"sqlite:///{directory / 'registry.db'}"},
+        "artifacts": {"root": str(directory / "artifacts")},
+        "auth": {"admin_token_file": str(directory / "admin.token")},
+        **sections,
+    }
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> dict[str, dict[str, Any]]:
-    return {
-        "database": {"url": f"sqlite:///{tmp_path / 'registry.db'}"},
-        "artifacts": {"root": str(tmp_path / "artifacts")},
-        "auth": {"admin_token_file": str(tmp_path / "admin.token")},
-    }
+    return config_in(tmp_path)
 
 
 @pytest.fixture

@@ -88,7 +88,6 @@ def _special() -> dict[str, Callable[[], Any]]:
     from sklearn import (
         cross_decomposition,
         ensemble,
-        experimental,  # noqa: F401 - enables the halving searches
         isotonic,
         linear_model,
         model_selection,
@@ -101,7 +100,7 @@ def _special() -> dict[str, Callable[[], Any]]:
         svm,
         tree,
     )
-    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401 - enables the halving searches
 
     X, y, yr = data()
     Y = np.column_stack([y == 0, y == 1]).astype(int)

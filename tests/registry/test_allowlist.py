@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 from modelyard.app import create_app
 from modelyard.config import ConfigError
 from modelyard.runtime import EXTENSION
-from registry import allowlist, safety
+from registry import safety
+from registry.safety import allowlist
 from registry.errors import UnsafeArtifact
 from tests.conftest import admin_client
 

@@ -17,11 +17,10 @@ import pandas as pd
 import pytest
 import skops.io
 from flask import Flask
-from flask.testing import FlaskClient
 
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION
-from tests.conftest import admin_client
+from tests.conftest import admin_client, config_in
 from tests.registry import catalogue
 
 FORMATS = ("pickle", "joblib", "skops")
@@ -29,12 +28,7 @@ FORMATS = ("pickle", "joblib", "skops")
 
 @pytest.fixture(scope="module")
 def catalogue_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    tmp = tmp_path_factory.mktemp("catalogue")
-    app = create_app({
-        "database": {"url": f"sqlite:///{tmp / 'registry.db'}"},
-        "artifacts": {"root": str(tmp / "artifacts")},
-        "auth": {"admin_token_file": str(tmp / "admin.token")},
-    })
+    app = create_app(config_in(tmp_path_factory.mktemp("catalogue")))
     yield app
     app.extensions[EXTENSION].engine.dispose()
 

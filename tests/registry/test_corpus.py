@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION
-from tests.conftest import admin_client
+from tests.conftest import admin_client, config_in
 from tests.registry import corpus
 
 MARKERS = Path(__file__).resolve().parent / ".markers-unused"  # replaced per session below
@@ -36,12 +36,8 @@ def hostile(markers: Path) -> list[corpus.Case]:
 @pytest.fixture(scope="module")
 def corpus_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     tmp = tmp_path_factory.mktemp("corpus-app")
-    app = create_app({
-        "database": {"url": f"sqlite:///{tmp / 'registry.db'}"},
-        "artifacts": {"root": str(tmp / "artifacts")},
-        "auth": {"admin_token_file": str(tmp / "admin.token")},
-        "upload": {"trial_memory_bytes": 512 << 20, "max_expanded_bytes": 64 << 20, "trial_timeout_seconds": 20.0},
-    })
+    app = create_app(config_in(tmp, upload={"trial_memory_bytes": 512 << 20, "max_expanded_bytes": 64 << 20,
+                                            "trial_timeout_seconds": 20.0}))
     yield app
     app.extensions[EXTENSION].engine.dispose()
 

@@ -115,3 +115,32 @@ def test_scanner_sees_the_same_globals_the_pickle_uses() -> None:
     assert "sklearn.svm._classes.SVC" in found
     listed = {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
     assert listed <= found
+
+
+@pytest.mark.parametrize("how", ["method", "operator", "partial", "function", "object"])
+def test_skops_files_are_refused_without_trusting_skops_own_report(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """skops 0.10/0.11 reported only builtins.int as untrusted for the CVE-2025-54413 file; a skops
+    that reports nothing must not let any of these through."""
+    import skops.io
+
+    from tests.registry import corpus
+
+    data = corpus._skops_tampered(f"touch {tmp_path / 'marker'}", how)
+    monkeypatch.setattr(skops.io, "get_untrusted_types", lambda **_kwargs: [])
+    with pytest.raises(UnsafeArtifact):
+        safety.check_skops(data)
+    with pytest.raises(UnsafeArtifact):
+        safety.load(data, "skops")
+    assert not (tmp_path / "marker").exists()
+
+
+def test_a_skops_model_loads_with_exactly_the_names_modelyard_checked() -> None:
+    import skops.io
+
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    data = skops.io.dumps(model)
+    names = safety.check_skops(data)
+    assert "sklearn.pipeline.Pipeline" in names
+    assert (safety.load(data, "skops").predict(X[:3]) == model.predict(X[:3])).all()

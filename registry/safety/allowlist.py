@@ -206,6 +206,12 @@ def importable(names: Iterable[str]) -> frozenset[str]:
     return frozenset(checked)
 
 
+def allowed_globals(extra: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Every global an uploaded pickle may import: :func:`derived`, plus ``extra``, the exact
+    names an admin admitted with ``[upload] extra_globals``."""
+    return derived() | extra if extra else derived()
+
+
 def qualified(obj: Any) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 

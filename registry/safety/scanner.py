@@ -1,28 +1,27 @@
-"""The pickle scanner and the restricted loader: the only place modelyard unpickles anything.
+"""The scanner: a symbolic run of the pickle machine that finds every global a pickle (or joblib)
+stream would import, without importing or calling anything.
 
-Uploaded pickles are hostile until proven otherwise. :func:`scan` walks the opcode stream and
-resolves every global it would import; each must be an exact name on the allowlist (scikit-learn
-estimator classes, and the NumPy/SciPy/builtin reconstructors real models need). :func:`load`
-scans, then unpickles with a ``find_class`` that enforces the same allowlist, so a stream the
-scanner misread still cannot import anything else.
+Every opcode of protocols 0-5 moves values on a stack and a memo, as the real unpickler would.
+Literals are tracked exactly, so a STACK_GLOBAL's names are known (or refused) wherever they came
+from; every import (GLOBAL, STACK_GLOBAL, INST) is checked against the allowlist, and all the
+offending ones are named in one refusal; every call (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST) must
+target an allowed global; BUILD may not set state on a class. In joblib streams the raw array
+bytes after each NumpyArrayWrapper are skipped by their declared size, and object arrays (nested
+pickles) are walked the same way.
 """
 
 from __future__ import annotations
 
 import io
-import pickle
 import pickletools
 from dataclasses import dataclass
 from struct import error as struct_error
 from typing import Any
 
-from registry import allowlist
 from registry.errors import InvalidArtifact, UnsafeArtifact
+from registry.safety.allowlist import allowed_globals
 
-def allowed_globals(extra: frozenset[str] = frozenset()) -> frozenset[str]:
-    """Every global an uploaded pickle may import (see :mod:`registry.allowlist` for the rule),
-    plus ``extra``: the exact names an admin admitted with ``[upload] extra_globals``."""
-    return allowlist.derived() | extra if extra else allowlist.derived()
+JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 
 
 class _Offenders:
@@ -45,16 +44,6 @@ class _Offenders:
         if self.refused:
             raise UnsafeArtifact(self.refused)
 
-
-# --- the scanner -------------------------------------------------------------------------------
-#
-# A symbolic run of the pickle machine: every opcode of protocols 0-5 moves values on a stack and
-# a memo, as the real unpickler would, but nothing is imported or called. Literals are tracked
-# exactly, so a STACK_GLOBAL's names are known (or refused) wherever they came from; every import
-# (GLOBAL, STACK_GLOBAL, INST) is checked against the allowlist; every call (REDUCE, NEWOBJ,
-# NEWOBJ_EX, OBJ, INST) must target an allowed global; BUILD may not set state on a class.
-# In joblib streams the raw array bytes after each NumpyArrayWrapper are skipped by their
-# declared size, and object arrays (nested pickles) are walked the same way.
 
 _FORBIDDEN_OPS = {
     "EXT1": "copyreg extension codes are not accepted",
@@ -173,7 +162,7 @@ def _walk(reader: Any, found: _Offenders, *, joblib: bool, depth: int) -> None:
         raise InvalidArtifact("pickles nested too deeply")
     stack: list[Any] = []
     memo: dict[int, Any] = {}
-    also = frozenset({_JOBLIB_WRAPPER}) if joblib else frozenset()
+    also = frozenset({JOBLIB_WRAPPER}) if joblib else frozenset()
     ops = pickletools.genops(reader)
     while True:
         try:
@@ -191,7 +180,7 @@ def _walk(reader: Any, found: _Offenders, *, joblib: bool, depth: int) -> None:
             _step(name, arg, stack, memo, found, also)
         except IndexError:
             raise InvalidArtifact(f"not a valid pickle stream: {name} on an empty stack") from None
-        if joblib and name == "BUILD" and isinstance(stack[-1], _Obj) and stack[-1].cls.name == _JOBLIB_WRAPPER:
+        if joblib and name == "BUILD" and isinstance(stack[-1], _Obj) and stack[-1].cls.name == JOBLIB_WRAPPER:
             stack[-1] = _skip_array(reader, stack[-1].state, found, depth)
 
 
@@ -385,262 +374,3 @@ def _skip(reader: Any, count: int) -> None:
         if not chunk:
             raise InvalidArtifact("truncated joblib array")
         count -= len(chunk)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: Any, allowed: frozenset[str]) -> None:
-        super().__init__(file)
-        self.allowed = allowed
-
-    def find_class(self, module: str, name: str) -> Any:
-        _check(self.allowed, module, name)
-        return super().find_class(module, name)
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeArtifact("persistent id", "persistent ids are not accepted")
-
-
-def _check(allowed: frozenset[str], module: str, name: str) -> None:
-    if f"{module}.{name}" not in allowed:
-        raise UnsafeArtifact(f"{module}.{name}")
-
-
-FORMATS = ("pickle", "joblib", "skops")
-_JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
-# joblib's compressed containers, by magic prefix: zlib, gzip, bz2, xz, lzma, lz4.
-_COMPRESSED_PREFIXES = (b"x", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00", b"\x04\"M\x18")
-
-
-# How a pickle can start: PROTO (protocols 2-5), or a first opcode of protocols 0 and 1 that
-# builds a model (a global, a mark, an empty container).
-_PICKLE_STARTS = (b"\x80", b"c", b"(", b"]", b"}", b")", b"N")
-
-
-def detect_format(data: bytes) -> str:
-    """Which format the bytes are, from their content: a zip is skops, a compressed container
-    or a pickle with joblib's array wrappers is joblib, any other pickle is pickle."""
-    if data.startswith(b"PK\x03\x04"):
-        return "skops"
-    if data.startswith(_COMPRESSED_PREFIXES) or data.startswith(b"ZF"):
-        return "joblib"
-    if b"NumpyArrayWrapper" in data:
-        return "joblib"
-    return "pickle"
-
-
-def resolve_format(data: bytes, declared: str | None) -> str:
-    """The format to load ``data`` as; a declared format the content contradicts is an error.
-
-    joblib reads plain pickles too, so a pickle declared as joblib is accepted as joblib.
-    """
-    detected = detect_format(data)
-    if detected == "pickle" and not data.startswith(_PICKLE_STARTS):
-        raise InvalidArtifact(
-            f"not a model file: expected pickle, joblib or skops (the file starts with {data[:12]!r})",
-            errors={"file": "not a model file"},
-        )
-    if declared is None or declared == detected:
-        return detected
-    if declared == "joblib" and detected == "pickle":
-        return "joblib"
-    raise InvalidArtifact(
-        f"the file was declared as {declared} but its content is {detected}",
-        errors={"format": declared, "detected": detected},
-    )
-
-
-def load(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Any:
-    """Unpickle ``data`` through the safety gate for its format.
-
-    pickle: the opcode scan, then the restricted unpickler. joblib: joblib's own reader (which
-    parses its layout: compressed containers, raw array bytes, nested pickles of object arrays)
-    with every global it resolves, including those of nested pickles, checked against the same
-    allowlist. skops: every type and function the file names must be on the allowlist (read
-    from the file's schema here; skops's own list of untrusted types is not relied on).
-    ``extra`` are the exact names an admin admitted beside the allowlist.
-    Raises UnsafeArtifact naming every offending global, or InvalidArtifact.
-    """
-    allowed = allowed_globals(extra)
-    if fmt == "pickle":
-        scan(data, extra=extra)
-        return _guarded(lambda: _RestrictedUnpickler(io.BytesIO(data), allowed).load(), fmt)
-    if fmt == "joblib":
-        scan(data, "joblib", extra=extra)
-        return _guarded(lambda: _load_joblib(data, allowed), fmt)
-    if fmt == "skops":
-        return _guarded(lambda: _load_skops(data, allowed), fmt)
-    raise InvalidArtifact(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-
-
-@dataclass(frozen=True)
-class Loaded:
-    estimator: Any
-    warnings: list[str]  # what loading raised, e.g. "InconsistentVersionWarning: Trying to unpickle ..."
-    pickled_with: str | None  # the scikit-learn version that wrote the file, when it says
-
-
-def load_recorded(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Loaded:
-    """:func:`load`, keeping the warnings loading raised and the scikit-learn version the file
-    was written with (estimators keep it in their state; a mismatch is an
-    ``InconsistentVersionWarning``). Catching warnings touches process-wide filter state; loads
-    are rare and single-flight, so that is accepted here."""
-    import warnings
-
-    import sklearn
-    from sklearn.exceptions import InconsistentVersionWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        estimator = load(data, fmt, extra=extra)
-    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    written = [w.message.original_sklearn_version for w in caught
-               if isinstance(w.message, InconsistentVersionWarning)]
-    if written:
-        pickled_with: str | None = written[0]
-    else:
-        pickled_with = sklearn.__version__ if type(estimator).__module__.startswith("sklearn.") else None
-    return Loaded(estimator, messages, pickled_with)
-
-
-def _guarded(loader: Any, fmt: str) -> Any:
-    try:
-        return loader()
-    except (UnsafeArtifact, InvalidArtifact):
-        raise
-    except Exception as exc:
-        raise InvalidArtifact(f"the {fmt} file could not be loaded: {type(exc).__name__}: {exc}") from None
-
-
-def _load_joblib(data: bytes, allowed: frozenset[str]) -> Any:
-    import numpy as np
-    from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
-    from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
-
-    class RestrictedNumpyUnpickler(NumpyUnpickler):  # type: ignore[misc]
-        dispatch = NumpyUnpickler.dispatch.copy()
-
-        def find_class(self, module: str, name: str) -> Any:
-            if f"{module}.{name}" != _JOBLIB_WRAPPER:
-                _check(allowed, module, name)
-            return super().find_class(module, name)
-
-        def persistent_load(self, pid: Any) -> Any:
-            raise UnsafeArtifact("persistent id", "persistent ids are not accepted")
-
-        def load_build(self) -> None:
-            # joblib's own load_build reads the array that follows a wrapper; an object array
-            # is a nested pickle, which older joblib versions read with a plain pickle.load.
-            # Read it here, through the restricted unpickler, whatever the joblib version.
-            if isinstance(self.stack[-2], type):
-                raise UnsafeArtifact(self.stack[-2].__qualname__, "BUILD would set attributes on a class")
-            pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
-            wrapper = self.stack[-1]
-            if not isinstance(wrapper, NumpyArrayWrapper):
-                return
-            self.stack.pop()
-            if not isinstance(wrapper.dtype, np.dtype):
-                raise InvalidArtifact("joblib array wrapper without a valid dtype")
-            if wrapper.dtype.hasobject:
-                array = _RestrictedUnpickler(self.file_handle, allowed).load()
-                if not isinstance(array, np.ndarray):
-                    raise InvalidArtifact("joblib object array is not an array")
-            else:
-                array = wrapper.read(self, self.ensure_native_byte_order)
-            self.stack.append(array)
-
-        dispatch[pickle.BUILD[0]] = load_build
-
-    with _validate_fileobject_and_memmap(io.BytesIO(data), "", None) as (fileobj, _mmap):
-        if isinstance(fileobj, str):
-            raise InvalidArtifact("joblib files written before joblib 0.10 are not accepted")
-        return RestrictedNumpyUnpickler("", fileobj, ensure_native_byte_order=True).load()
-
-
-_SKOPS_SCHEMA_LIMIT = 64 << 20
-
-
-def skops_names(data: bytes) -> list[str]:
-    """Every ``module.name`` a skops file's schema refers to (types, functions, objects), read
-    from its ``schema.json`` without loading anything."""
-    import json
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            info = archive.getinfo("schema.json")
-            if info.file_size > _SKOPS_SCHEMA_LIMIT:
-                raise InvalidArtifact("the skops schema is larger than 64 MiB")
-            with archive.open(info) as fh:
-                schema = json.loads(fh.read(_SKOPS_SCHEMA_LIMIT + 1))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise InvalidArtifact(f"not a valid skops file: {exc}") from None
-    names: list[str] = []
-    seen: set[str] = set()
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            loader = node.get("__loader__")
-            if loader is not None and loader not in _SKOPS_LOADERS:
-                raise UnsafeArtifact(f"skops {loader}", _SKOPS_REFUSED_LOADERS.get(loader, "not a node modelyard reads"))
-            module, cls = node.get("__module__"), node.get("__class__")
-            if module is not None or cls is not None:
-                name = f"{module}.{cls}"
-                if name not in seen:
-                    seen.add(name)
-                    names.append(name)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return names
-
-
-# The skops node kinds a scikit-learn model is written with; each builds only the type its
-# __module__/__class__ name, which is checked against the allowlist.
-_SKOPS_LOADERS = frozenset({
-    "DictNode", "DefaultDictNode", "ListNode", "SetNode", "TupleNode", "BytesNode", "BytearrayNode", "SliceNode",
-    "FunctionNode", "TypeNode", "JsonNode", "ObjectNode", "ConstructorFromReduceNode", "CachedNode",
-    "NdArrayNode", "MaskedArrayNode", "DTypeNode", "RandomStateNode", "RandomGeneratorNode", "SparseMatrixNode",
-    "TreeNode", "LossNode", "SGDNode", "BSplineNode",
-})
-_SKOPS_REFUSED_LOADERS = {
-    "MethodNode": "bound methods are looked up by name on a loaded object (CVE-2025-54413)",
-    "OperatorFuncNode": "operator.attrgetter/itemgetter/methodcaller reach any attribute (CVE-2025-54412)",
-    "PartialNode": "functools.partial binds arguments to a function",
-}
-
-
-def check_skops(data: bytes, *, extra: frozenset[str] = frozenset()) -> list[str]:
-    """The names a skops file refers to, all allowed; raises UnsafeArtifact naming every one
-    that is not (see :func:`load`)."""
-    return _checked_skops_names(data, allowed_globals(extra))
-
-
-def _checked_skops_names(data: bytes, allowed: frozenset[str]) -> list[str]:
-    import skops.io
-
-    names = skops_names(data)
-    refused = [n for n in names if n not in allowed and n not in _SKOPS_PLAIN]
-    if refused:
-        raise UnsafeArtifact(refused)
-    # skops's own view as a second opinion: anything it calls untrusted must be allowed too.
-    try:
-        untrusted = skops.io.get_untrusted_types(data=data)
-    except Exception as exc:  # noqa: BLE001 - whatever skops cannot read is not a skops model
-        raise InvalidArtifact(f"not a valid skops file: {type(exc).__name__}: {exc}") from None
-    refused = [n for n in untrusted if n not in allowed]
-    if refused:
-        raise UnsafeArtifact(refused)
-    return names
-
-
-def _load_skops(data: bytes, allowed: frozenset[str]) -> Any:
-    import skops.io
-
-    names = _checked_skops_names(data, allowed)
-    return skops.io.loads(data, trusted=[n for n in names if n not in _SKOPS_PLAIN])
-
-
-# JSON values of a skops schema name their Python type; none of these is imported or called.
-_SKOPS_PLAIN = frozenset({"builtins.NoneType", "builtins.str", "builtins.int", "builtins.float", "builtins.bool",
-                          "builtins.dict", "builtins.list", "builtins.tuple"})
