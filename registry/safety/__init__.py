@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import InvalidArtifact, UnsafeArtifact
+from registry.safety import structure
 from registry.safety.allowlist import allowed_globals
 from registry.safety.scanner import JOBLIB_WRAPPER, MAX_EXPANDED_BYTES, scan
 from registry.safety.skops_schema import SKOPS_PLAIN, check_skops, checked_skops_names, skops_names
@@ -92,19 +93,23 @@ def load(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Any:
     with every global it resolves, including those of nested pickles, checked against the same
     allowlist. skops: every type and function the file names must be on the allowlist (read
     from the file's schema here; skops's own list of untrusted types is not relied on).
-    ``extra`` are the exact names an admin admitted beside the allowlist.
+    ``extra`` are the exact names an admin admitted beside the allowlist. Whatever loads, its
+    tree structures are then checked (:mod:`registry.safety.structure`).
     Raises UnsafeArtifact naming every offending global, or InvalidArtifact.
     """
     allowed = allowed_globals(extra)
     if fmt == "pickle":
         scan(data, extra=extra)
-        return _guarded(lambda: _RestrictedUnpickler(io.BytesIO(data), allowed).load(), fmt)
-    if fmt == "joblib":
+        loaded = _guarded(lambda: _RestrictedUnpickler(io.BytesIO(data), allowed).load(), fmt)
+    elif fmt == "joblib":
         scan(data, "joblib", extra=extra)
-        return _guarded(lambda: _load_joblib(data, allowed), fmt)
-    if fmt == "skops":
-        return _guarded(lambda: _load_skops(data, allowed), fmt)
-    raise InvalidArtifact(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        loaded = _guarded(lambda: _load_joblib(data, allowed), fmt)
+    elif fmt == "skops":
+        loaded = _guarded(lambda: _load_skops(data, allowed), fmt)
+    else:
+        raise InvalidArtifact(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    structure.check(loaded)
+    return loaded
 
 
 @dataclass(frozen=True)
