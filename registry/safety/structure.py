@@ -1,8 +1,9 @@
 """Checks of the index arrays scikit-learn's compiled code follows without bounds checks.
 
 A pickle can carry any numbers. A decision tree whose child index points past its node array, a
-HistGradientBoosting node whose feature index is past the input's width, or a KD-tree whose
-index array points past its data makes ``predict`` read outside its memory: a crash of the
+HistGradientBoosting node whose feature index is past the input's width, a KD-tree whose index
+array points past its data, an SVM whose coefficients are fewer than its support vectors, or a
+sparse matrix whose index pointers run past its data makes ``predict`` read outside its memory: a crash of the
 serving worker at best, only on the inputs that reach the bad node (so a trial predict need not
 meet it). After every load the object graph is walked once and every such structure is checked;
 a malformed one is refused with :class:`InvalidArtifact` naming it. Vectorised: a 200-tree
@@ -29,6 +30,9 @@ def check(obj: Any) -> None:
     from sklearn.neighbors._kd_tree import BinaryTree64 as KDTree64
     from sklearn.tree._tree import Tree
 
+    from scipy import sparse
+    from sklearn.svm._base import BaseLibSVM
+
     binary_trees = (KDTree32, KDTree64, BallTree32, BallTree64)
     seen: set[int] = set()
     stack: list[tuple[Any, Any]] = [(obj, None)]  # (object, the nearest estimator holding it)
@@ -45,6 +49,8 @@ def check(obj: Any) -> None:
             _check_predictor(item, owner)
         elif isinstance(item, binary_trees):
             _check_binary_tree(item)
+        elif sparse.issparse(item):
+            _check_sparse(item)
         elif isinstance(item, np.ndarray):
             if item.dtype.hasobject:
                 stack.extend((child, owner) for child in item.ravel())
@@ -53,6 +59,8 @@ def check(obj: Any) -> None:
         elif isinstance(item, (list, tuple, set, frozenset)):
             stack.extend((child, owner) for child in item)
         elif hasattr(item, "__dict__") and type(item).__module__.startswith("sklearn."):
+            if isinstance(item, BaseLibSVM) and hasattr(item, "support_vectors_"):
+                _check_svm(item)
             holder = item if hasattr(item, "n_features_in_") else owner
             stack.extend((child, holder) for child in vars(item).values())
 
@@ -126,3 +134,33 @@ def _check_binary_tree(tree: Any) -> None:
     inner = np.flatnonzero(node_data["is_leaf"] == 0)
     if (2 * inner + 2 >= n_nodes).any():
         raise _refuse("neighbours tree has an inner node without children")
+
+
+def _check_svm(svm: Any) -> None:
+    """libsvm reads coefficients, intercepts and support vectors by the counts it is given."""
+    sv, n_support = svm.support_vectors_, np.asarray(svm._n_support)
+    n_sv = sv.shape[0]
+    if n_support.ndim != 1 or (n_support < 0).any() or len(svm.support_) != n_sv:
+        raise _refuse("SVM has inconsistent support vector counts")
+    if svm._impl in ("c_svc", "nu_svc"):
+        k = len(n_support)
+        pairs = k * (k - 1) // 2
+        shapes_ok = (k >= 2 and n_support.sum() == n_sv and svm._dual_coef_.shape == (k - 1, n_sv)
+                     and svm._intercept_.shape == (pairs,) and len(svm._probA) in (0, pairs)
+                     and len(svm._probB) in (0, pairs))
+    else:
+        shapes_ok = svm._dual_coef_.shape == (1, n_sv) and svm._intercept_.shape == (1,) and len(svm._probA) <= 1
+    width = getattr(svm, "n_features_in_", None)
+    if not shapes_ok or (svm.kernel != "precomputed" and sv.ndim == 2 and width is not None and sv.shape[1] != width):
+        raise _refuse("SVM has coefficients or intercepts that do not match its support vectors")
+
+
+def _check_sparse(matrix: Any) -> None:
+    """A sparse matrix unpickled is not checked by SciPy; its index arrays must be."""
+    try:
+        if hasattr(matrix, "check_format"):
+            matrix.check_format(full_check=True)
+        elif hasattr(matrix, "_check"):
+            matrix._check()
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _refuse(f"sparse matrix is malformed ({exc})") from None

@@ -113,3 +113,28 @@ def test_every_catalogue_model_passes_the_structure_checks() -> None:
 
     for entry in catalogue.entries():
         structure.check(entry.build())
+
+
+@pytest.mark.parametrize("attribute, value, fragment", [
+    ("_dual_coef_", lambda n: np.ones((2, 3)), "coefficients or intercepts"),
+    ("_intercept_", lambda n: np.ones(1), "coefficients or intercepts"),
+    ("_n_support", lambda n: np.array([-5, 5, n], dtype=np.int32), "support vector counts"),
+    ("support_vectors_", lambda n: np.ones((n, 7)), "coefficients or intercepts"),
+], ids=["dual-coef", "intercept", "n-support", "width"])
+def test_an_altered_svm_is_refused(attribute: str, value: Callable[[int], Any], fragment: str) -> None:
+    from sklearn.svm import SVC
+
+    model = SVC().fit(X, np.array([0, 1, 2] * 20))
+    setattr(model, attribute, value(model.support_vectors_.shape[0]))
+    with pytest.raises(InvalidArtifact, match=fragment):
+        safety.load(pickle.dumps(model), "pickle")
+
+
+def test_a_sparse_matrix_with_indices_past_its_data_is_refused() -> None:
+    from scipy import sparse
+    from sklearn.svm import SVC
+
+    model = SVC().fit(sparse.csr_matrix(X), y)
+    model.support_vectors_.indices[0] = 10**6
+    with pytest.raises(InvalidArtifact, match="sparse matrix is malformed"):
+        safety.load(pickle.dumps(model), "pickle")
