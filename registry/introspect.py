@@ -102,7 +102,11 @@ def inspect(
             _predict_quietly(estimator, make_frame(frame_rows, info.feature_names, types))
         except Exception:
             raise array_error from None
-        return dataclasses.replace(info, input_kind="dataframe", feature_types=types)
+        # A ColumnTransformer's tags do not say what its transformers take: try a missing value
+        # in every numeric column.
+        missing = [None if kind == NUMBER else sample for kind, sample in zip(types, samples)]
+        allow_nan = NUMBER in types and _predicts(estimator, make_frame([missing], info.feature_names, types))
+        return dataclasses.replace(info, input_kind="dataframe", feature_types=types, allow_nan=allow_nan)
 
 
 def probe_rows(n_features: int) -> list[np.ndarray]:
@@ -241,11 +245,17 @@ def _predict_quietly(estimator: Any, X: Any) -> None:
 
 
 def _feature_types(estimator: Any, names: list[str]) -> tuple[list[str], list[Any]]:
-    """Which features are strings (an encoder fitted on them holds string categories), with a
-    known category of each as a sample value; every other feature is a number."""
+    """Which features are strings (an encoder fitted on them holds string categories, or a text
+    vectorizer reads them), with a known category (or a probe text) as a sample value; every
+    other feature is a number."""
     types = {name: NUMBER for name in names}
     samples: dict[str, Any] = {name: 0.0 for name in names}
     for columns, encoder in _encoders(estimator, names):
+        if callable(getattr(encoder, "build_analyzer", None)):
+            for column in columns:
+                if column in types:
+                    types[column], samples[column] = STRING, PROBE_TEXTS[0]
+            continue
         for column, categories in zip(columns, getattr(encoder, "categories_", [])):
             values = np.asarray(categories)
             if column in types and values.dtype.kind in "OUS" and len(values):
@@ -255,8 +265,9 @@ def _feature_types(estimator: Any, names: list[str]) -> tuple[list[str], list[An
 
 
 def _encoders(estimator: Any, columns: list[str]) -> Iterator[tuple[list[str], Any]]:
-    """(input columns, fitted encoder) pairs found in pipelines, column transformers and unions."""
-    if hasattr(estimator, "categories_"):
+    """(input columns, fitted encoder or text vectorizer) pairs found in pipelines, column
+    transformers and unions."""
+    if hasattr(estimator, "categories_") or callable(getattr(estimator, "build_analyzer", None)):
         own = getattr(estimator, "feature_names_in_", None)
         yield ([str(c) for c in own] if own is not None else columns), estimator
     for _name, step in getattr(estimator, "steps", []) or []:

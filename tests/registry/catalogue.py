@@ -168,6 +168,8 @@ def _pipelines() -> list[Entry]:
     X, y, yr = data()
     frame = pd.DataFrame({"colour": ["red", "blue", "green"] * 20, "size": X[:, 0], "weight": X[:, 1]})
     texts = ["good great fine", "bad awful poor", "meh so so"] * 20
+    reviews = frame.assign(review=texts)
+    reviews.loc[::4, "size"] = np.nan
     with_nan = X.copy()
     with_nan[::7, 1] = np.nan
     return [
@@ -181,6 +183,10 @@ def _pipelines() -> list[Entry]:
             ColumnTransformer([("onehot", OneHotEncoder(handle_unknown="ignore"), make_column_selector(dtype_include=object)),
                                ("scale", StandardScaler(), make_column_selector(dtype_include=np.number))]),
             RandomForestClassifier(n_estimators=5, random_state=0)), frame, y), frame.iloc[:5]),
+        Entry("columntransformer-text-imputed-onehot", lambda: _fit(make_pipeline(
+            ColumnTransformer([("text", TfidfVectorizer(), "review"), ("impute", SimpleImputer(), ["size", "weight"]),
+                               ("onehot", OneHotEncoder(handle_unknown="ignore"), ["colour"])]),
+            LogisticRegression(max_iter=500)), reviews, y), reviews.iloc[:6]),
         Entry("stacking", lambda: _special()["StackingClassifier"](), X[:5]),
         Entry("voting", lambda: _special()["VotingClassifier"](), X[:5]),
         Entry("calibrated-svc", lambda: _fit(CalibratedClassifierCV(SVC(), ensemble=False), X, y), X[:5]),

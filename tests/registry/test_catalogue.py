@@ -47,7 +47,8 @@ def body_for(X: Any) -> dict[str, Any]:
     """The request a client would send for rows ``X``: rows of numbers (missing values as
     null), a DataFrame as ``dataframe_split``, texts as instances."""
     if isinstance(X, pd.DataFrame):
-        return {"dataframe_split": {"columns": list(X.columns), "data": X.astype(object).values.tolist()}}
+        rows = [[None if isinstance(v, float) and np.isnan(v) else v for v in row] for row in X.astype(object).values]
+        return {"dataframe_split": {"columns": list(X.columns), "data": rows}}
     if isinstance(X, list):
         return {"instances": X}
     rows = [[None if np.isnan(v) else float(v) for v in row] for row in np.asarray(X, dtype=float)]

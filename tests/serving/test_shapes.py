@@ -161,3 +161,37 @@ def test_null_for_a_model_without_missing_values_is_422_saying_so(client: FlaskC
     assert response.status_code == 422
     assert response.json["errors"] == {"feature": "x1", "row": 0, "missing_values": False}
     assert "does not accept missing values" in response.json["message"]
+
+
+def _frame_model(imputed: bool) -> Any:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame({"review": TEXTS, "colour": ["red", "blue", "green"] * 10, "size": X[:, 0]})
+    numeric = SimpleImputer() if imputed else "passthrough"
+    return make_pipeline(
+        ColumnTransformer([("text", TfidfVectorizer(), "review"), ("size", numeric, ["size"]),
+                           ("colour", OneHotEncoder(handle_unknown="ignore"), ["colour"])]),
+        LogisticRegression(),
+    ).fit(frame, [0, 1, 2] * 10)
+
+
+def test_a_text_column_in_a_dataframe_model_takes_strings(client: FlaskClient) -> None:
+    import pandas as pd
+
+    detail = upload(client, "mixed", _frame_model(imputed=True))
+    assert detail["input_kind"] == "dataframe"
+    assert dict(zip(detail["feature_names"], detail["feature_types"])) == {
+        "review": "string", "colour": "string", "size": "number"}
+    assert detail["allow_nan"] is True
+    record = {"review": "bad awful", "colour": "red", "size": None}
+    expected = _frame_model(imputed=True).predict(pd.DataFrame([{**record, "size": np.nan}]))
+    assert predict(client, "mixed", record)["predictions"] == expected.tolist()
+
+
+def test_null_in_a_dataframe_model_without_imputation_is_422(client: FlaskClient) -> None:
+    assert upload(client, "mixed", _frame_model(imputed=False))["allow_nan"] is False
+    response = client.post("/models/mixed/latest/predict", json={"review": "bad", "colour": "red", "size": None})
+    assert response.status_code == 422
+    assert "does not accept missing values" in response.json["message"]
