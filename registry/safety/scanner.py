@@ -125,6 +125,16 @@ def scan(
     cannot be proven safe) and :class:`InvalidArtifact` for a stream that is not a whole pickle.
     """
     found = _Offenders(allowed_globals(extra))
+    try:
+        _scan(data, fmt, found, max_expanded_bytes)
+    except (UnsafeArtifact, InvalidArtifact):
+        found.raise_if_any()  # the offending globals met before the stream broke say more
+        raise
+    found.raise_if_any()
+    return found.found
+
+
+def _scan(data: bytes, fmt: str, found: _Offenders, max_expanded_bytes: int) -> None:
     if fmt == "joblib":
         from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
@@ -148,8 +158,6 @@ def scan(
         except RecursionError:
             raise InvalidArtifact("not a valid pickle stream: nested too deeply") from None
         _expect_end(reader)
-    found.raise_if_any()
-    return found.found
 
 
 def _expect_end(reader: Any) -> None:

@@ -9,6 +9,7 @@ through has let a working exploit through.
 from __future__ import annotations
 
 import code
+import dataclasses
 import copyreg
 import cProfile
 import functools
@@ -58,6 +59,38 @@ class Case:
     fmt: str | None = None  # the declared format; None lets modelyard detect it
     live: bool = False  # the payload writes its marker under a plain load
     loader: str = "pickle"  # how a careless server would load it: pickle | joblib
+    refuses: str | None = None  # the global (or skops node) the refusal must name
+
+
+# What each payload's refusal names: the payload's own global, never only a bystander. Cases
+# not listed are refused for their form (truncated, a bomb, a declared format that lies ...).
+REFUSES = {
+    **dict.fromkeys(["os-system-p0", "os-system-p2", "os-system-p4", "os-system-p5", "posix-system-global",
+                     "copyreg-extension-code", "joblib-object-array", "joblib-zlib-object-array",
+                     "joblib-gzip-plain-payload", "skops-with-untrusted-function", "skops-function-posix-system"],
+                    "posix.system"),
+    "subprocess-popen": "subprocess.Popen", "subprocess-check-output": "subprocess.check_output",
+    "sklearn-testing-check-output": "subprocess.check_output", "builtins-eval": "builtins.eval",
+    "builtins-exec": "builtins.exec", "builtins-open": "io.open", "builtins-import-getattr": "builtins.getattr",
+    "builtin-eval-p2-name": "__builtin__.eval", "operator-methodcaller": "operator.methodcaller",
+    "operator-attrgetter": "operator.attrgetter", "functools-partial": "functools.partial",
+    "importlib-import-module": "importlib.import_module", "runpy-run-path": "runpy.run_path",
+    "pydoc-locate": "pydoc.locate", "code-interpreter-runsource": "code.InteractiveInterpreter.runsource",
+    "pty-spawn": "pty.spawn", "webbrowser-open": "webbrowser.open", "shutil-rmtree": "shutil.rmtree",
+    "numpy-load-allow-pickle": "numpy.load", "numpy-testing-runstring": "numpy.testing._private.utils.runstring",
+    "joblib-load-nested": "joblib.numpy_pickle.load", "stack-global-via-memo": "builtins.eval",
+    "stack-global-computed-name": "STACK_GLOBAL", "inst-opcode": "os.system", "obj-opcode": "os.system",
+    "persistent-id": "BINPERSID", "build-patches-allowed-class": "sklearn.svm._classes.SVC",
+    "reduce-on-a-non-global": "REDUCE", "joblib-xz-nested-arrays": "builtins.eval",
+    "skops-zip-with-pickle-inside": "os.X", "marshal-code-object": "marshal.loads", "exec-compile": "builtins.exec",
+    "os-popen": "os.popen", "timeit-timeit": "timeit.timeit", "cprofile-run": "cProfile.run",
+    "profile-run": "profile.run", "trace-runctx": "trace.Trace.runctx",
+    "numpy-f2py-myeval": "numpy.f2py.crackfortran.myeval", "pickle-loads-nested": "_pickle.loads",
+    "dotted-name-from-allowed-module": "sklearn.svm._classes.np.f2py.crackfortran.myeval",
+    "dotted-name-os-path-os-system": "os.path.os.system", "pip-main-install": "pip.main",
+    "skops-method-node": "skops MethodNode", "skops-operator-func-node": "skops OperatorFuncNode",
+    "skops-partial-node": "skops PartialNode", "skops-object-node-untrusted-class": "subprocess.Popen",
+}
 
 
 class Call:
@@ -177,7 +210,7 @@ def hostile(marker_dir: Path) -> list[Case]:
         Case("skops-function-posix-system", _skops_tampered(touch("skops-function-posix-system"), "function")),  # CVE-2024-37065 shape
         Case("skops-object-node-untrusted-class", _skops_tampered(touch("skops-object-node-untrusted-class"), "object")),
     ]
-    return cases
+    return [dataclasses.replace(case, refuses=REFUSES.get(case.name)) for case in cases]
 
 
 def _script(marker_dir: Path, name: str, body: str) -> Path:
@@ -346,13 +379,14 @@ def _zlib_bomb() -> bytes:
 # --- benign ------------------------------------------------------------------------------------
 
 
-def benign() -> list[tuple[str, bytes, str | None, dict[str, Any]]]:
-    """Real estimators and pipelines in every format: (name, bytes, declared format, a record)."""
+def benign() -> list[tuple[str, bytes, str | None, dict[str, Any], list[Any]]]:
+    """Real estimators and pipelines in every format: (name, bytes, declared format, a record,
+    the estimator's own prediction for it)."""
     iris = load_iris(as_frame=True)
     frame, target = iris.data, iris.target
     X = frame.to_numpy()
-    numeric_record = {f"x{i}": v for i, v in enumerate(X[0])}
-    frame_record = dict(zip(frame.columns, X[0]))
+    numeric_record = {f"x{i}": v for i, v in enumerate(X[120])}  # a virginica: not class 0
+    frame_record = dict(zip(frame.columns, X[120]))
 
     mixed = pd.DataFrame({"colour": ["red", "blue", "red", "green"] * 10, "size": np.arange(40, dtype=float)})
     mixed_target = [0, 1, 0, 1] * 10
@@ -376,16 +410,24 @@ def benign() -> list[tuple[str, bytes, str | None, dict[str, Any]]]:
         ("forest-on-dataframe", RandomForestClassifier(n_estimators=3, random_state=0).fit(frame, target), frame_record),
         ("columntransformer-onehot", column_model, {"colour": "blue", "size": 3.0}),
     ]
-    cases: list[tuple[str, bytes, str | None, dict[str, Any]]] = []
+    cases: list[tuple[str, bytes, str | None, dict[str, Any], list[Any]]] = []
     for name, model, record in models:
-        cases.append((f"{name}-p5", _dump(model, 5), None, record))
+        cases.append((f"{name}-p5", _dump(model, 5), None, record, _own_prediction(model, record)))
     # Every format and protocol, on a few representative models.
     for name, model, record in models[:1] + models[3:4] + models[10:11] + models[12:]:
-        cases.append((f"{name}-p2", _dump(model, 2), "pickle", record))
-        cases.append((f"{name}-p3", _dump(model, 3), None, record))
-        cases.append((f"{name}-p4", _dump(model, 4), None, record))
-        cases.append((f"{name}-joblib", _joblib(model), "joblib", record))
-        cases.append((f"{name}-joblib-zlib", _joblib(model, compress=3), None, record))
-        cases.append((f"{name}-joblib-lzma", _joblib(model, compress=("lzma", 3)), None, record))
-        cases.append((f"{name}-skops", skops.io.dumps(model), "skops", record))
+        expected = _own_prediction(model, record)
+        cases.append((f"{name}-p2", _dump(model, 2), "pickle", record, expected))
+        cases.append((f"{name}-p3", _dump(model, 3), None, record, expected))
+        cases.append((f"{name}-p4", _dump(model, 4), None, record, expected))
+        cases.append((f"{name}-joblib", _joblib(model), "joblib", record, expected))
+        cases.append((f"{name}-joblib-zlib", _joblib(model, compress=3), None, record, expected))
+        cases.append((f"{name}-joblib-lzma", _joblib(model, compress=("lzma", 3)), None, record, expected))
+        cases.append((f"{name}-skops", skops.io.dumps(model), "skops", record, expected))
     return cases
+
+
+def _own_prediction(model: Any, record: dict[str, Any]) -> list[Any]:
+    """What the estimator itself predicts for ``record`` (a DataFrame row when it was fitted on one)."""
+    if hasattr(model, "feature_names_in_"):
+        return model.predict(pd.DataFrame([record])).tolist()
+    return model.predict(np.array([list(record.values())], dtype=float)).tolist()
