@@ -226,3 +226,19 @@ def test_cli_token_commands(config: dict[str, Any], tmp_path: Path) -> None:
     assert _as(app, token).post("/models/iris/versions/1/promote").status_code == 200
     assert cli("revoke", "--name", "deploy").returncode == 0
     assert _as(app, token).get("/models").status_code == 401
+
+
+def test_tokens_are_stored_as_their_sha256_only(client: FlaskClient, app: Flask) -> None:
+    import hashlib
+
+    from sqlalchemy import text
+
+    from modelyard.runtime import EXTENSION
+
+    token = client.post("/tokens", json={"name": "ci", "role": "uploader"}).json["token"]
+    engine = app.extensions[EXTENSION].engine
+    with engine.connect() as conn:
+        rows = [tuple(map(str, row)) for row in conn.execute(text("SELECT * FROM tokens"))]
+    stored = next(row for row in rows if "ci" in row)
+    assert hashlib.sha256(token.encode()).hexdigest() in stored
+    assert not any(token in value or token[8:40] in value for row in rows for value in row)

@@ -104,6 +104,10 @@ def test_errors_are_json_over_the_wire(server: str) -> None:
 def test_binds_loopback_only_by_default(server: str) -> None:
     assert server.startswith("http://127.0.0.1:")
     port = int(server.rsplit(":", 1)[1])
+    # Linux routes all of 127/8 to loopback: a server bound to 0.0.0.0 would answer here too.
+    with socket.socket() as s:
+        s.settimeout(1)
+        assert s.connect_ex(("127.0.0.2", port)) != 0, "reachable on 127.0.0.2: bound beyond 127.0.0.1"
     addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
     for address in addresses - {"127.0.0.1"}:
         with socket.socket() as s:

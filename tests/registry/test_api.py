@@ -41,6 +41,32 @@ def test_list_models_filters_by_substring_and_tag(client: FlaskClient, runtime: 
     assert [m["name"] for m in client.get("/models?tag=nope:x").json] == []
 
 
+def test_tag_filter_returns_exactly_the_tagged_models(client: FlaskClient, runtime: Runtime) -> None:
+    make_version(runtime, "roses")
+    make_version(runtime, "tulips")
+    client.patch("/models/tulips", json={"tags": {"team": "fraud", "tier": "gold"}})
+    client.patch("/models/roses", json={"tags": {"team": "growth"}})
+    response = client.get("/models?tag=team:fraud")
+    assert [m["name"] for m in response.json] == ["tulips"]
+    assert json.loads(response.headers["X-Pagination"])["total"] == 1
+    assert [m["name"] for m in client.get("/models?tag=team:growth").json] == ["roses"]
+    assert [m["name"] for m in client.get("/models?tag=tier:gold&q=tul").json] == ["tulips"]
+    assert client.get("/models?tag=team:fr").json == []  # values match whole, not as a prefix
+
+
+def test_versions_and_events_are_paginated(client: FlaskClient, runtime: Runtime) -> None:
+    for _ in range(3):
+        make_version(runtime, "flowers")
+    response = client.get("/models/flowers/versions?page=2&page_size=2")
+    assert [v["version"] for v in response.json] == [1]
+    assert json.loads(response.headers["X-Pagination"]) == {
+        "total": 3, "total_pages": 2, "first_page": 1, "last_page": 2, "page": 2, "previous_page": 1,
+    }
+    events = client.get("/models/flowers/events?page_size=2")
+    assert [e["action"] for e in events.json] == ["version.created", "version.created"]
+    assert json.loads(events.headers["X-Pagination"])["total"] == 4  # model.created + 3 versions
+
+
 @pytest.mark.parametrize("query", ["page=0", "page_size=1000", "page=x", "tag=novalue"])
 def test_list_models_bad_query_is_422(client: FlaskClient, query: str) -> None:
     response = client.get(f"/models?{query}")
