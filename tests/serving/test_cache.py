@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -76,12 +77,31 @@ def test_concurrent_first_requests_load_once() -> None:
     assert results == ["A"] * 8
 
 
-def test_a_failed_load_reaches_every_waiter_and_caches_nothing() -> None:
+def _parked(threads: list[threading.Thread], count: int) -> bool:
+    """Until ``count`` of ``threads`` wait on an event (at most 5 s): their frames, not a sleep."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        frames = sys._current_frames()
+        waiting = 0
+        for thread in threads:
+            frame = frames.get(thread.ident or -1)
+            while frame is not None and frame.f_code.co_name != "wait":
+                frame = frame.f_back
+            waiting += frame is not None
+        if waiting >= count:
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def test_a_failed_load_reaches_every_waiter_once_and_caches_nothing() -> None:
     cache: LRUCache[str] = LRUCache(max_entries=4, max_bytes=100)
     gate = threading.Event()
+    loads: list[int] = []
 
     def failing() -> tuple[str, int]:
-        gate.wait(2)
+        loads.append(1)
+        gate.wait(5)
         raise RuntimeError("boom")
 
     errors: list[str] = []
@@ -95,11 +115,13 @@ def test_a_failed_load_reaches_every_waiter_and_caches_nothing() -> None:
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
+    # The leader waits on the gate inside the load, the three others on the flight.
+    assert _parked(threads, 4)
     gate.set()
     for t in threads:
         t.join()
     assert errors == ["boom"] * 4
+    assert loads == [1]  # one load for the four, failure included
     assert len(cache) == 0
     assert cache.get("a", _loader("A")).value == "A"
 
