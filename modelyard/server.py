@@ -7,8 +7,10 @@ connections after the fork.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +18,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from modelyard.app import create_app
-from modelyard.config import load_config
+from modelyard.config import ConfigError, load_config
 from modelyard.runtime import EXTENSION
 
 log = logging.getLogger("modelyard")
@@ -55,6 +57,20 @@ def gunicorn_settings(server: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Bind the address once, as gunicorn will (SO_REUSEADDR), so a port in use ends the start
+    with one line naming it and the setting to change, instead of gunicorn's five retries."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            raise ConfigError(f"[server] port {port} on {host} {reason}; choose another with --port or "
+                              "MODELYARD_SERVER_PORT") from None
+
+
 def _post_fork(server: Any, worker: Any) -> None:
     # Connections opened by the master must not be shared by the forked workers.
     worker.app.application.extensions[EXTENSION].engine.dispose(close=False)
@@ -68,10 +84,12 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Prepare the registry and serve until interrupted."""
+    """Prepare the registry and serve until interrupted. Raises ConfigError, before anything
+    is prepared, when the address cannot be bound (the port is in use)."""
     config = load_config(overrides)
-    app = create_app(overrides)
     server = config["server"]
+    check_bindable(server["host"], server["port"])
+    app = create_app(overrides)
     log.info("serving on http://%s:%s with %s workers x %s threads",
              server["host"], server["port"], server["workers"], server["threads"])
     ModelyardServer(app, gunicorn_settings(server)).run()

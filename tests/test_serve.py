@@ -126,6 +126,27 @@ def test_bad_config_stops_the_start_with_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_a_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env.update(MODELYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}",
+               MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
+               MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port)], env=env,
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"modelyard: configuration error: [server] port {port} on 127.0.0.1 is already in use; "
+        "choose another with --port or MODELYARD_SERVER_PORT"
+    )
+    assert time.monotonic() - started < 20  # no retries
+    assert not (tmp_path / "registry.db").exists()  # refused before anything was prepared
+
+
 def _chunked(server: str, chunks: list[bytes]) -> tuple[int, Any]:
     host, port = server.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
