@@ -225,3 +225,26 @@ def test_proba_and_bad_bodies_on_a_batched_model(batching_client: FlaskClient) -
     assert batching_client.post("/predict", json={"sepal.length": 1}).status_code == 422
     assert batching_client.post("/predict", data="{", headers={"Content-Type": "application/json"}).status_code == 400
     assert batching_client.post("/predict", json=setosa).json["predictions"] == [0]  # nothing stalled
+
+
+def test_batching_every_model_with_a_star(config: dict[str, Any]) -> None:
+    """`[batching] models = ["*"]` (MODELYARD_BATCHING_MODELS=*) batches models it was never told about."""
+    from tests.factories import make_version
+
+    app = create_app({**config, "batching": {"models": ["*"], "max_rows": 64, "max_wait_ms": 20.0}})
+    rt = app.extensions[EXTENSION]
+    make_version(rt, "flowers")
+    client = admin_client(app)
+    rows = X[::10].tolist()
+    answers = _concurrently(len(rows), lambda i: client.post("/models/flowers/1/predict", json={"inputs": [rows[i]]}).json)
+    assert [a["predictions"][0] for a in answers] == [int(p) for p in _logreg_predictions(rows)]
+    for name in ("flowers", "iris"):
+        assert rt.batchers.get(name) is not None
+    assert rt.batchers.get("flowers").calls >= 1
+    rt.engine.dispose()
+
+
+def _logreg_predictions(rows: list[list[float]]) -> list[Any]:
+    from tests.factories import fitted_logreg
+
+    return fitted_logreg().predict(np.array(rows)).tolist()

@@ -3,6 +3,8 @@ artifact is a clean error, never an unpickled surprise."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask.testing import FlaskClient
 
 from modelyard.runtime import Runtime
@@ -51,3 +53,67 @@ def test_version_detail_shows_cache_state(client: FlaskClient, runtime: Runtime)
     after = client.get("/models/flowers/versions/1").json
     assert after["loaded"] is True and after["load_ms"] > 0 and after["last_used"].endswith("+00:00")
     assert after["size_bytes"] > 0
+
+
+def test_a_hostile_blob_behind_a_valid_row_is_refused_at_serve_time(client: FlaskClient, runtime: Runtime,
+                                                                     tmp_path: Any) -> None:
+    """The restricted unpickler guards serving too: a blob swapped in behind a row (its digest
+    matching, as an attacker with write access to the store and the database would make it)."""
+    import os
+    import pickle
+
+    from sqlalchemy import update
+
+    from registry.models import ModelVersion
+
+    class Payload:
+        def __reduce__(self) -> Any:
+            return os.system, (f"touch {tmp_path / 'owned'}",)
+
+    make_version(runtime, "flowers")
+    sha256 = runtime.store.put(pickle.dumps(Payload()))
+    with runtime.sessions() as session:
+        session.execute(update(ModelVersion).values(sha256=sha256).where(ModelVersion.version == 1,
+                                                                        ModelVersion.model.has(name="flowers")))
+        session.commit()
+    response = client.post("/models/flowers/1/predict", json=SETOSA)
+    assert response.status_code == 422
+    assert response.json["errors"]["globals"] == ["posix.system"]
+    assert not (tmp_path / "owned").exists()
+
+
+def test_the_cache_evicts_past_max_entries_through_the_running_app(config: dict[str, Any]) -> None:
+    from modelyard.app import create_app
+    from modelyard.runtime import EXTENSION
+    from tests.conftest import admin_client
+
+    app = create_app({**config, "cache": {"max_entries": 1}})
+    rt = app.extensions[EXTENSION]
+    client = admin_client(app)
+    make_version(rt, "flowers")
+    assert client.post("/models/flowers/1/predict", json=SETOSA).status_code == 200  # evicts iris
+    assert client.get("/models/iris/versions/1").json["loaded"] is False
+    assert client.get("/models/flowers/versions/1").json["loaded"] is True
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert _sample(metrics, "modelyard_cache_evictions_total") >= 1
+    assert client.post("/predict", json=SETOSA).json["predictions"] == [0]  # reloaded on demand
+    assert client.get("/models/flowers/versions/1").json["loaded"] is False
+    rt.engine.dispose()
+
+
+def test_the_cache_evicts_past_max_bytes(config: dict[str, Any]) -> None:
+    from modelyard.app import create_app
+    from modelyard.runtime import EXTENSION
+    from tests.conftest import admin_client
+
+    app = create_app({**config, "cache": {"max_bytes": 3000}})  # the seeded SVC is 2,643 bytes, the logreg 825
+    rt = app.extensions[EXTENSION]
+    client = admin_client(app)
+    make_version(rt, "flowers")
+    assert client.post("/models/flowers/1/predict", json=SETOSA).status_code == 200
+    assert [key[0] for key in rt.cache.keys()] == ["flowers"]
+    rt.engine.dispose()
+
+
+def _sample(metrics: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name))

@@ -282,3 +282,26 @@ def test_a_thousand_rows_predict_like_one_by_one(client: FlaskClient) -> None:
     together = client.post("/models/iris/1/predict", json={"inputs": rows}).json["predictions"]
     alone = [client.post("/models/iris/1/predict", json={"inputs": [r]}).json["predictions"][0] for r in rows[:150]]
     assert len(together) == 1000 and together[:150] == alone
+
+
+@pytest.mark.parametrize("data", [
+    '{"sepal.length": 1e999, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}',
+    '{"inputs": [[1e999, 3.5, 1.4, 0.2]]}',
+    '[[-1e400, 3.5, 1.4, 0.2]]',
+    '{"instances": [[5.1, 3.5, 1.4, 0.2], [5.1, 1e309, 1.4, 0.2]]}',
+], ids=["record", "inputs", "bare-rows", "second-row"])
+def test_numbers_past_float64_are_400_naming_the_position(client: FlaskClient, data: str) -> None:
+    """JSON has no infinity: a number that overflows a double is refused where the body is read
+    (orjson and simdjson alike), never sent to the estimator as inf."""
+    response = client.post("/models/iris/1/predict", data=data, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "number is infinity when parsed as double" in response.json["message"]
+    assert "column" in response.json["message"]
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_tokens_are_not_json(client: FlaskClient, token: str) -> None:
+    response = client.post("/predict", data=f'{{"inputs": [[{token}, 3.5, 1.4, 0.2]]}}',
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json["message"].startswith("the body is not valid JSON")
