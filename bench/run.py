@@ -185,10 +185,11 @@ def wrk_latency_ms(port: int, path: str, body: bytes, seconds: int, name: str, w
     return parse_wrk(name, out).p50_ms
 
 
-def batch_sizes(port: int) -> dict[str, float]:
-    """Requests and rows per batched predict call, from the server's /metrics."""
+def batch_sizes(port: int, token: str) -> dict[str, float]:
+    """Requests and rows per batched predict call, from the server's /metrics (a token: /metrics
+    is a private read)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/metrics")
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
     text = conn.getresponse().read().decode()
     conn.close()
 
@@ -308,7 +309,7 @@ def main() -> int:
             print(f"  {'1,000-row batch, one at a time':<40} p50 {http_runs[-1]:6.2f} ms over HTTP, "
                   f"{bare_runs[-1]:.2f} ms in process", flush=True)
         http_ms, bare_ms = min(http_runs), min(bare_runs)
-        results["batching"] = batch_sizes(ports["on"])
+        results["batching"] = batch_sizes(ports["on"], (work / "batching-on" / "admin.token").read_text().strip())
     best = {name: max(runs, key=lambda r: r.requests_per_s) for name, runs in rounds.items()}
     # The round of median throughput too: what a typical round gives, next to the least disturbed.
     typical = {name: sorted(runs, key=lambda r: r.requests_per_s)[len(runs) // 2] for name, runs in rounds.items()}

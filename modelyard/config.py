@@ -143,6 +143,10 @@ def _validate(config: Config) -> None:
             )
     if config["batching"]["max_wait_ms"] < 0:
         raise ConfigError(f"[batching] max_wait_ms: must not be negative, got {config['batching']['max_wait_ms']}")
+    unknown_reads = sorted(set(config["auth"]["private_reads"]) - {"artifacts", "events", "metrics"})
+    if unknown_reads:
+        raise ConfigError(f"[auth] private_reads: unknown {', '.join(map(repr, unknown_reads))}; "
+                          "expected artifacts, events, metrics")
     for name in config["upload"]["extra_globals"]:
         if not isinstance(name, str) or "." not in name or "*" in name or name.endswith("."):
             raise ConfigError(f"[upload] extra_globals: {name!r} is not an exact module.name")

@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard import __version__, metrics
 from modelyard.runtime import runtime, session
+from registry.auth import private
 from registry.errors import ModelyardError
 from serving.service import get_loaded
 
@@ -49,6 +50,7 @@ def readyz() -> ResponseReturnValue:
 
 @blp.route("/metrics")
 @blp.response(200, {"type": "string"}, content_type="text/plain")
+@private("metrics")
 def metrics_text() -> ResponseReturnValue:
     """Prometheus metrics
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from modelyard.runtime import runtime, session
-from registry.auth import Actor, identify, require
+from registry.auth import Actor, identify, require, require_token_for
 
 # Endpoints anyone may call: liveness, readiness, server info, the OpenAPI document and docs.
 _OPEN_BLUEPRINTS = ("ops", "api-docs")
@@ -19,8 +19,14 @@ def authorize_request() -> None:
     """Resolve the caller into ``g.actor`` and refuse the request if its role is too low."""
     if request.routing_exception is not None or request.endpoint is None:
         return  # routing errors answer first
-    g.actor = identify(session, request.headers.get("Authorization"), runtime().config["auth"]["anonymous_role"])
-    if request.blueprint in _OPEN_BLUEPRINTS or request.method == "OPTIONS":
+    auth = runtime().config["auth"]
+    g.actor = identify(session, request.headers.get("Authorization"), auth["anonymous_role"])
+    if request.method == "OPTIONS":
+        return
+    kind = getattr(_target(), "private_read", None)
+    if kind is not None:
+        require_token_for(g.actor, kind, auth["private_reads"])
+    if request.blueprint in _OPEN_BLUEPRINTS:
         return
     require(g.actor, _required_role())
 
@@ -35,13 +41,16 @@ def authorize_alias_move(alias: str) -> None:
         require(g.actor, "promoter", what=f"moving the protected alias {alias!r}")
 
 
-def _required_role() -> str:
+def _target() -> object:
+    """The function that answers this request: the view, or its MethodView method."""
     view = current_app.view_functions[request.endpoint]
     view_class = getattr(view, "view_class", None)
     method = request.method.lower()
     if view_class is not None:
-        target = getattr(view_class, "get" if method == "head" else method, None)
-    else:
-        target = view
+        return getattr(view_class, "get" if method == "head" else method, None)
+    return view
+
+
+def _required_role() -> str:
     # Fail closed: an endpoint nobody annotated needs an admin.
-    return getattr(target, "required_role", "admin")
+    return getattr(_target(), "required_role", "admin")

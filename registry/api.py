@@ -12,7 +12,7 @@ from flask_smorest.pagination import PaginationParameters
 from modelyard.runtime import runtime, session
 from modelyard.security import authorize_alias_move, current_actor
 from registry import auth, sandbox, service
-from registry.auth import requires
+from registry.auth import private, requires
 from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
 from registry.schemas import (
     AliasMoveSchema,
@@ -215,6 +215,7 @@ class VersionDetail(MethodView):
 @blp.route("/models/<name>/versions/<ref>/artifact")
 class VersionArtifact(MethodView):
     @requires("reader")
+    @private("artifacts")
     @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream")
     @blp.alt_response(304, description="Not modified: If-None-Match names this artifact's sha256")
     def get(self, name: str, ref: str) -> Response:
@@ -302,6 +303,7 @@ class AliasRollback(MethodView):
 @blp.route("/models/<name>/events")
 class Events(MethodView):
     @requires("reader")
+    @private("events")
     @blp.response(200, EventSchema(many=True))
     @blp.paginate()
     def get(self, name: str, pagination_parameters: PaginationParameters) -> Any:

@@ -52,6 +52,28 @@ def requires(role: str) -> Callable[[F], F]:
     return mark
 
 
+PRIVATE_READS = {"artifacts": "downloading a model file", "events": "reading the audit log",
+                 "metrics": "reading the metrics"}
+
+
+def private(kind: str) -> Callable[[F], F]:
+    """Mark a read that needs a token (any role) while ``kind`` is in ``[auth] private_reads``:
+    an anonymous caller predicts and reads model metadata, nothing more."""
+
+    def mark(view: F) -> F:
+        view.private_read = kind  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def require_token_for(actor: Actor, kind: str, private_reads: list[str]) -> None:
+    """401 for an anonymous caller of a read marked :func:`private` that the config keeps private."""
+    if kind in private_reads and not actor.authenticated:
+        raise Unauthorized(f"{PRIVATE_READS[kind]} needs a token; anonymous callers may predict and read "
+                           "model metadata only ([auth] private_reads)")
+
+
 class Unauthorized(ModelyardError):
     """No usable credentials: none given where the anonymous role is not enough, or a bad token (401)."""
 

@@ -45,7 +45,37 @@ def _upload(c: FlaskClient, name: str = "flowers") -> Any:
 def test_anonymous_may_read_and_predict_by_default(anon: FlaskClient) -> None:
     assert anon.post("/predict", json=SETOSA).status_code == 200
     assert anon.get("/models").status_code == 200
+    assert anon.get("/models/iris/versions/1").status_code == 200
+    assert anon.get("/models/iris/aliases").status_code == 200
+
+
+@pytest.mark.parametrize("url, what", [
+    ("/models/iris/versions/1/artifact", "downloading a model file"),
+    ("/models/iris/events", "reading the audit log"),
+    ("/metrics", "reading the metrics"),
+])
+def test_files_events_and_metrics_need_a_token_by_default(anon: FlaskClient, client: FlaskClient,
+                                                           url: str, what: str) -> None:
+    response = anon.get(url)
+    assert response.status_code == 401
+    assert response.json["message"].startswith(f"{what} needs a token")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    reader = client.post("/tokens", json={"name": "dashboards", "role": "reader"}).json["token"]
+    assert anon.get(url, headers={"Authorization": f"Bearer {reader}"}).status_code == 200
+
+
+def test_private_reads_can_be_opened_to_the_anonymous_role(config: dict[str, Any]) -> None:
+    anon = create_app({**config, "auth": {**config["auth"], "private_reads": ["metrics"]}}).test_client()
     assert anon.get("/models/iris/versions/1/artifact").status_code == 200
+    assert anon.get("/models/iris/events").status_code == 200
+    assert anon.get("/metrics").status_code == 401
+
+
+def test_unknown_private_reads_stop_the_start(config: dict[str, Any]) -> None:
+    from modelyard.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[auth\] private_reads: unknown 'models'"):
+        create_app({**config, "auth": {**config["auth"], "private_reads": ["models"]}})
 
 
 @pytest.mark.parametrize(
