@@ -151,6 +151,7 @@ def _preload(rt: Runtime, session: Any) -> None:
     for model_name, alias in rows:
         try:
             version, entry = get_loaded(lambda: session, rt.store, rt.cache, model_name, alias, rt.serving)
+            metrics.expect_predictions(model_name, version)
             log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
         except ModelyardError as exc:
             log.warning("could not preload %s:%s: %s", model_name, alias, exc.message)

@@ -73,6 +73,20 @@ def label_prediction(model: str, version: str) -> None:
 def install(app: Flask) -> None:
     app.before_request(_start)
     app.after_request(_record)
+    # Dashboards and alerts see a zero, not a gap, before the first upload.
+    for status in _UPLOAD_STATUSES:
+        UPLOADS.labels(status)
+
+
+_UPLOAD_STATUSES = ("201", "401", "403", "413", "415", "422")
+
+
+def expect_predictions(model: str, version: int) -> None:
+    """Show a version's predict series (at zero) before its first request: the preloaded
+    production versions, so their request rate and error ratio are defined from the start."""
+    for status in ("200", "422"):
+        PREDICT_REQUESTS.labels(model, str(version), status)
+        PREDICT_SECONDS.labels(model, str(version), status)
 
 
 def render() -> Response:
