@@ -111,3 +111,60 @@ def test_failed_promotion_keeps_the_alias(client: FlaskClient, runtime: Runtime,
     fail_on("before_commit")
     assert client.post("/models/iris/versions/2/promote").status_code == 500
     assert client.post("/predict", json=SETOSA).json["version"] == 1
+
+
+def test_a_blob_removed_by_a_failed_upload_of_the_same_bytes_is_stored_again(runtime: Runtime) -> None:
+    """The race the re-store exists for: upload A stores the blob, upload B of the same bytes
+    stores it too, fails to commit and removes it (no committed row uses it yet), then A
+    commits. A's row must not point at nothing."""
+    import threading
+
+    from registry import service
+
+    data = pickle.dumps(fitted_logreg())
+    sha256 = hashlib.sha256(data).hexdigest()
+    a_stored, b_done = threading.Event(), threading.Event()
+
+    def pause_a(*_args: Any) -> None:  # A's first database use comes right after its put
+        if threading.current_thread().name == "upload-a" and not a_stored.is_set():
+            a_stored.set()
+            assert b_done.wait(30)
+
+    def fail_b(*_args: Any) -> None:
+        if threading.current_thread().name == "upload-b":
+            raise Injected("B's commit")
+
+    def upload(name: str, errors: list[BaseException]) -> None:
+        try:
+            with runtime.sessions() as session:
+                service.register_version(session, runtime.store, name, data,
+                                         service.VersionSpec(fmt="pickle", feature_names=["a", "b", "c", "d"]))
+        except BaseException as exc:  # noqa: BLE001 - collected for the asserts
+            errors.append(exc)
+
+    event.listen(runtime.engine, "checkout", pause_a)
+    event.listen(runtime.sessions, "before_commit", fail_b)
+    a_errors: list[BaseException] = []
+    b_errors: list[BaseException] = []
+    try:
+        a = threading.Thread(target=upload, args=("alpha", a_errors), name="upload-a")
+        a.start()
+        assert a_stored.wait(30)
+        assert runtime.store.exists(sha256)  # A's put is done; A waits before its transaction
+        b = threading.Thread(target=upload, args=("beta", b_errors), name="upload-b")
+        b.start()
+        b.join(30)
+        assert [type(e) for e in b_errors] == [Injected]
+        assert not runtime.store.exists(sha256)  # B's failure removed the blob A is about to use
+        b_done.set()
+        a.join(30)
+    finally:
+        b_done.set()
+        event.remove(runtime.engine, "checkout", pause_a)
+        event.remove(runtime.sessions, "before_commit", fail_b)
+    assert a_errors == []
+    assert runtime.store.exists(sha256)
+    with runtime.sessions() as session:
+        version = service.resolve_version(session, "alpha", "latest")
+        assert version.sha256 == sha256
+        assert service.load_estimator(runtime.store, version).estimator.predict([[5.1, 3.5, 1.4, 0.2]]) is not None
