@@ -19,7 +19,7 @@ from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
-from registry import sandbox, seed
+from registry import landlock, sandbox, seed
 from registry.safety import allowlist
 from registry.api import blp as registry_blp
 from registry.auth import ensure_admin_token
@@ -65,6 +65,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
                           max_wait_s=options.batch_max_wait_s, on_batch=metrics.record_batch),
     )
     sandbox.preload("modelyard.cli")  # what the `modelyard` script imports; see sandbox.preload
+    if prepare:
+        _log_sandbox()
     rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
     rt.cache_state = lambda name, version, sha256: cache_state(rt.cache, name, version, sha256)
     if prepare:
@@ -155,6 +157,18 @@ def _preload(rt: Runtime, session: Any) -> None:
             log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
         except ModelyardError as exc:
             log.warning("could not preload %s:%s: %s", model_name, alias, exc.message)
+
+
+def _log_sandbox() -> None:
+    version = landlock.abi()
+    if version >= 6:
+        log.info("upload trials run under Landlock ABI %s: no file changes, no TCP, no signals out", version)
+    elif version:
+        log.warning("upload trials run under Landlock ABI %s only: file changes are refused; TCP and signals "
+                    "need ABI 4 and 6 (Linux 6.7, 6.12)", version)
+    else:
+        log.warning("this kernel has no Landlock: upload trials can write no byte to a file (RLIMIT_FSIZE) but "
+                    "could create empty files, remove or rename files and open connections")
 
 
 def _extra_globals(names: list[str]) -> frozenset[str]:

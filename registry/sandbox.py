@@ -4,7 +4,9 @@ A file that passes the scan may still explode when loaded (a huge array, a huge 
 misbehave; the child takes the blow, the server keeps serving. Children fork from a
 ``forkserver`` that has scikit-learn imported already, so a trial costs milliseconds, not an
 interpreter start, and is safe to start from a threaded server. The child answers in JSON only:
-the parent never unpickles anything a child sends.
+the parent never unpickles anything a child sends. Before it loads anything the child gives up,
+through Landlock, every right to change a file, open a TCP connection or signal another process
+(see :func:`_limit`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from registry import introspect, safety
+from registry import introspect, landlock, safety
 from registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
 
 _ANSWER_LIMIT = 1 << 20
@@ -135,14 +137,18 @@ def _trial(conn: Connection, data: bytes, fmt: str, spec: Trial, limits: Limits)
         conn.close()
 
 
-def _limit(limits: Limits) -> None:
-    """Cap what the child may take: address space beyond what it already maps, CPU seconds,
-    and file writes (none: a payload that somehow ran could not drop a file)."""
+def _limit(limits: Limits) -> landlock.Restriction:
+    """Cap what the child may take and do: address space beyond what it already maps, CPU
+    seconds, no byte written to any file (RLIMIT_FSIZE), and, where the kernel has Landlock, no
+    file created, changed, removed or renamed, no TCP connection, no signal to another process
+    (a payload that somehow ran could neither drop a file nor call out). Returns what Landlock
+    enforces here."""
     mapped = _mapped_bytes()
     resource.setrlimit(resource.RLIMIT_AS, (mapped + limits.memory_bytes, mapped + limits.memory_bytes))
     cpu = max(1, int(limits.timeout_seconds) + 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    return landlock.forbid_writes()
 
 
 def _mapped_bytes() -> int:

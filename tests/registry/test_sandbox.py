@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -87,3 +88,68 @@ def test_bombs_over_http_are_422_and_the_server_keeps_serving(config: dict[str, 
         assert response.json["code"] == 422
     assert client.get("/models/bomb").status_code == 404
     assert client.post("/predict", json=SETOSA).json["predictions"] == [0]
+
+
+def _probe(conn: Any, directory: str, port: int, other_pid: int) -> None:
+    """In a sandbox child: take the trial's limits, then try every way to touch the world."""
+    import json
+    import os
+    import socket
+
+    from registry import sandbox
+
+    restriction = sandbox._limit(sandbox.Limits(timeout_seconds=10, memory_bytes=1 << 30))
+    attempts = {
+        "create": lambda: open(os.path.join(directory, "new"), "w").close(),
+        "write": lambda: open(os.path.join(directory, "existing"), "a").write("x"),
+        "truncate": lambda: os.truncate(os.path.join(directory, "existing"), 0),
+        "remove": lambda: os.remove(os.path.join(directory, "existing")),
+        "rename": lambda: os.rename(os.path.join(directory, "existing"), os.path.join(directory, "moved")),
+        "mkdir": lambda: os.mkdir(os.path.join(directory, "sub")),
+        "symlink": lambda: os.symlink("/etc/passwd", os.path.join(directory, "link")),
+        "connect": lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close(),
+        "signal": lambda: os.kill(other_pid, 0),
+        "read": lambda: open(os.path.join(directory, "existing")).read(),
+    }
+    results = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            results[name] = "allowed"
+        except OSError:
+            results[name] = "denied"
+    results["abi"] = restriction.abi
+    conn.send_bytes(json.dumps(results).encode())
+    conn.close()
+
+
+def test_the_trial_child_can_change_no_file_open_no_connection_and_signal_no_process(tmp_path: Path) -> None:
+    import json
+    import socket
+    import subprocess
+
+    from registry import landlock
+
+    (tmp_path / "existing").write_text("kept")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        context = sandbox._context()
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_probe, args=(sender, str(tmp_path), listener.getsockname()[1], other.pid))
+        child.start()
+        sender.close()
+        assert receiver.poll(30)
+        results = json.loads(receiver.recv_bytes())
+        child.join(10)
+    finally:
+        other.kill()
+        listener.close()
+    assert results.pop("read") == "allowed"  # imports must keep working
+    abi = results.pop("abi")
+    assert abi == landlock.abi() >= 6, "this machine's kernel offers Landlock ABI 6+; the sandbox must use it"
+    assert results == dict.fromkeys(results, "denied")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+    assert (tmp_path / "existing").read_text() == "kept"
