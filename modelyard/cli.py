@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="re-trial every stored version under the installed libraries "
                                               "(exit status 1 when one is broken)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc = commands.add_parser("gc", help="remove artifact blobs no version refers to (left by a killed upload)")
+    gc.add_argument("--grace-seconds", type=float, default=3600.0,
+                    help="spare blobs put more recently than this (uploads still committing); default 3600")
+    gc.add_argument("--dry-run", action="store_true", help="report the orphans, remove nothing")
 
     args = parser.parse_args(argv)
     try:
@@ -75,6 +79,31 @@ def _run(args: argparse.Namespace) -> int:
         return _token(args)
     elif args.command == "check":
         return _check(args)
+    elif args.command == "gc":
+        return _gc(args)
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from registry import service
+    from registry.db import make_engine, make_session_factory, upgrade_to_head
+    from registry.storage import make_store
+
+    config = load_config()
+    engine = make_engine(config["database"]["url"])
+    try:
+        upgrade_to_head(engine)
+        store = make_store(config["artifacts"]["store"], config["artifacts"]["root"])
+        with make_session_factory(engine)() as session:
+            report = service.collect_orphans(session, store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(report['orphans'])} orphan blob{'' if len(report['orphans']) == 1 else 's'}")
+    for sha in report["orphans"]:
+        print(f"  {sha}")
+    if report["stale_temporaries"]:
+        print(f"removed {report['stale_temporaries']} partial writes")
     return 0
 
 

@@ -562,6 +562,37 @@ def seed_model(
     return bool(created)
 
 
+GC_GRACE_SECONDS = 3600.0  # a blob put this recently may belong to an upload still committing
+
+
+def collect_orphans(
+    session: Session, store: ArtifactStore, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False,
+) -> dict[str, Any]:
+    """Find (and unless ``dry_run`` remove) blobs no version refers to, last put more than
+    ``grace_seconds`` ago, and partial writes a killed upload left. A process killed between
+    storing a blob and committing its row leaves such an orphan; nothing else removes it.
+
+    The grace period protects uploads in flight: their blob is put (its time refreshed) before
+    their row commits, and an upload re-stores its blob after committing if it was removed.
+    """
+    import time
+
+    cutoff = time.time() - grace_seconds
+    candidates = {sha: mtime for sha, mtime in store.digests() if mtime < cutoff}
+    referenced = set(session.scalars(select(ModelVersion.sha256).distinct()))
+    session.rollback()
+    orphans = sorted(sha for sha in candidates if sha not in referenced)
+    temporaries = 0
+    if not dry_run:
+        for sha in orphans:
+            # Re-checked one by one: a version committed since the read above keeps its blob.
+            if session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha).limit(1)) is None:
+                store.delete(sha)
+            session.rollback()
+        temporaries = store.remove_stale_temporaries(cutoff)
+    return {"orphans": orphans, "removed": not dry_run, "stale_temporaries": temporaries}
+
+
 def check_versions(session: Session, store: ArtifactStore, *, limits: sandbox.Limits) -> dict[str, Any]:
     """Re-trial every stored version in the sandbox under the installed libraries: load it
     through the safety gate, inspect it and predict its upload example (or probe rows).

@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Protocol
 
 from registry.errors import ArtifactCorrupt, ArtifactMissing
@@ -34,6 +35,13 @@ class ArtifactStore(Protocol):
     def delete(self, sha256: str) -> None:
         """Remove the blob if present."""
 
+    def digests(self) -> Iterator[tuple[str, float]]:
+        """Every stored blob as (sha256, when it was last put, as a Unix time)."""
+
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        """Remove partial writes a killed process left (temp files older than ``older_than``,
+        a Unix time); return how many."""
+
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -54,6 +62,7 @@ class LocalArtifactStore:
         digest = sha256_of(data)
         target = self.path_for(digest)
         if target.is_file():
+            os.utime(target)  # "last put" is now: garbage collection spares what uploads are using
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -86,6 +95,25 @@ class LocalArtifactStore:
 
     def delete(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)
+
+    def digests(self) -> Iterator[tuple[str, float]]:
+        for path in (self.root / "sha256").glob("??/*"):
+            if _SHA256.match(path.name):
+                try:
+                    yield path.name, path.stat().st_mtime
+                except FileNotFoundError:  # removed while listing
+                    continue
+
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        removed = 0
+        for path in (self.root / "sha256").glob("??/.tmp-*"):
+            try:
+                if path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
 
 def _fsync_dir(path: Path) -> None:

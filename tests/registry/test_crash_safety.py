@@ -8,6 +8,7 @@ import hashlib
 import io
 import pickle
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,3 +169,131 @@ def test_a_blob_removed_by_a_failed_upload_of_the_same_bytes_is_stored_again(run
         version = service.resolve_version(session, "alpha", "latest")
         assert version.sha256 == sha256
         assert service.load_estimator(runtime.store, version).estimator.predict([[5.1, 3.5, 1.4, 0.2]]) is not None
+
+
+def test_an_upload_killed_between_blob_and_row_leaves_an_orphan_that_gc_removes(tmp_path: Path) -> None:
+    """SIGKILL to the real server while its upload has stored the blob and waits for the
+    database (this test holds SQLite's write lock); `modelyard gc` then finds the orphan and
+    removes it, and nothing a version uses."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.request
+    import uuid
+
+    from tests.serve_helpers import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env.update(MODELYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}",
+               MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
+               MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"), MODELYARD_SERVER_PORT=str(port))
+    server = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--workers", "1"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "admin.token").exists() or not _answers(port):
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        blobs = set((tmp_path / "artifacts" / "sha256").glob("??/*"))
+        data = pickle.dumps(fitted_logreg())
+        orphan = tmp_path / "artifacts" / "sha256" / hashlib.sha256(data).hexdigest()[:2] / hashlib.sha256(data).hexdigest()
+        lock = sqlite3.connect(tmp_path / "registry.db", timeout=30)
+        lock.execute("BEGIN IMMEDIATE")  # the upload's commit must wait behind this
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n\r\n".encode()
+                + data + f"\r\n--{boundary}--\r\n".encode())
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/models/doomed/versions", data=body, method="POST",
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                     "Authorization": f"Bearer {(tmp_path / 'admin.token').read_text().strip()}"})
+        threading.Thread(target=_send_ignoring_errors, args=(request,), daemon=True).start()
+        deadline = time.monotonic() + 60
+        while not orphan.exists():
+            assert time.monotonic() < deadline, "the upload never stored its blob"
+            time.sleep(0.01)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)
+        lock.rollback()
+        lock.close()
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    with sqlite3.connect(tmp_path / "registry.db") as db:
+        assert db.execute("SELECT count(*) FROM models WHERE name = 'doomed'").fetchone() == (0,)
+    assert orphan.exists()  # the crash left it
+
+    def gc(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).parent / "modelyard"), "gc", *args], env=env,
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    spared = gc()  # the default grace period spares a blob this fresh: it may be an upload in flight
+    assert spared.returncode == 0 and spared.stdout.startswith("removed 0 orphan blobs")
+    dry = gc("--grace-seconds", "0", "--dry-run")
+    assert dry.stdout.splitlines()[:2] == ["would remove 1 orphan blob", f"  {orphan.name}"]
+    assert orphan.exists()
+    done = gc("--grace-seconds", "0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == ["removed 1 orphan blob", f"  {orphan.name}"]
+    assert not orphan.exists()
+    assert set((tmp_path / "artifacts" / "sha256").glob("??/*")) == blobs  # iris's blob is kept
+
+
+def _answers(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _send_ignoring_errors(request: Any) -> None:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(request, timeout=60).read()
+    except OSError:
+        pass  # the server is killed under it
+
+
+def test_the_start_removes_old_orphans_and_partial_writes_but_spares_fresh_ones(config: dict[str, Any]) -> None:
+    import os
+    import time
+
+    from modelyard.app import create_app
+    from modelyard.runtime import EXTENSION
+    from registry.storage import LocalArtifactStore
+
+    store = LocalArtifactStore(config["artifacts"]["root"])
+    old = store.put(b"left by an upload killed two hours ago")
+    fresh = store.put(b"an upload still committing")
+    two_hours_ago = time.time() - 7200
+    os.utime(store.path_for(old), (two_hours_ago, two_hours_ago))
+    partial = store.path_for(old).parent / ".tmp-killed"
+    partial.write_bytes(b"half")
+    os.utime(partial, (two_hours_ago, two_hours_ago))
+    app = create_app(config)
+    app.extensions[EXTENSION].engine.dispose()
+    assert not store.exists(old) and not partial.exists()
+    assert store.exists(fresh)
+    iris = app.test_client().get("/models/iris/versions/1").json["sha256"]
+    assert store.exists(iris)
+
+
+def test_putting_a_stored_blob_again_refreshes_its_time(tmp_path: Path) -> None:
+    import os
+
+    from registry.storage import LocalArtifactStore
+
+    store = LocalArtifactStore(tmp_path)
+    sha = store.put(b"model")
+    os.utime(store.path_for(sha), (1, 1))
+    store.put(b"model")
+    assert dict(store.digests())[sha] > 1
