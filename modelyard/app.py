@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Blueprint as FlaskBlueprint
+from flask import Flask, Response, jsonify, redirect, send_from_directory
 from flask_smorest import Api
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
@@ -81,7 +82,14 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",  # served from the swagger-ui-bundle package, no CDN
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "A modelyard token (`modelyard token create`); anonymous callers get [auth] anonymous_role"}}},
+            # Optional: the anonymous role may be enough (the tutorial's predict).
+            "security": [{}, {"bearer": []}],
+        },
     )
     app.extensions[EXTENSION] = rt
     metrics.install(app)  # first, so its timer includes authentication
@@ -92,11 +100,28 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     api = _Api(app)
     for blp in (ops_blp, registry_blp, serving_blp):
         api.register_blueprint(blp)
+    app.register_blueprint(docs_assets)
     app.register_error_handler(ModelyardError, _domain_error)
     app.register_error_handler(Exception, _unexpected_error)
     rt.predict = PredictHandler(rt)
     app.wsgi_app = PredictLane(app.wsgi_app, rt.predict)  # type: ignore[method-assign]
     return app
+
+
+docs_assets = FlaskBlueprint("docs-assets", __name__)
+
+
+@docs_assets.get("/")
+def _home() -> Response:
+    """The root leads to the interactive API docs."""
+    return redirect("/docs")
+
+
+@docs_assets.get("/docs/assets/<path:filename>")
+def _swagger_ui_asset(filename: str) -> Response:
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(str(swagger_ui_path), filename, max_age=86400)
 
 
 class _Api(Api):
@@ -123,7 +148,7 @@ def _first_field_error(errors: Any) -> str | None:
             while isinstance(messages, dict) and messages:
                 messages = next(iter(messages.values()))
             if isinstance(messages, list) and messages and isinstance(messages[0], str):
-                where = {"form": "form field", "files": "file field", "json": "field", "query": "query argument"}
+                where = {"form": "form field", "files": "form field", "json": "field", "query": "query argument"}
                 return f"{where.get(location, location)} `{name}`: {messages[0]}"
     return None
 

@@ -12,7 +12,7 @@ from modelyard.runtime import runtime, session
 from registry.auth import Actor, identify, require, require_token_for
 
 # Endpoints anyone may call: liveness, readiness, server info, the OpenAPI document and docs.
-_OPEN_BLUEPRINTS = ("ops", "api-docs")
+_OPEN_BLUEPRINTS = ("ops", "api-docs", "docs-assets")
 
 
 def authorize_request() -> None:

@@ -27,8 +27,7 @@ from registry.schemas import (
     PromoteSchema,
     TokenCreateSchema,
     TokenSchema,
-    UploadFileSchema,
-    UploadFormSchema,
+    UploadSchema,
     VersionSchema,
 )
 
@@ -139,12 +138,11 @@ class Versions(MethodView):
         return page
 
     @requires("uploader")
-    @blp.arguments(UploadFormSchema, location="form")
-    @blp.arguments(UploadFileSchema, location="files")
+    @blp.arguments(UploadSchema, location="files")
     @blp.response(201, VersionSchema)
     @blp.alt_response(413, description="The file is larger than the upload limit")
     @blp.alt_response(415, description="The body is not multipart/form-data")
-    def post(self, form: dict[str, Any], files: dict[str, Any], name: str) -> Any:
+    def post(self, form: dict[str, Any], name: str) -> Any:
         """Upload a new version
 
         Multipart: `file` (pickle, joblib or skops) and optional `format`, `description`, and
@@ -154,7 +152,7 @@ class Versions(MethodView):
         when missing.
         """
         rt = runtime()
-        data = _read_upload(files["file"].stream, rt.config["upload"]["max_bytes"])
+        data = _read_upload(form["file"].stream, rt.config["upload"]["max_bytes"])
         metadata = form.get("metadata") or {}
         spec = service.VersionSpec(
             fmt=form.get("format"),

@@ -10,6 +10,7 @@ import orjson
 from flask_smorest.fields import Upload
 from marshmallow import ValidationError, fields, validate
 from webargs import core
+from werkzeug.datastructures import CombinedMultiDict
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from registry.auth import ROLES
@@ -37,12 +38,17 @@ def parse_json(data: bytes) -> Any:
 
 
 class ArgumentsParser(FlaskParser):
-    """flask-smorest's parser, reading JSON bodies through :func:`parse_json`."""
+    """flask-smorest's parser, reading JSON bodies through :func:`parse_json`, and a multipart
+    body's files and fields as one (``location="files"``), so one schema documents the whole
+    upload as an OpenAPI 3 ``multipart/form-data`` request body."""
 
     def _raw_load_json(self, req: Any) -> Any:
         if not is_json_request(req):
             return core.missing
         return parse_json(req.get_data(cache=True))
+
+    def load_files(self, req: Any, schema: ma.Schema) -> Any:
+        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
 
 
 def _tags(**kwargs: Any) -> fields.Dict:
@@ -84,7 +90,19 @@ class MetadataSchema(ma.Schema):
     tags = _tags(load_default=dict)
 
 
-class UploadFormSchema(ma.Schema):
+class ModelFile(Upload):
+    """The model file part; a text field of that name (``-F file=model.pkl``, without ``@``)
+    gets an error that says what to do."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            raise ValidationError("must be a file upload (curl -F file=@model.pkl), not a text field")
+        return value
+
+
+class UploadSchema(ma.Schema):
+    file = ModelFile(required=True, metadata={"description": "The model file: pickle, joblib or skops"},
+                     error_messages={"required": "a model file is required (curl -F file=@model.pkl)"})
     format = fields.String(validate=validate.OneOf(FORMATS),
                            metadata={"description": "pickle, joblib or skops; detected from the content when absent"})
     description = fields.String(validate=_DESCRIPTION, load_default="")
@@ -108,11 +126,6 @@ class UploadFormSchema(ma.Schema):
     )
     tags = JSONString(_tags(), expected="a JSON object of strings", example='{"team": "fraud"}',
                       metadata={"description": "JSON object of string tags"})
-    file = fields.Raw(load_only=True, metadata={"description": "(the model file: see the file part)"})
-
-    @ma.validates("file")
-    def file_is_a_file(self, value: Any, **_kwargs: Any) -> None:
-        raise ValidationError("must be a file upload (curl -F file=@model.pkl), not a text field")
 
     example = JSONString(
         fields.Raw(validate=lambda v: not isinstance(v, list) or len(v) <= MAX_EXAMPLE_ROWS
@@ -121,11 +134,6 @@ class UploadFormSchema(ma.Schema):
         metadata={"description": "JSON rows or records (texts for a text model) the upload's trial predicts, "
                                  "kept with the version; without it, probe rows are tried"},
     )
-
-
-class UploadFileSchema(ma.Schema):
-    file = Upload(required=True, metadata={"description": "The model file"}, error_messages={
-        "required": "a model file is required (curl -F file=@model.pkl)"})
 
 
 class ModelCreateSchema(ma.Schema):

@@ -64,10 +64,45 @@ def test_openapi_lists_every_route(client: FlaskClient) -> None:
     assert "requestBody" in spec["paths"]["/predict"]["post"]
 
 
-def test_interactive_docs(client: FlaskClient) -> None:
-    response = client.get("/docs")
+def test_interactive_docs_work_without_internet(anon: FlaskClient) -> None:
+    import re
+
+    response = anon.get("/docs")
     assert response.status_code == 200
-    assert "swagger-ui" in response.get_data(as_text=True).lower()
+    page = response.get_data(as_text=True)
+    assert "swagger-ui" in page.lower()
+    assert re.findall(r"(?:src|href)=\"(https?:)?//", page) == []  # no asset from another host
+    assets = re.findall(r"(?:src|href)=\"([^\"]+)\"", page)
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(assets)
+    for asset in assets:
+        served = anon.get(asset)
+        assert served.status_code == 200, asset
+        assert len(served.data) > 1000
+    assert anon.get("/docs/assets/../../etc/passwd").status_code == 404
+
+
+def test_the_root_leads_to_the_docs(anon: FlaskClient) -> None:
+    response = anon.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/docs")
+
+
+def test_the_openapi_document_validates_and_declares_auth_and_the_upload(anon: FlaskClient) -> None:
+    from openapi_spec_validator import validate
+
+    spec = anon.get("/openapi.json").json
+    validate(spec)
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearer"]["description"]}
+    assert {"bearer": []} in spec["security"]
+    upload = spec["paths"]["/models/{name}/versions"]["post"]
+    assert "parameters" not in upload or all(p["in"] != "formData" for p in upload["parameters"])
+    body = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schema = spec["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert schema["properties"]["file"] == {"type": "string", "format": "binary",
+                                           "description": "The model file: pickle, joblib or skops"}
+    assert {"format", "labels", "features", "example", "metadata"} <= set(schema["properties"])
+    assert schema["required"] == ["file"]
 
 
 def test_unexpected_errors_are_json_500_without_traceback(config: dict[str, Any]) -> None:

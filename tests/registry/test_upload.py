@@ -361,7 +361,7 @@ def test_same_bytes_twice_share_one_blob(client: FlaskClient, runtime: Runtime) 
         ({"file": (io.BytesIO(b"hello, this is a text file\n"), "notes.txt")},
          "not a model file: expected pickle, joblib or skops"),
         ({"file": "model.pkl"}, "form field `file`: must be a file upload (curl -F file=@model.pkl), not a text field"),
-        ({}, "file field `file`: a model file is required (curl -F file=@model.pkl)"),
+        ({}, "form field `file`: a model file is required (curl -F file=@model.pkl)"),
         ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "labels": "['setosa', 'versicolor']"},
          'form field `labels`: must be a JSON list, e.g. ["setosa", "versicolor", "virginica"]'),
         ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "features": "a,b,c,d"},
