@@ -20,7 +20,7 @@ from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
-from registry import landlock, sandbox, seed, service
+from registry import landlock, maintenance, sandbox, seed
 from registry.safety import allowlist
 from registry.api import blp as registry_blp
 from registry.auth import ensure_admin_token
@@ -161,7 +161,7 @@ def _prepare(rt: Runtime) -> None:
         token_file = Path(rt.config["auth"]["admin_token_file"])
         if ensure_admin_token(session, token_file):
             log.info("created admin token 'admin'; it is in %s (readable by its owner only)", token_file)
-        orphans = service.collect_orphans(session, rt.store)["orphans"]
+        orphans = maintenance.collect_orphans(session, rt.store)["orphans"]
         if orphans:
             log.info("removed %d artifact blobs no version refers to (left by interrupted uploads)", len(orphans))
         _preload(rt, session)

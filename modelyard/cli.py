@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from registry import service
+    from registry import maintenance
     from registry.db import make_engine, make_session_factory, upgrade_to_head
     from registry.storage import make_store
 
@@ -95,7 +95,7 @@ def _gc(args: argparse.Namespace) -> int:
         upgrade_to_head(engine)
         store = make_store(config["artifacts"]["store"], config["artifacts"]["root"])
         with make_session_factory(engine)() as session:
-            report = service.collect_orphans(session, store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
+            report = maintenance.collect_orphans(session, store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
     finally:
         engine.dispose()
     verb = "would remove" if args.dry_run else "removed"
@@ -112,13 +112,13 @@ def _check(args: argparse.Namespace) -> int:
 
     from modelyard.app import create_app
     from modelyard.runtime import EXTENSION
-    from registry import sandbox, service
+    from registry import maintenance, sandbox
 
     app = create_app()
     rt = app.extensions[EXTENSION]
     try:
         with rt.sessions() as session:
-            report = service.check_versions(session, rt.store, limits=sandbox.Limits.from_config(
+            report = maintenance.check_versions(session, rt.store, limits=sandbox.Limits.from_config(
                 rt.config["upload"], rt.serving.extra_globals))
     finally:
         rt.engine.dispose()

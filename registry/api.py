@@ -11,7 +11,7 @@ from flask_smorest.pagination import PaginationParameters
 
 from modelyard.runtime import runtime, session
 from modelyard.security import authorize_alias_move, current_actor
-from registry import auth, sandbox, service
+from registry import auth, maintenance, sandbox, service
 from registry.auth import private, requires
 from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
 from registry.schemas import (
@@ -330,7 +330,7 @@ class Check(MethodView):
         before upgrading scikit-learn.
         """
         rt = runtime()
-        return service.check_versions(session(), rt.store, limits=sandbox.Limits.from_config(
+        return maintenance.check_versions(session(), rt.store, limits=sandbox.Limits.from_config(
             rt.config["upload"], rt.serving.extra_globals))
 
 

@@ -26,7 +26,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_server(tmp_path: Path, *, workers: int = 2, database_url: str | None = None,
                    **env_extra: str) -> Iterator[dict[str, Any]]:
-    """``{"base", "token", "master", "dir"}`` of a server on a fresh registry in ``tmp_path``."""
+    """``{"base", "token", "master", "dir", "log"}`` of a server on a fresh registry in ``tmp_path``."""
     port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir(exist_ok=True)
@@ -41,12 +41,13 @@ def running_server(tmp_path: Path, *, workers: int = 2, database_url: str | None
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:
-        while len(workers_of(process.pid)) < workers or not _up(base):
+        while len(workers_of(process.pid)) < workers or not answers(base):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server did not start:\n{(tmp_path / 'server.log').read_text()}")
             time.sleep(0.2)
         token = (tmp_path / "admin.token").read_text().strip()
-        yield {"base": base, "token": token, "master": process.pid, "dir": metrics_dir}
+        yield {"base": base, "token": token, "master": process.pid, "dir": metrics_dir,
+               "log": tmp_path / "server.log"}
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -56,7 +57,8 @@ def running_server(tmp_path: Path, *, workers: int = 2, database_url: str | None
             log.close()
 
 
-def _up(base: str) -> bool:
+def answers(base: str) -> bool:
+    """The server at ``base`` answers its liveness check."""
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
             return response.status == 200

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,11 +17,7 @@ from typing import Any
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serve_helpers import running_server
 
 
 def _request(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
@@ -37,40 +32,9 @@ def _request(url: str, body: bytes | None = None, content_type: str = "applicati
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("serve")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-    env.update(
-        MODELYARD_DATABASE_URL=f"sqlite:///{tmp / 'registry.db'}",
-        MODELYARD_ARTIFACTS_ROOT=str(tmp / "artifacts"),
-        MODELYARD_SERVER_PORT=str(port),
-        MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp / "admin.token"),
-        MODELYARD_SERVING_MAX_BODY_BYTES="20000",
-    )
-    log = open(tmp / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelyard.cli", "serve", "--workers", "2"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if _request(f"{base}/healthz")[0] == 200:
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not start:\n{(tmp / 'server.log').read_text()}")
-        time.sleep(0.2)
-    yield base
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    finally:
-        process.kill()
-        log.close()
-    assert "Traceback" not in (tmp / "server.log").read_text()
+    with running_server(tmp, MODELYARD_SERVING_MAX_BODY_BYTES="20000") as running:
+        yield running["base"]
+    assert "Traceback" not in running["log"].read_text()
 
 
 def test_tutorial_curl(server: str) -> None:

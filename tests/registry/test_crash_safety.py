@@ -185,7 +185,7 @@ def test_an_upload_killed_between_blob_and_row_leaves_an_orphan_that_gc_removes(
     import urllib.request
     import uuid
 
-    from tests.serve_helpers import free_port
+    from tests.serve_helpers import answers, free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
@@ -197,7 +197,7 @@ def test_an_upload_killed_between_blob_and_row_leaves_an_orphan_that_gc_removes(
                               start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not (tmp_path / "admin.token").exists() or not _answers(port):
+        while not (tmp_path / "admin.token").exists() or not answers(f"http://127.0.0.1:{port}"):
             assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
         blobs = set((tmp_path / "artifacts" / "sha256").glob("??/*"))
@@ -242,16 +242,6 @@ def test_an_upload_killed_between_blob_and_row_leaves_an_orphan_that_gc_removes(
     assert done.stdout.splitlines()[:2] == ["removed 1 orphan blob", f"  {orphan.name}"]
     assert not orphan.exists()
     assert set((tmp_path / "artifacts" / "sha256").glob("??/*")) == blobs  # iris's blob is kept
-
-
-def _answers(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _send_ignoring_errors(request: Any) -> None:
