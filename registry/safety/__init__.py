@@ -5,7 +5,8 @@ stream and names every global it would import that is off the allowlist (``allow
 names derived from the installed libraries by a stated rule). :func:`load` scans, then unpickles
 with a ``find_class`` that enforces the same allowlist, so a stream the scanner misread still
 cannot import anything else; skops files are checked from their schema (``skops_schema``) before
-skops builds anything.
+skops builds anything. Whatever loads then has its tree structures checked (``structure``): the
+index arrays compiled predict code follows without bounds checks.
 """
 
 from __future__ import annotations
