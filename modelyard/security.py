@@ -23,12 +23,14 @@ def authorize_request() -> None:
     g.actor = identify(session, request.headers.get("Authorization"), auth["anonymous_role"])
     if request.method == "OPTIONS":
         return
-    kind = getattr(_target(), "private_read", None)
+    target = _target()
+    kind = getattr(target, "private_read", None)
     if kind is not None:
         require_token_for(g.actor, kind, auth["private_reads"])
     if request.blueprint in _OPEN_BLUEPRINTS:
         return
-    require(g.actor, _required_role())
+    # Fail closed: an endpoint nobody annotated needs an admin.
+    require(g.actor, getattr(target, "required_role", "admin"))
 
 
 def current_actor() -> Actor:
@@ -50,7 +52,3 @@ def _target() -> object:
         return getattr(view_class, "get" if method == "head" else method, None)
     return view
 
-
-def _required_role() -> str:
-    # Fail closed: an endpoint nobody annotated needs an admin.
-    return getattr(_target(), "required_role", "admin")
