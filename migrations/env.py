@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from registry.models import Base
+from modelyard.registry.models import Base
 
 config = context.config
 target_metadata = Base.metadata

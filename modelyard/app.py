@@ -20,20 +20,20 @@ from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
 from modelyard.runtime import EXTENSION, Runtime, close_session
 from modelyard.security import authorize_request
-from registry import landlock, maintenance, sandbox, seed
-from registry.safety import allowlist
-from registry.api import blp as registry_blp
-from registry.auth import ensure_admin_token
-from registry.db import make_engine, make_session_factory, upgrade_to_head
-from registry.errors import ModelyardError
-from registry.models import Alias, Model, ModelVersion
-from registry.refs import RefCache
-from registry.storage import make_store
-from serving.api import blp as serving_blp
-from serving.batching import Batchers
-from serving.cache import LRUCache
-from serving.http import PredictHandler, PredictLane
-from serving.service import Options, cache_state, forget, get_loaded
+from modelyard.registry import landlock, maintenance, sandbox, seed
+from modelyard.registry.safety import allowlist
+from modelyard.registry.api import blp as registry_blp
+from modelyard.registry.auth import ensure_admin_token
+from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
+from modelyard.registry.errors import ModelyardError
+from modelyard.registry.models import Alias, Model, ModelVersion
+from modelyard.registry.refs import RefCache
+from modelyard.registry.storage import make_store
+from modelyard.serving.api import blp as serving_blp
+from modelyard.serving.batching import Batchers
+from modelyard.serving.cache import LRUCache
+from modelyard.serving.http import PredictHandler, PredictLane
+from modelyard.serving.service import Options, cache_state, forget, get_loaded
 
 log = logging.getLogger("modelyard")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.config import ConfigError, load_config
-from registry.auth import ROLES
+from modelyard.registry.auth import ROLES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config()
         create_app().run(host=config["server"]["host"], port=args.port or config["server"]["port"], debug=True)
     elif args.command == "migrate":
-        from registry.db import make_engine, upgrade_to_head
+        from modelyard.registry.db import make_engine, upgrade_to_head
 
         engine = make_engine(load_config()["database"]["url"])
         upgrade_to_head(engine)
@@ -85,9 +85,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from registry import maintenance
-    from registry.db import make_engine, make_session_factory, upgrade_to_head
-    from registry.storage import make_store
+    from modelyard.registry import maintenance
+    from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
+    from modelyard.registry.storage import make_store
 
     config = load_config()
     engine = make_engine(config["database"]["url"])
@@ -112,7 +112,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from modelyard.app import create_app
     from modelyard.runtime import EXTENSION
-    from registry import maintenance, sandbox
+    from modelyard.registry import maintenance, sandbox
 
     app = create_app()
     rt = app.extensions[EXTENSION]
@@ -148,9 +148,9 @@ def _metrics_directory() -> None:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from registry import auth
-    from registry.db import make_engine, make_session_factory, upgrade_to_head
-    from registry.errors import ModelyardError
+    from modelyard.registry import auth
+    from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
+    from modelyard.registry.errors import ModelyardError
 
     engine = make_engine(load_config()["database"]["url"])
     try:

@@ -1,8 +1,10 @@
-"""Configuration: ``config.toml`` defaults, ``MODELYARD_<SECTION>_<KEY>`` env vars, then overrides.
+"""Configuration: the packaged defaults, a config file of the user's, ``MODELYARD_<SECTION>_<KEY>``
+env vars, then overrides.
 
-The shipped ``config.toml`` is the single list of keys: a key that is not in it is unknown, and
-a value must have the type of the default it replaces. Problems raise :class:`ConfigError`
-with one line naming the key, which the CLI prints before exiting.
+The packaged ``config.toml`` (``modelyard/config.toml``, the checkout's top-level one) is the
+single list of keys: a key that is not in it is unknown, and a value must have the type of the
+default it replaces. Problems raise :class:`ConfigError` with one line naming the key, which
+the CLI prints before exiting.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.toml"
+DEFAULT_CONFIG_FILE = Path(__file__).parent / "config.toml"
 ENV_PREFIX = "MODELYARD_"
+CONFIG_FILE_ENV = "MODELYARD_CONFIG"
 # Env vars with the prefix that are not config keys.
-_ENV_NOT_KEYS = {"MODELYARD_CONFIG"}
+_ENV_NOT_KEYS = {CONFIG_FILE_ENV}
+# Settings holding a filesystem path (a SQLite URL counts): a relative one is resolved when read.
+_PATH_KEYS = (("artifacts", "root"), ("auth", "admin_token_file"), ("database", "url"))
 
 Config = dict[str, dict[str, Any]]
 
@@ -32,25 +36,31 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     path: str | os.PathLike[str] | None = None,
+    cwd: Path | None = None,
 ) -> Config:
     """Return the effective configuration.
 
-    Layers, last wins: the defaults file (``path``, else ``$MODELYARD_CONFIG``, else the repo's
-    ``config.toml``), environment variables, then ``overrides`` (what tests pass). Relative
-    paths (SQLite file, artifact root) are resolved against the defaults file's directory so
-    the server finds the same registry whatever its working directory.
+    Layers, last wins: the packaged defaults; a config file (``path``, else
+    ``$MODELYARD_CONFIG``) holding only the keys it changes; environment variables; then
+    ``overrides`` (what tests pass). Relative paths (SQLite file, artifact root, admin token
+    file) in the config file resolve against that file's directory; every other relative
+    path against the working directory (``cwd``), as ``mlflow server`` keeps ``./mlruns``:
+    ``modelyard serve`` in an empty directory keeps its registry there.
     """
     environ = os.environ if environ is None else environ
-    path = Path(path or environ.get("MODELYARD_CONFIG") or DEFAULT_CONFIG_FILE)
-    try:
-        with open(path, "rb") as fh:
-            defaults = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-
+    base = Path.cwd() if cwd is None else cwd
+    defaults = _read_toml(DEFAULT_CONFIG_FILE)
     config = copy.deepcopy(defaults)
+    user_file = path or environ.get(CONFIG_FILE_ENV)
+    if user_file:
+        user_path = Path(user_file)
+        changes = _read_toml(user_path)
+        for section, values in changes.items():
+            if section not in config or not isinstance(values, dict):
+                raise ConfigError(f"{user_path}: unknown config section [{section}]")
+            for key, value in values.items():
+                config[section][key] = _check_value(defaults, section, key, value)
+        _resolve_paths(config, user_path.resolve().parent, only=changes)
     _apply_env(config, environ)
     for section, values in (overrides or {}).items():
         if section not in config:
@@ -58,8 +68,18 @@ def load_config(
         for key, value in values.items():
             config[section][key] = _check_value(defaults, section, key, value)
     _validate(config)
-    _resolve_paths(config, path.resolve().parent)
+    _resolve_paths(config, base)
     return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
@@ -154,13 +174,19 @@ def _validate(config: Config) -> None:
         raise ConfigError("[database] url: must not be empty")
 
 
-def _resolve_paths(config: Config, base: Path) -> None:
-    for section, key in (("artifacts", "root"), ("auth", "admin_token_file")):
-        path = Path(config[section][key])
+def _resolve_paths(config: Config, base: Path, only: Mapping[str, Any] | None = None) -> None:
+    """Make the relative paths of ``config`` absolute against ``base`` (of the keys ``only``
+    names, when given)."""
+    for section, key in _PATH_KEYS:
+        if only is not None and key not in only.get(section, {}):
+            continue
+        value = config[section][key]
+        if section == "database":
+            prefix = "sqlite:///"
+            if value.startswith(prefix) and value != "sqlite:///:memory:":
+                db_path = Path(value[len(prefix):])
+                if not db_path.is_absolute():
+                    config[section][key] = prefix + str(base / db_path)
+            continue
+        path = Path(value)
         config[section][key] = str(path if path.is_absolute() else base / path)
-    url = config["database"]["url"]
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url != "sqlite:///:memory:":
-        db_path = Path(url[len(prefix) :])
-        if not db_path.is_absolute():
-            config["database"]["url"] = prefix + str(base / db_path)

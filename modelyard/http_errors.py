@@ -7,8 +7,8 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from registry.auth import Forbidden, Unauthorized
-from registry.errors import (
+from modelyard.registry.auth import Forbidden, Unauthorized
+from modelyard.registry.errors import (
     Conflict,
     InvalidInput,
     MalformedBody,

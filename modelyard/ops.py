@@ -10,9 +10,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard import __version__, metrics
 from modelyard.runtime import runtime, session
-from registry.auth import private
-from registry.errors import ModelyardError
-from serving.service import get_loaded
+from modelyard.registry.auth import private
+from modelyard.registry.errors import ModelyardError
+from modelyard.serving.service import get_loaded
 
 blp = Blueprint("ops", __name__, description="Health, readiness and server information")
 

@@ -11,13 +11,13 @@ from flask import current_app, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.refs import RefCache
-from registry.service import RemovedVersion
-from registry.storage import ArtifactStore
+from modelyard.registry.refs import RefCache
+from modelyard.registry.service import RemovedVersion
+from modelyard.registry.storage import ArtifactStore
 
 if TYPE_CHECKING:
-    from serving.batching import Batchers
-    from serving.cache import LRUCache
+    from modelyard.serving.batching import Batchers
+    from modelyard.serving.cache import LRUCache
 
 EXTENSION = "modelyard"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from modelyard.runtime import runtime, session
-from registry.auth import Actor, identify, require, require_token_for
+from modelyard.registry.auth import Actor, identify, require, require_token_for
 
 # Endpoints anyone may call: liveness, readiness, server info, the OpenAPI document and docs.
 _OPEN_BLUEPRINTS = ("ops", "api-docs", "docs-assets")

@@ -11,10 +11,10 @@ from flask_smorest.pagination import PaginationParameters
 
 from modelyard.runtime import runtime, session
 from modelyard.security import authorize_alias_move, current_actor
-from registry import auth, maintenance, sandbox, service
-from registry.auth import private, requires
-from registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
-from registry.schemas import (
+from modelyard.registry import auth, maintenance, sandbox, service
+from modelyard.registry.auth import private, requires
+from modelyard.registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
+from modelyard.registry.schemas import (
     AliasMoveSchema,
     AliasSetSchema,
     ArgumentsParser,

@@ -19,10 +19,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.db import begin_write
-from registry.errors import Conflict, InvalidName, ModelyardError, NotFound
-from registry.models import Token
-from registry.service import MODEL_NAME
+from modelyard.registry.db import begin_write
+from modelyard.registry.errors import Conflict, InvalidName, ModelyardError, NotFound
+from modelyard.registry.models import Token
+from modelyard.registry.service import MODEL_NAME
 
 ROLES = ("reader", "predictor", "uploader", "promoter", "admin")
 ANONYMOUS = "anonymous"

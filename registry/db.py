@@ -102,7 +102,7 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"  # modelyard/migrations, in the package
 # Arbitrary constant: serialises concurrent `upgrade head` runs of servers sharing PostgreSQL.
 _MIGRATION_LOCK_ID = 0x6D6F64656C
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import InvalidArtifact, InvalidInput
+from modelyard.registry.errors import InvalidArtifact, InvalidInput
 
 NUMBER, STRING = "number", "string"
 

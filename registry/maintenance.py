@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry import introspect, sandbox
-from registry.errors import ModelyardError
-from registry.models import Model, ModelVersion
-from registry.storage import ArtifactStore
+from modelyard.registry import introspect, sandbox
+from modelyard.registry.errors import ModelyardError
+from modelyard.registry.models import Model, ModelVersion
+from modelyard.registry.storage import ArtifactStore
 
 GC_GRACE_SECONDS = 3600.0  # a blob put this recently may belong to an upload still committing
 

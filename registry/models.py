@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from registry.db import Base, utcnow
+from modelyard.registry.db import Base, utcnow
 
 IntPK = Annotated[int, mapped_column(primary_key=True)]
 Created = Annotated[dt.datetime, mapped_column(default=utcnow)]

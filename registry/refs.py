@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from registry import service
+from modelyard.registry import service
 
 _GENERATION_SQL = "SELECT generation FROM registry_state WHERE id = 1"
 

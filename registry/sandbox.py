@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from registry import introspect, landlock, safety
-from registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
+from modelyard.registry import introspect, landlock, safety
+from modelyard.registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
 
 _ANSWER_LIMIT = 1 << 20
 
@@ -99,7 +99,7 @@ def _read_answer(raw: bytes) -> introspect.EstimatorInfo:
     raise InvalidArtifact(answer.get("message", "the model could not be loaded"), errors=answer.get("errors"))
 
 
-_PRELOAD = ["registry.sandbox_preload"]
+_PRELOAD = ["modelyard.registry.sandbox_preload"]
 
 
 def preload(*modules: str) -> None:

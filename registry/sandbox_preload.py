@@ -1,7 +1,7 @@
 """Imported once by the trial forkserver (``registry.sandbox``): everything a trial needs is
 imported and the allowlist built before any child forks, so each trial costs milliseconds."""
 
-from registry import introspect, safety
+from modelyard.registry import introspect, safety
 
 safety.allowed_globals()
 introspect.library_versions()

@@ -13,9 +13,9 @@ from webargs import core
 from werkzeug.datastructures import CombinedMultiDict
 from webargs.flaskparser import FlaskParser, is_json_request
 
-from registry.auth import ROLES
-from registry.errors import InvalidInput, MalformedBody
-from registry.safety import FORMATS
+from modelyard.registry.auth import ROLES
+from modelyard.registry.errors import InvalidInput, MalformedBody
+from modelyard.registry.safety import FORMATS
 
 _DESCRIPTION = validate.Length(max=10_000)
 MAX_EXAMPLE_ROWS = 100  # an upload's example is kept with the version and shown in its detail

@@ -6,8 +6,8 @@ import pickle
 
 from sqlalchemy.orm import Session
 
-from registry.service import VersionSpec, model_exists, seed_model
-from registry.storage import ArtifactStore
+from modelyard.registry.service import VersionSpec, model_exists, seed_model
+from modelyard.registry.storage import ArtifactStore
 
 IRIS_FEATURES = ["sepal.length", "sepal.width", "petal.length", "petal.width"]
 IRIS_LABELS = ["setosa", "versicolor", "virginica"]

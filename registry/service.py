@@ -14,9 +14,9 @@ from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry import introspect, safety, sandbox
-from registry.db import begin_write, utcnow
-from registry.errors import (
+from modelyard.registry import introspect, safety, sandbox
+from modelyard.registry.db import begin_write, utcnow
+from modelyard.registry.errors import (
     AliasNotFound,
     InvalidInput,
     InvalidName,
@@ -26,8 +26,8 @@ from registry.errors import (
     VersionInUse,
     VersionNotFound,
 )
-from registry.models import Alias, Event, Model, ModelVersion, RegistryState
-from registry.storage import ArtifactStore
+from modelyard.registry.models import Alias, Event, Model, ModelVersion, RegistryState
+from modelyard.registry.storage import ArtifactStore
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATEST = "latest"

@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Protocol
 
-from registry.errors import ArtifactCorrupt, ArtifactMissing
+from modelyard.registry.errors import ArtifactCorrupt, ArtifactMissing
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20

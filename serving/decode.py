@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import simdjson
 
-from registry.errors import InvalidInput, TooLarge
-from registry.schemas import parse_json
-from registry.introspect import NUMBER, make_frame
+from modelyard.registry.errors import InvalidInput, TooLarge
+from modelyard.registry.schemas import parse_json
+from modelyard.registry.introspect import NUMBER, make_frame
 
 _WRAPPERS = ("instances", "inputs", "dataframe_records")
 _ROW_WRAPPERS = (b"instances", b"inputs")

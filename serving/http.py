@@ -25,12 +25,12 @@ from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
 from modelyard import metrics
 from modelyard.http_errors import answer_for, error_body, error_headers
-from registry.auth import identify, require
-from registry.errors import InvalidInput, ModelyardError, TooLarge, UnsupportedMediaType
-from registry.schemas import parse_json
-from serving import service
-from serving.batching import Arrival
-from serving.decode import read_rows
+from modelyard.registry.auth import identify, require
+from modelyard.registry.errors import InvalidInput, ModelyardError, TooLarge, UnsupportedMediaType
+from modelyard.registry.schemas import parse_json
+from modelyard.serving import service
+from modelyard.serving.batching import Arrival
+from modelyard.serving.decode import read_rows
 
 if TYPE_CHECKING:
     from modelyard.runtime import Runtime

@@ -13,15 +13,15 @@ import numpy as np
 import sklearn
 from sqlalchemy.orm import Session
 
-from registry import service as registry
-from registry.errors import InvalidInput
-from registry.refs import RefCache
-from registry.service import RemovedVersion
-from registry.storage import ArtifactStore
-from serving.batching import Arrival, Batchers
-from serving.cache import Entry, LRUCache
-from serving.decode import FeatureSpec, decode
-from serving.fastpath import CompiledPredict, Predict, compile_predict
+from modelyard.registry import service as registry
+from modelyard.registry.errors import InvalidInput
+from modelyard.registry.refs import RefCache
+from modelyard.registry.service import RemovedVersion
+from modelyard.registry.storage import ArtifactStore
+from modelyard.serving.batching import Arrival, Batchers
+from modelyard.serving.cache import Entry, LRUCache
+from modelyard.serving.decode import FeatureSpec, decode
+from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
 
 CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
 

@@ -9,8 +9,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from modelyard.runtime import Runtime
-from registry import service
-from registry.seed import IRIS_FEATURES, IRIS_LABELS
+from modelyard.registry import service
+from modelyard.registry.seed import IRIS_FEATURES, IRIS_LABELS
 
 X, y = load_iris(return_X_y=True)
 

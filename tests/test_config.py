@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,41 @@ def test_defaults_come_from_config_toml() -> None:
     assert config["cache"]["preload_aliases"] == ["production"]
 
 
-def test_relative_paths_resolve_against_the_config_file() -> None:
-    config = load_config(environ={})
-    root = DEFAULT_CONFIG_FILE.parent
-    assert config["database"]["url"] == f"sqlite:///{root / 'registry.db'}"
-    assert config["artifacts"]["root"] == str(root / "artifacts")
+def test_relative_paths_resolve_against_the_working_directory(tmp_path: Path) -> None:
+    config = load_config(environ={}, cwd=tmp_path)
+    assert config["database"]["url"] == f"sqlite:///{tmp_path / 'registry.db'}"
+    assert config["artifacts"]["root"] == str(tmp_path / "artifacts")
+    assert config["auth"]["admin_token_file"] == str(tmp_path / "admin.token")
+
+
+def test_a_config_file_holds_only_what_it_changes_and_its_paths_are_its_own(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "modelyard.toml").write_text('[server]\nport = 9100\n[artifacts]\nroot = "blobs"\n')
+    config = load_config(environ={"MODELYARD_CONFIG": str(etc / "modelyard.toml")}, cwd=tmp_path / "work")
+    assert config["server"]["port"] == 9100
+    assert config["server"]["host"] == "127.0.0.1"  # the packaged default
+    assert config["artifacts"]["root"] == str(etc / "blobs")
+    assert config["database"]["url"] == f"sqlite:///{tmp_path / 'work' / 'registry.db'}"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[server]\nport = 'x'\n", "[server] port: expected int"),
+    ("[nope]\nkey = 1\n", "unknown config section [nope]"),
+    ("[server]\nnope = 1\n", "unknown config key [server] nope"),
+    ("[server\n", "is not valid TOML"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path=tmp_path / "bad.toml", environ={})
+
+
+def test_the_defaults_ship_inside_the_package() -> None:
+    import modelyard
+
+    assert DEFAULT_CONFIG_FILE.parent == Path(modelyard.__file__).parent
+    assert DEFAULT_CONFIG_FILE.read_text().startswith("# modelyard defaults")
 
 
 def test_env_overrides_with_types() -> None:

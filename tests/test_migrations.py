@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from registry.db import make_engine, upgrade_to_head
-from registry.models import Base
+from modelyard.registry.db import make_engine, upgrade_to_head
+from modelyard.registry.models import Base
 
 
 def _diff(engine: Engine) -> list:
@@ -49,7 +49,7 @@ def test_downgrade_removes_everything(tmp_path: Path) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from registry.db import MIGRATIONS_DIR
+    from modelyard.registry.db import MIGRATIONS_DIR
 
     engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     upgrade_to_head(engine)

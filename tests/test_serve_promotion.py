@@ -55,8 +55,8 @@ def test_promotion_and_rollback_reach_every_worker(tmp_path: Path) -> None:
 
 
 def test_a_promotion_by_another_process_on_postgresql_is_served_at_once(tmp_path: Path, pg_url: str) -> None:
-    from registry import service
-    from registry.db import make_engine, make_session_factory
+    from modelyard.registry import service
+    from modelyard.registry.db import make_engine, make_session_factory
 
     with running_server(tmp_path, database_url=pg_url) as server:
         assert _served_versions(server) == {1}

@@ -16,11 +16,11 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
-from registry.errors import InvalidArtifact, UnsafeArtifact
-from registry.safety import structure
-from registry.safety.allowlist import allowed_globals
-from registry.safety.scanner import JOBLIB_WRAPPER, MAX_EXPANDED_BYTES, scan
-from registry.safety.skops_schema import SKOPS_PLAIN, check_skops, checked_skops_names, skops_names
+from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
+from modelyard.registry.safety import structure
+from modelyard.registry.safety.allowlist import allowed_globals
+from modelyard.registry.safety.scanner import JOBLIB_WRAPPER, MAX_EXPANDED_BYTES, scan
+from modelyard.registry.safety.skops_schema import SKOPS_PLAIN, check_skops, checked_skops_names, skops_names
 
 __all__ = ["FORMATS", "MAX_EXPANDED_BYTES", "Loaded", "allowed_globals", "check_skops", "detect_format", "load",
            "load_recorded", "resolve_format", "scan", "skops_names"]

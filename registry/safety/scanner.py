@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from struct import error as struct_error
 from typing import Any
 
-from registry.errors import InvalidArtifact, UnsafeArtifact
-from registry.safety.allowlist import allowed_globals
+from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
+from modelyard.registry.safety.allowlist import allowed_globals
 
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 

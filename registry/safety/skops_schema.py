@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import io
 
-from registry.errors import InvalidArtifact, UnsafeArtifact
-from registry.safety.allowlist import allowed_globals
+from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
+from modelyard.registry.safety.allowlist import allowed_globals
 
 _SKOPS_SCHEMA_LIMIT = 64 << 20
 

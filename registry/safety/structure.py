@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import InvalidArtifact
+from modelyard.registry.errors import InvalidArtifact
 
 _MAX_OBJECTS = 1_000_000  # objects visited in one graph; a model is far smaller
 

@@ -16,9 +16,9 @@ from flask.testing import FlaskClient
 from modelyard.app import create_app
 from modelyard.config import ConfigError
 from modelyard.runtime import EXTENSION
-from registry import safety
-from registry.safety import allowlist
-from registry.errors import UnsafeArtifact
+from modelyard.registry import safety
+from modelyard.registry.safety import allowlist
+from modelyard.registry.errors import UnsafeArtifact
 from tests.conftest import admin_client
 
 

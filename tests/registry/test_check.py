@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from modelyard.runtime import Runtime
-from registry.models import ModelVersion
+from modelyard.registry.models import ModelVersion
 
 OLD_PICKLE = Path(__file__).resolve().parent.parent / "fixtures" / "logreg-sklearn-1.5.2.pkl"
 SETOSA = [[5.1, 3.5, 1.4, 0.2]]

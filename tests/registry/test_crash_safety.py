@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
 from modelyard.runtime import Runtime
-from registry.models import Event, ModelVersion
+from modelyard.registry.models import Event, ModelVersion
 from tests.factories import fitted_logreg
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -120,7 +120,7 @@ def test_a_blob_removed_by_a_failed_upload_of_the_same_bytes_is_stored_again(run
     commits. A's row must not point at nothing."""
     import threading
 
-    from registry import service
+    from modelyard.registry import service
 
     data = pickle.dumps(fitted_logreg())
     sha256 = hashlib.sha256(data).hexdigest()
@@ -259,7 +259,7 @@ def test_the_start_removes_old_orphans_and_partial_writes_but_spares_fresh_ones(
 
     from modelyard.app import create_app
     from modelyard.runtime import EXTENSION
-    from registry.storage import LocalArtifactStore
+    from modelyard.registry.storage import LocalArtifactStore
 
     store = LocalArtifactStore(config["artifacts"]["root"])
     old = store.put(b"left by an upload killed two hours ago")
@@ -280,7 +280,7 @@ def test_the_start_removes_old_orphans_and_partial_writes_but_spares_fresh_ones(
 def test_putting_a_stored_blob_again_refreshes_its_time(tmp_path: Path) -> None:
     import os
 
-    from registry.storage import LocalArtifactStore
+    from modelyard.registry.storage import LocalArtifactStore
 
     store = LocalArtifactStore(tmp_path)
     sha = store.put(b"model")

@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from modelyard.runtime import Runtime
-from serving.service import cache_key
+from modelyard.serving.service import cache_key
 from tests.factories import make_version
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}

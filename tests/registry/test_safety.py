@@ -17,8 +17,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from registry import safety
-from registry.errors import InvalidArtifact, UnsafeArtifact
+from modelyard.registry import safety
+from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
 
 X, y = load_iris(return_X_y=True)
 

@@ -14,8 +14,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from modelyard.app import create_app
-from registry import sandbox
-from registry.errors import InvalidArtifact, UnsafeArtifact
+from modelyard.registry import sandbox
+from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
 from tests.conftest import admin_client
 from tests.factories import fitted_logreg
 
@@ -40,7 +40,7 @@ def _joblib_array_bomb() -> bytes:
 
 
 def test_the_bomb_passes_the_scan() -> None:
-    from registry import safety
+    from modelyard.registry import safety
 
     assert safety.scan(_bytearray_bomb(10**11)) == {"builtins.bytearray"}
     pickletools.dis(_bytearray_bomb(10**11), out=io.StringIO())
@@ -96,7 +96,7 @@ def _probe(conn: Any, directory: str, port: int, other_pid: int) -> None:
     import os
     import socket
 
-    from registry import sandbox
+    from modelyard.registry import sandbox
 
     restriction = sandbox._limit(sandbox.Limits(timeout_seconds=10, memory_bytes=1 << 30))
     attempts = {
@@ -128,7 +128,7 @@ def test_the_trial_child_can_change_no_file_open_no_connection_and_signal_no_pro
     import socket
     import subprocess
 
-    from registry import landlock
+    from modelyard.registry import landlock
 
     (tmp_path / "existing").write_text("kept")
     listener = socket.socket()

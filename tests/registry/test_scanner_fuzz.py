@@ -15,8 +15,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from registry import safety, sandbox
-from registry.errors import InvalidArtifact, UnsafeArtifact
+from modelyard.registry import safety, sandbox
+from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
 from tests.factories import X, y
 
 _MODELS = [

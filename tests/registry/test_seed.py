@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION, Runtime
-from registry import seed
-from registry.models import Alias, Event, Model, ModelVersion
+from modelyard.registry import seed
+from modelyard.registry.models import Alias, Event, Model, ModelVersion
 
 
 def _counts(rt: Runtime) -> tuple[int, ...]:

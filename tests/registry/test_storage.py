@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import ArtifactCorrupt, ArtifactMissing
-from registry.storage import LocalArtifactStore, sha256_of
+from modelyard.registry.errors import ArtifactCorrupt, ArtifactMissing
+from modelyard.registry.storage import LocalArtifactStore, sha256_of
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from registry import safety
-from registry.errors import InvalidArtifact
+from modelyard.registry import safety
+from modelyard.registry.errors import InvalidArtifact
 from tests.registry import catalogue
 
 X = np.random.RandomState(0).rand(60, 3)
@@ -109,7 +109,7 @@ def test_an_altered_tree_upload_is_422_and_the_server_keeps_serving(client: Flas
 
 
 def test_every_catalogue_model_passes_the_structure_checks() -> None:
-    from registry.safety import structure
+    from modelyard.registry.safety import structure
 
     for entry in catalogue.entries():
         structure.check(entry.build())

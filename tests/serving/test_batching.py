@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION
-from serving.batching import Batchers, MicroBatcher
+from modelyard.serving.batching import Batchers, MicroBatcher
 from tests.conftest import admin_client
 from tests.factories import X
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from serving.cache import LRUCache
+from modelyard.serving.cache import LRUCache
 
 
 def _loader(value: str, size: int = 1, calls: list[str] | None = None):  # type: ignore[no-untyped-def]

@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 
 from modelyard.app import create_app
 from modelyard.runtime import EXTENSION
-from registry import auth
-from serving.http import PredictLane, match
+from modelyard.registry import auth
+from modelyard.serving.http import PredictLane, match
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
 TUTORIAL = {"sepal.lenght": 5.1, "sepal.width": 3.5, "petal.lenght": 1.4, "petal.width": 0.2}

@@ -8,7 +8,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from modelyard.runtime import Runtime
-from serving.service import cache_key
+from modelyard.serving.service import cache_key
 from tests.factories import make_version
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -64,7 +64,7 @@ def test_a_hostile_blob_behind_a_valid_row_is_refused_at_serve_time(client: Flas
 
     from sqlalchemy import update
 
-    from registry.models import ModelVersion
+    from modelyard.registry.models import ModelVersion
 
     class Payload:
         def __reduce__(self) -> Any:

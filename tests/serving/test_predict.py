@@ -116,7 +116,7 @@ def test_model_without_labels_answers_predictions_only(client: FlaskClient, runt
 
 
 def test_promotion_is_visible_on_the_next_request(client: FlaskClient, runtime: Runtime) -> None:
-    from registry import service
+    from modelyard.registry import service
 
     make_version(runtime, "iris")  # version 2, a LogisticRegression
     assert client.post("/predict", json=SETOSA).json["version"] == 1

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.errors import InvalidInput, MalformedBody, TooLarge
-from serving.decode import FeatureSpec, Rows, decode, read_rows
+from modelyard.registry.errors import InvalidInput, MalformedBody, TooLarge
+from modelyard.serving.decode import FeatureSpec, Rows, decode, read_rows
 
 NUMBER = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),

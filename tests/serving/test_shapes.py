@@ -85,7 +85,7 @@ class ObjectArrays(ClassifierMixin, BaseEstimator):
 
 
 def test_object_arrays_of_numpy_scalars_are_answered() -> None:
-    from serving.service import plain
+    from modelyard.serving.service import plain
 
     assert plain(ObjectArrays().fit(X, None).predict(X[:3])) == [1.5, 2, "x"]
     assert plain([np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]])]) == [[[0.5, 0.5]], [[1.0, 0.0]]]
