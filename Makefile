@@ -1,4 +1,4 @@
-# The two commands of the README: `make serve` and `make test`. Each sets up .venv first
+# The two commands of the README: `make serve` and `make test` (lint, type check, tests). Each sets up .venv first
 # (only when pyproject.toml changed since the last install).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -10,6 +10,8 @@ serve: $(STAMP)
 	$(VENV)/bin/modelyard serve
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -289,7 +289,8 @@ def main() -> int:
         stack.enter_context(server(gunicorn("bench.floor_app:app", ports["floor"], args.workers, args.threads),
                                    os.environ.copy(), ports["floor"], work / "floor.log"))
         stack.enter_context(server(gunicorn("bench.tutorial_app:app", ports["tutorial"], args.workers, args.threads),
-                                   os.environ.copy(), ports["tutorial"], work / "tutorial.log", ready_body=tutorial_body))
+                                   os.environ.copy(), ports["tutorial"], work / "tutorial.log",
+                                   ready_body=tutorial_body))
         for batching in ("off", "on"):
             env = modelyard_env(work / f"batching-{batching}", MODELYARD_SERVER_PORT=str(ports[batching]),
                                 MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),

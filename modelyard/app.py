@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint as FlaskBlueprint
 from flask import Flask, Response, jsonify, redirect, send_from_directory
+from flask.typing import ResponseReturnValue
 from flask_smorest import Api
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
@@ -18,17 +19,17 @@ from modelyard import __version__, metrics
 from modelyard.config import ConfigError, load_config
 from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
-from modelyard.runtime import EXTENSION, Runtime, close_session
-from modelyard.security import authorize_request
 from modelyard.registry import landlock, maintenance, sandbox, seed
-from modelyard.registry.safety import allowlist
 from modelyard.registry.api import blp as registry_blp
 from modelyard.registry.auth import ensure_admin_token
 from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
 from modelyard.registry.errors import ModelyardError
 from modelyard.registry.models import Alias, Model, ModelVersion
 from modelyard.registry.refs import RefCache
+from modelyard.registry.safety import allowlist
 from modelyard.registry.storage import make_store
+from modelyard.runtime import EXTENSION, Runtime, close_session
+from modelyard.security import authorize_request
 from modelyard.serving.api import blp as serving_blp
 from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
@@ -86,7 +87,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {"bearer": {
                 "type": "http", "scheme": "bearer",
-                "description": "A modelyard token (`modelyard token create`); anonymous callers get [auth] anonymous_role"}}},
+                "description": "A modelyard token (`modelyard token create`); "
+                               "anonymous callers get [auth] anonymous_role"}}},
             # Optional: the anonymous role may be enough (the tutorial's predict).
             "security": [{}, {"bearer": []}],
         },
@@ -96,7 +98,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     app.before_request(authorize_request)
     app.teardown_appcontext(close_session)
 
-    app.json.sort_keys = False  # keep the schemas' field order
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
     api = _Api(app)
     for blp in (ops_blp, registry_blp, serving_blp):
         api.register_blueprint(blp)
@@ -112,7 +114,7 @@ docs_assets = FlaskBlueprint("docs-assets", __name__)
 
 
 @docs_assets.get("/")
-def _home() -> Response:
+def _home() -> ResponseReturnValue:
     """The root leads to the interactive API docs."""
     return redirect("/docs")
 

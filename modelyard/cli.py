@@ -111,8 +111,8 @@ def _check(args: argparse.Namespace) -> int:
     import json
 
     from modelyard.app import create_app
-    from modelyard.runtime import EXTENSION
     from modelyard.registry import maintenance, sandbox
+    from modelyard.runtime import EXTENSION
 
     app = create_app()
     rt = app.extensions[EXTENSION]

@@ -9,9 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard import __version__, metrics
-from modelyard.runtime import runtime, session
 from modelyard.registry.auth import private
 from modelyard.registry.errors import ModelyardError
+from modelyard.runtime import runtime, session
 from modelyard.serving.service import get_loaded
 
 blp = Blueprint("ops", __name__, description="Health, readiness and server information")

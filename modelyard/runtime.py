@@ -46,14 +46,16 @@ class Runtime:
 
 
 def runtime() -> Runtime:
-    return current_app.extensions[EXTENSION]
+    rt: Runtime = current_app.extensions[EXTENSION]
+    return rt
 
 
 def session() -> Session:
     """The request's session, opened on first use and closed when the request ends."""
     if "db_session" not in g:
         g.db_session = runtime().sessions()
-    return g.db_session
+    db_session: Session = g.db_session
+    return db_session
 
 
 def close_session(_exc: BaseException | None = None) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
-from modelyard.runtime import runtime, session
 from modelyard.registry.auth import Actor, identify, require, require_token_for
+from modelyard.runtime import runtime, session
 
 # Endpoints anyone may call: liveness, readiness, server info, the OpenAPI document and docs.
 _OPEN_BLUEPRINTS = ("ops", "api-docs", "docs-assets")
@@ -34,7 +34,8 @@ def authorize_request() -> None:
 
 
 def current_actor() -> Actor:
-    return g.actor
+    actor: Actor = g.actor
+    return actor
 
 
 def authorize_alias_move(alias: str) -> None:
@@ -45,7 +46,7 @@ def authorize_alias_move(alias: str) -> None:
 
 def _target() -> object:
     """The function that answers this request: the view, or its MethodView method."""
-    view = current_app.view_functions[request.endpoint]
+    view = current_app.view_functions[request.endpoint or ""]
     view_class = getattr(view, "view_class", None)
     method = request.method.lower()
     if view_class is not None:

@@ -9,8 +9,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.runtime import runtime, session
-from modelyard.security import authorize_alias_move, current_actor
 from modelyard.registry import auth, maintenance, sandbox, service
 from modelyard.registry.auth import private, requires
 from modelyard.registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
@@ -30,6 +28,8 @@ from modelyard.registry.schemas import (
     UploadSchema,
     VersionSchema,
 )
+from modelyard.runtime import runtime, session
+from modelyard.security import authorize_alias_move, current_actor
 
 blp = Blueprint("registry", __name__, description="Registered models, their versions and aliases")
 blp.ARGUMENTS_PARSER = ArgumentsParser()
@@ -371,7 +371,7 @@ class TokenDetail(MethodView):
 
 
 def _read_upload(stream: Any, max_bytes: int) -> bytes:
-    data = stream.read(max_bytes + 1)
+    data: bytes = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise TooLarge(f"the file is larger than the upload limit of {max_bytes} bytes",
                        errors={"max_bytes": max_bytes})

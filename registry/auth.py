@@ -135,7 +135,8 @@ def list_tokens(session: Session) -> list[dict[str, Any]]:
 def revoke_token(session: Session, name: str) -> None:
     """Delete a token; requests bearing it are refused from the next one on."""
     begin_write(session)
-    deleted = session.execute(delete(Token).where(Token.name == name)).rowcount
+    result = session.execute(delete(Token).where(Token.name == name))
+    deleted = getattr(result, "rowcount", 0)  # a DELETE's result is a CursorResult
     session.commit()
     if not deleted:
         raise TokenNotFound(name)

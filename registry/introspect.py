@@ -313,4 +313,4 @@ def _plain_list(values: Any) -> list[Any]:
     per output, of different lengths) as a list of lists."""
     if isinstance(values, list) and values and isinstance(values[0], np.ndarray):
         return [np.asarray(v).tolist() for v in values]
-    return np.asarray(values).tolist()
+    return list(np.asarray(values).tolist())

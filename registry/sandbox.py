@@ -128,7 +128,8 @@ def _trial(conn: Connection, data: bytes, fmt: str, spec: Trial, limits: Limits)
     except ModelyardError as exc:
         answer = {"error": "invalid", "message": exc.message, "errors": exc.errors}
     except MemoryError:
-        answer = {"error": "invalid", "message": f"loading the model needs more than {limits.memory_bytes} bytes of memory"}
+        answer = {"error": "invalid",
+                  "message": f"loading the model needs more than {limits.memory_bytes} bytes of memory"}
     except BaseException as exc:  # the child reports everything; the parent decides
         answer = {"error": "invalid", "message": f"the model could not be loaded: {type(exc).__name__}: {exc}"}
     try:

@@ -10,8 +10,8 @@ import orjson
 from flask_smorest.fields import Upload
 from marshmallow import ValidationError, fields, validate
 from webargs import core
-from werkzeug.datastructures import CombinedMultiDict
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.datastructures import CombinedMultiDict
 
 from modelyard.registry.auth import ROLES
 from modelyard.registry.errors import InvalidInput, MalformedBody
@@ -60,11 +60,12 @@ def _tags(**kwargs: Any) -> fields.Dict:
     )
 
 
-class JSONString(fields.Field):
+class JSONString(fields.Field):  # type: ignore[type-arg]
     """A multipart form field holding JSON, checked with an inner field. ``expected`` and
     ``example`` make the error say what to send (``must be a JSON list, e.g. ["a", "b"]``)."""
 
-    def __init__(self, inner: fields.Field, *, expected: str = "JSON", example: str = "", **kwargs: Any) -> None:
+    def __init__(self, inner: fields.Field, *, expected: str = "JSON", example: str = "",  # type: ignore[type-arg]
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inner = inner
         self.hint = f"must be {expected}" + (f", e.g. {example}" if example else "")
@@ -154,7 +155,7 @@ class PatchSchema(ma.Schema):
             raise ValidationError("give description and/or tags")
 
 
-class VersionRef(fields.Field):
+class VersionRef(fields.Field):  # type: ignore[type-arg]
     """A version number, or a ref string (``v3``, an alias, ``latest``)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -94,16 +94,18 @@ def resolve_version(session: Session, name: str, ref: str) -> ModelVersion:
     One indexed query on the success path. Raises :class:`ModelNotFound` or
     :class:`VersionNotFound`.
     """
-    return _resolve(session, select(ModelVersion), name, ref)
+    found: ModelVersion = _resolve(session, select(ModelVersion), name, ref)
+    return found
 
 
 def resolve_version_key(session: Session, name: str, ref: str) -> tuple[int, str]:
     """``(version number, sha256)`` for a ref: the same lookup as :func:`resolve_version`
     without loading the row, for the predict path."""
-    return _resolve(session, select(ModelVersion.version, ModelVersion.sha256), name, ref, scalar=False)
+    number, sha256 = _resolve(session, select(ModelVersion.version, ModelVersion.sha256), name, ref, scalar=False)
+    return number, sha256
 
 
-def _resolve(session: Session, query: Select[Any], name: str, ref: str, *, scalar: bool = True) -> Any:
+def _resolve(session: Session, query: Any, name: str, ref: str, *, scalar: bool = True) -> Any:
     query = query.join(Model, ModelVersion.model_id == Model.id).where(Model.name == name)
     number = parse_version_ref(ref)
     if number is not None:
@@ -119,7 +121,8 @@ def _resolve(session: Session, query: Select[Any], name: str, ref: str, *, scala
     return found if scalar else tuple(found)
 
 
-def load_estimator(store: ArtifactStore, version: ModelVersion, *, extra: frozenset[str] = frozenset()) -> safety.Loaded:
+def load_estimator(store: ArtifactStore, version: ModelVersion, *,
+                   extra: frozenset[str] = frozenset()) -> safety.Loaded:
     """Read the version's artifact (digest checked) and unpickle it through the safety gate,
     with the warnings loading raised."""
     return safety.load_recorded(store.open(version.sha256), version.format, extra=extra)
@@ -317,7 +320,8 @@ def update_model(
     return model_detail(session, name)
 
 
-def delete_model(session: Session, store: ArtifactStore, name: str, *, actor: str = "anonymous") -> list[RemovedVersion]:
+def delete_model(session: Session, store: ArtifactStore, name: str, *,
+                 actor: str = "anonymous") -> list[RemovedVersion]:
     """Delete a model, its versions and aliases; artifacts no other version uses are removed."""
     removed: list[RemovedVersion] = []
 
@@ -591,7 +595,8 @@ def _write(session: Session, step: Callable[[], None], *, on_conflict: Callable[
 
 def _validate_model_name(name: str) -> None:
     if not MODEL_NAME.match(name):
-        raise InvalidName("model", name, "start with a letter or digit; then letters, digits, '.', '_', '-' (at most 128)")
+        raise InvalidName("model", name,
+                          "start with a letter or digit; then letters, digits, '.', '_', '-' (at most 128)")
 
 
 def _collect_garbage(session: Session, store: ArtifactStore, digests: set[str]) -> None:

@@ -11,8 +11,8 @@ import hashlib
 import os
 import re
 import tempfile
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 from modelyard.registry.errors import ArtifactCorrupt, ArtifactMissing

@@ -9,8 +9,8 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from modelyard import metrics
-from modelyard.runtime import runtime
 from modelyard.registry.auth import requires
+from modelyard.runtime import runtime
 from modelyard.serving.http import DEFAULT_ENDPOINT, PREDICT_ENDPOINT, PREDICT_ROLE, Route
 
 blp = Blueprint("serving", __name__, description="Predictions from any version, alias or latest")

@@ -96,7 +96,7 @@ class MicroBatcher:
             item.wake.clear()
         if item.error is not None:
             raise item.error
-        return item.result
+        return item.result  # type: ignore[no-any-return]
 
     def _lead(self, own: _Item) -> None:
         """Run one batch (``own`` is the oldest queued item, so it is in it), then pass the lead."""

@@ -18,9 +18,10 @@ import numpy as np
 import simdjson
 
 from modelyard.registry.errors import InvalidInput, TooLarge
-from modelyard.registry.schemas import parse_json
 from modelyard.registry.introspect import NUMBER, make_frame
+from modelyard.registry.schemas import parse_json
 
+Matrix = Any  # what an estimator is handed: a 2-D float64 array; for a text model, a list of str
 _WRAPPERS = ("instances", "inputs", "dataframe_records")
 _ROW_WRAPPERS = (b"instances", b"inputs")
 _CLOSE, _COMMA = ord("]"), ord(",")
@@ -162,7 +163,7 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
     )
 
 
-def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str, fast: bool = False) -> np.ndarray:
+def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str, fast: bool = False) -> Matrix:
     if not isinstance(items, list):
         raise InvalidInput(f"{where} must be a list of records or rows")
     if spec.text:
@@ -186,7 +187,7 @@ def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str, fas
     return _rows_to_array(rows, spec)
 
 
-def _from_split(split: Any, spec: FeatureSpec, max_rows: int) -> np.ndarray:
+def _from_split(split: Any, spec: FeatureSpec, max_rows: int) -> Matrix:
     if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(
         split.get("data"), list
     ):
@@ -279,7 +280,7 @@ def _numeric_rows(items: list[Any], n_features: int) -> np.ndarray | None:
     return array.astype(np.float64, copy=False)
 
 
-def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> Any:
+def _rows_to_array(rows: list[list[Any]], spec: FeatureSpec) -> Matrix:
     if not rows:
         raise InvalidInput("no rows to predict")
     if spec.text:

@@ -52,8 +52,8 @@ try:  # private classes: only their method objects are compared, to recognise a 
     _LINEAR_PREDICTS: tuple[Any, ...] = (LinearModel.predict, MultiOutputLinearModel.predict, Ridge.predict)
     _LINEAR_DECISIONS: tuple[Any, ...] = (LinearModel._decision_function, ElasticNet._decision_function)
 except ImportError:  # another scikit-learn layout: every estimator keeps its own predict
-    BaseLibSVM = BaseSVC = BaseDecisionTree = LinearClassifierMixin = LinearModel = Pipeline = None  # type: ignore[assignment,misc]
-    MinMaxScaler = StandardScaler = None  # type: ignore[assignment,misc]
+    BaseLibSVM = BaseSVC = BaseDecisionTree = LinearClassifierMixin = LinearModel = Pipeline = None
+    MinMaxScaler = StandardScaler = None
     _LINEAR_PREDICTS = _LINEAR_DECISIONS = ()
 
 _PROBE_ROWS = (1, 16)  # one row (the common request, and shape slips) and several
@@ -67,9 +67,10 @@ class CompiledPredict:
 
 def compile_predict(estimator: Any) -> CompiledPredict:
     """The quickest predict for ``estimator`` that answers exactly as ``estimator.predict``."""
-    width = getattr(estimator, "n_features_in_", None)
+    found = getattr(estimator, "n_features_in_", None)
+    width = found if isinstance(found, int) and found > 0 else 0
     try:
-        fast = _predict_for(estimator) if isinstance(width, int) and width > 0 else None
+        fast = _predict_for(estimator) if width else None
         if fast is not None and not _agrees(fast, estimator, width):
             log.warning("%s: the direct predict differs from scikit-learn's; using scikit-learn's",
                         type(estimator).__name__)
@@ -148,7 +149,7 @@ def _svm(svm: Any) -> Predict | None:
         classes = svm.classes_
         return lambda X: classes.take(np.asarray(dense_predict(X), dtype=np.intp))
     if cls.predict is BaseLibSVM.predict:
-        return dense_predict
+        return dense_predict  # type: ignore[no-any-return]
     return None
 
 
@@ -167,7 +168,7 @@ def _linear_classifier(model: Any) -> Predict | None:
         if scores.ndim > 1 and scores.shape[1] == 1:
             scores = scores.reshape(-1)
         indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
-        return classes.take(indices, axis=0)
+        return np.asarray(classes.take(indices, axis=0))
 
     return predict
 
@@ -215,7 +216,7 @@ def _transform_for(step: Any) -> Transform | None:
             return None
 
         def standardize(X: np.ndarray) -> np.ndarray:
-            Y = X - mean if mean is not None else X.copy()  # never the caller's array
+            Y: np.ndarray = X - mean if mean is not None else X.copy()  # never the caller's array
             if scale is not None:
                 Y /= scale
             return Y
@@ -228,7 +229,7 @@ def _transform_for(step: Any) -> Transform | None:
             return None
 
         def min_max(X: np.ndarray) -> np.ndarray:
-            Y = X * factor
+            Y: np.ndarray = X * factor
             Y += offset
             if clip:
                 np.clip(Y, low, high, out=Y)

@@ -189,7 +189,8 @@ def _read(stream: Any, size: int) -> bytes:
     """Read from the client's body stream; whatever goes wrong there (a reset connection, a
     malformed chunk) is the client's doing and answers 400, not 500."""
     try:
-        return stream.read(size)
+        data: bytes = stream.read(size)
+        return data
     except Exception as exc:  # noqa: BLE001 - the server's own stream errors have no common base
         raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None
 

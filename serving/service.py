@@ -84,7 +84,7 @@ def cache_state(cache: LRUCache[CacheKey], name: str, version: int, sha256: str)
         "serving_load_warnings": list(entry.value.load_warnings),
         "loaded": True,
         "load_ms": round(entry.load_ms, 3),
-        "last_used": datetime.datetime.fromtimestamp(entry.last_used, datetime.timezone.utc),
+        "last_used": datetime.datetime.fromtimestamp(entry.last_used, datetime.UTC),
         "fast_path": entry.value.fast_path,
     }
 
@@ -121,8 +121,9 @@ def get_loaded(
         for warning in loaded_file.warnings:
             if warning not in version.load_warnings:
                 log.warning("loading %s version %s: %s", name, number, warning)
-        flat = bool(version.classes) and not isinstance(version.classes[0], list)
-        label_of = dict(zip(version.classes, version.labels)) if version.labels and flat else None
+        classes = version.classes or []
+        flat = bool(classes) and not isinstance(classes[0], list)
+        label_of = dict(zip(classes, version.labels)) if version.labels and flat else None
         frame = version.input_kind == "dataframe"
         text = version.input_kind == "text"
         # A version that takes a DataFrame or texts is always served by its own predict.

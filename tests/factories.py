@@ -8,9 +8,9 @@ from typing import Any
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from modelyard.runtime import Runtime
 from modelyard.registry import service
 from modelyard.registry.seed import IRIS_FEATURES, IRIS_LABELS
+from modelyard.runtime import Runtime
 
 X, y = load_iris(return_X_y=True)
 

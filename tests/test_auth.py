@@ -215,7 +215,8 @@ def test_admin_token_file_is_private_and_written_once(config: dict[str, Any], ca
     assert path.read_text().strip() == token
 
 
-def test_a_token_never_appears_in_logs_or_later_responses(config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_a_token_never_appears_in_logs_or_later_responses(config: dict[str, Any],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     app = create_app({**config, "database": {**config["database"], "echo": True}, "logging": {"level": "DEBUG"}})
     admin = admin_client(app)
     admin_token = Path(config["auth"]["admin_token_file"]).read_text().strip()

@@ -104,7 +104,8 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_config(path=tmp_path / "absent.toml", environ={})
 
 
-def test_cli_prints_one_line_for_a_bad_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_one_line_for_a_bad_config(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     from modelyard.cli import main
 
     monkeypatch.setenv("MODELYARD_SERVER_PORT", "eighty")
@@ -113,7 +114,8 @@ def test_cli_prints_one_line_for_a_bad_config(monkeypatch: pytest.MonkeyPatch, c
     assert err.count("\n") == 1 and "MODELYARD_SERVER_PORT" in err
 
 
-def test_cli_config_hides_database_password(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_config_hides_database_password(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     from modelyard.cli import main
 
     monkeypatch.setenv("MODELYARD_DATABASE_URL", "postgresql+psycopg://user:s3cret@db/modelyard")

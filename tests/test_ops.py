@@ -92,8 +92,8 @@ def test_the_openapi_document_validates_and_declares_auth_and_the_upload(anon: F
 
     spec = anon.get("/openapi.json").json
     validate(spec)
-    assert spec["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearer"]["description"]}
+    bearer = spec["components"]["securitySchemes"]["bearer"]
+    assert bearer == {"type": "http", "scheme": "bearer", "description": bearer["description"]}
     assert {"bearer": []} in spec["security"]
     upload = spec["paths"]["/models/{name}/versions"]["post"]
     assert "parameters" not in upload or all(p["in"] != "formData" for p in upload["parameters"])
@@ -144,7 +144,8 @@ def test_metrics_count_predictions_cache_and_uploads(client: FlaskClient) -> Non
     missing = 'modelyard_predict_requests_total{model="",status="404",version=""}'
     assert value(after, missing) - value(before, missing) == 1
     assert value(after, "modelyard_cache_hits_total") - value(before, "modelyard_cache_hits_total") >= 3
-    assert value(after, 'modelyard_uploads_total{status="201"}') - value(before, 'modelyard_uploads_total{status="201"}') == 1
+    assert value(after, 'modelyard_uploads_total{status="201"}') - value(before,
+                                                                         'modelyard_uploads_total{status="201"}') == 1
     assert 'modelyard_predict_duration_seconds_bucket{le="0.5",model="iris",status="200",version="1"}' in after
 
 

@@ -36,7 +36,8 @@ def _upload_version_2(server: dict[str, Any]) -> None:
             f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"feature_aliases\"\r\n\r\n"
             '{"sepal.lenght": "sepal.length", "petal.lenght": "petal.length"}'
             f"\r\n--{boundary}--\r\n").encode()
-    assert _call(server, "POST", "/models/iris/versions", body, f"multipart/form-data; boundary={boundary}")["version"] == 2
+    assert _call(server, "POST", "/models/iris/versions", body,
+                 f"multipart/form-data; boundary={boundary}")["version"] == 2
 
 
 def _served_versions(server: dict[str, Any], count: int = 24) -> set[int]:

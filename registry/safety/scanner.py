@@ -100,7 +100,7 @@ class _CountingReader(io.RawIOBase):
         # Never ask the decompressor for more than the limit allows: a literal claiming 10^12
         # bytes must not make it allocate them.
         room = self.limit - self.count + 1
-        data = self.inner.read(room if size is None or size < 0 or size > room else size)
+        data: bytes = self.inner.read(room if size is None or size < 0 or size > room else size)
         self.count += len(data)
         if self.count > self.limit:
             raise InvalidArtifact(f"the file expands to more than {self.limit} bytes")
@@ -108,7 +108,7 @@ class _CountingReader(io.RawIOBase):
 
     def readline(self, size: int | None = -1) -> bytes:
         room = self.limit - self.count + 1
-        data = self.inner.readline(room if size is None or size < 0 or size > room else size)
+        data: bytes = self.inner.readline(room if size is None or size < 0 or size > room else size)
         self.count += len(data)
         if self.count > self.limit:
             raise InvalidArtifact(f"the file expands to more than {self.limit} bytes")
@@ -152,12 +152,12 @@ def _scan(data: bytes, fmt: str, found: _Offenders, max_expanded_bytes: int) -> 
         except (OSError, EOFError, ValueError) as exc:  # corrupt compressed container
             raise InvalidArtifact(f"not a valid joblib file: {exc}") from None
     else:
-        reader = io.BytesIO(data)
+        stream = io.BytesIO(data)
         try:
-            _walk(reader, found, joblib=False, depth=0)
+            _walk(stream, found, joblib=False, depth=0)
         except RecursionError:
             raise InvalidArtifact("not a valid pickle stream: nested too deeply") from None
-        _expect_end(reader)
+        _expect_end(stream)
 
 
 def _expect_end(reader: Any) -> None:
@@ -221,11 +221,11 @@ def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any], found: _O
         stack.append(())
     elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
         n = int(name[-1])
-        items = tuple(stack[-n:])
-        if len(items) != n:
+        members = tuple(stack[-n:])
+        if len(members) != n:
             raise IndexError
         del stack[-n:]
-        stack.append(items)
+        stack.append(members)
     elif name == "TUPLE":
         stack.append(tuple(_pop_mark(stack)))
     elif name == "EMPTY_LIST":
@@ -330,7 +330,8 @@ def _skip_array(reader: Any, state: Any, found: _Offenders, depth: int) -> Any:
         raise InvalidArtifact("joblib array wrapper without its state")
     dtype = _dtype_of(state.get("dtype"))
     shape = state.get("shape")
-    if not isinstance(shape, tuple) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and not isinstance(n,
+                                                                                     bool) and n >= 0 for n in shape):
         raise InvalidArtifact("joblib array wrapper with an invalid shape")
     if dtype.hasobject:
         _walk(reader, found, joblib=False, depth=depth + 1)

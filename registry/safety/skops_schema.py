@@ -36,7 +36,8 @@ def skops_names(data: bytes) -> list[str]:
         if isinstance(node, dict):
             loader = node.get("__loader__")
             if loader is not None and loader not in _SKOPS_LOADERS:
-                raise UnsafeArtifact(f"skops {loader}", _SKOPS_REFUSED_LOADERS.get(loader, "not a node modelyard reads"))
+                raise UnsafeArtifact(f"skops {loader}", _SKOPS_REFUSED_LOADERS.get(loader,
+                                                                                   "not a node modelyard reads"))
             module, cls = node.get("__module__"), node.get("__class__")
             if module is not None or cls is not None:
                 name = f"{module}.{cls}"

@@ -23,15 +23,14 @@ _MAX_OBJECTS = 1_000_000  # objects visited in one graph; a model is far smaller
 
 def check(obj: Any) -> None:
     """Walk what was loaded and check every tree structure in it. Raises InvalidArtifact."""
+    from scipy import sparse
     from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
     from sklearn.neighbors._ball_tree import BinaryTree32 as BallTree32
     from sklearn.neighbors._ball_tree import BinaryTree64 as BallTree64
     from sklearn.neighbors._kd_tree import BinaryTree32 as KDTree32
     from sklearn.neighbors._kd_tree import BinaryTree64 as KDTree64
-    from sklearn.tree._tree import Tree
-
-    from scipy import sparse
     from sklearn.svm._base import BaseLibSVM
+    from sklearn.tree._tree import Tree
 
     binary_trees = (KDTree32, KDTree64, BallTree32, BallTree64)
     seen: set[int] = set()

@@ -9,9 +9,9 @@ through has let a working exploit through.
 from __future__ import annotations
 
 import code
-import dataclasses
 import copyreg
 import cProfile
+import dataclasses
 import functools
 import importlib
 import io

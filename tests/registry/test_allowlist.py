@@ -15,10 +15,10 @@ from flask.testing import FlaskClient
 
 from modelyard.app import create_app
 from modelyard.config import ConfigError
-from modelyard.runtime import EXTENSION
 from modelyard.registry import safety
-from modelyard.registry.safety import allowlist
 from modelyard.registry.errors import UnsafeArtifact
+from modelyard.registry.safety import allowlist
+from modelyard.runtime import EXTENSION
 from tests.conftest import admin_client
 
 
@@ -52,7 +52,8 @@ def test_every_state_family_exists_in_the_installed_scikit_learn() -> None:
     "numpy.testing._private.utils.runstring", "numpy.core._ufunc_reconstruct", "numpy._core._ufunc_reconstruct",
     "numpy.vectorize", "numpy.frompyfunc", "numpy.ctypeslib.load_library",
     "sklearn.utils._testing.check_output", "sklearn.utils.parallel.Parallel", "sklearn.utils.parallel.delayed",
-    "sklearn.datasets._openml.fetch_openml", "sklearn.datasets._base.load_files", "sklearn.utils.deprecation.deprecated",
+    "sklearn.datasets._openml.fetch_openml", "sklearn.datasets._base.load_files",
+    "sklearn.utils.deprecation.deprecated",
     "sklearn.utils._pprint._EstimatorPrettyPrinter", "scipy.io.loadmat", "scipy.stats._distn_infrastructure.rv_frozen",
 ])
 def test_what_reads_writes_imports_or_evaluates_is_not_admitted(name: str) -> None:
@@ -69,7 +70,8 @@ def test_functions_admitted_are_only_ufuncs_metrics_selectors_and_named_internal
     functions = []
     for name in allowlist.derived():
         target = _resolve(name)
-        if target is not None and (inspect.isfunction(target) or inspect.isbuiltin(target)) and not isinstance(target, np.ufunc):
+        if target is not None and (inspect.isfunction(target) or inspect.isbuiltin(target)) and not isinstance(target,
+                                                                                                               np.ufunc):
             functions.append(name)
     allowed_modules = ("sklearn.metrics.", "sklearn.feature_selection.",
                        "sklearn.cluster._kmeans.", "scipy._lib.", "numpy.random.", "numpy._core.", "numpy.core.",

@@ -16,8 +16,8 @@ import sklearn
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from modelyard.runtime import Runtime
 from modelyard.registry.models import ModelVersion
+from modelyard.runtime import Runtime
 
 OLD_PICKLE = Path(__file__).resolve().parent.parent / "fixtures" / "logreg-sklearn-1.5.2.pkl"
 SETOSA = [[5.1, 3.5, 1.4, 0.2]]
@@ -108,7 +108,8 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "MODELYARD_ARTIFACTS_ROOT": str(tmp_path / "artifacts"),
         "MODELYARD_AUTH_ADMIN_TOKEN_FILE": str(tmp_path / "admin.token"),
     }
-    return subprocess.run([str(Path(sys.executable).parent / "modelyard"), "check", *args], env=env, capture_output=True,
+    return subprocess.run([str(Path(sys.executable).parent / "modelyard"), "check", *args], env=env,
+                          capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 

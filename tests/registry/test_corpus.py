@@ -55,7 +55,8 @@ def test_the_corpora_are_big_enough(hostile: list[corpus.Case]) -> None:
     assert len(corpus.benign()) >= 12
 
 
-def test_every_hostile_file_is_refused_and_nothing_runs(corpus_app: Flask, hostile: list[corpus.Case], markers: Path) -> None:
+def test_every_hostile_file_is_refused_and_nothing_runs(corpus_app: Flask, hostile: list[corpus.Case],
+                                                        markers: Path) -> None:
     client = admin_client(corpus_app)
     refused: dict[str, tuple[int, str]] = {}
     for case in hostile:

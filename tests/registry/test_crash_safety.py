@@ -15,8 +15,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
-from modelyard.runtime import Runtime
 from modelyard.registry.models import Event, ModelVersion
+from modelyard.runtime import Runtime
 from tests.factories import fitted_logreg
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -64,7 +64,8 @@ def _assert_previous_state_served(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize("hook", ["before_flush", "before_commit"])
-def test_failed_database_write_leaves_no_row_and_no_file(client: FlaskClient, runtime: Runtime, fail_on: Any, hook: str) -> None:
+def test_failed_database_write_leaves_no_row_and_no_file(client: FlaskClient, runtime: Runtime, fail_on: Any,
+                                                         hook: str) -> None:
     before, blobs = _state(runtime), _blobs(runtime)
     data = pickle.dumps(fitted_logreg())
     fail_on(hook)
@@ -202,7 +203,8 @@ def test_an_upload_killed_between_blob_and_row_leaves_an_orphan_that_gc_removes(
             time.sleep(0.2)
         blobs = set((tmp_path / "artifacts" / "sha256").glob("??/*"))
         data = pickle.dumps(fitted_logreg())
-        orphan = tmp_path / "artifacts" / "sha256" / hashlib.sha256(data).hexdigest()[:2] / hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()
+        orphan = tmp_path / "artifacts" / "sha256" / digest[:2] / digest
         lock = sqlite3.connect(tmp_path / "registry.db", timeout=30)
         lock.execute("BEGIN IMMEDIATE")  # the upload's commit must wait behind this
         boundary = uuid.uuid4().hex
@@ -258,8 +260,8 @@ def test_the_start_removes_old_orphans_and_partial_writes_but_spares_fresh_ones(
     import time
 
     from modelyard.app import create_app
-    from modelyard.runtime import EXTENSION
     from modelyard.registry.storage import LocalArtifactStore
+    from modelyard.runtime import EXTENSION
 
     store = LocalArtifactStore(config["artifacts"]["root"])
     old = store.put(b"left by an upload killed two hours ago")

@@ -184,7 +184,8 @@ def test_reserved_or_malformed_alias_names_are_422(client: FlaskClient, alias: s
     assert "invalid alias name" in response.json["message"]
 
 
-@pytest.mark.parametrize("body", [{}, {"version": 0}, {"version": -1}, {"version": True}, {"version": [1]}, {"version": ""}])
+@pytest.mark.parametrize("body", [{}, {"version": 0}, {"version": -1}, {"version": True}, {"version": [1]},
+                                  {"version": ""}])
 def test_put_alias_bad_body_is_422(client: FlaskClient, body: dict[str, Any]) -> None:
     assert client.put("/models/iris/aliases/staging", json=body).status_code == 422
 

@@ -41,7 +41,8 @@ mutation = st.one_of(
     st.tuples(st.just("delete"), st.integers(min_value=0), st.integers(min_value=1, max_value=16)),
     st.tuples(st.just("truncate"), st.integers(min_value=0), st.just(0)),
     st.tuples(st.just("splice"), st.integers(min_value=0), st.sampled_from(
-        [b"cos\nsystem\n", b"\x8c\x08builtins\x8c\x04eval\x93", b"R", b"b", b"\x93", b"h\x00", b"(", b"t", b"0", b"2"])),
+        [b"cos\nsystem\n", b"\x8c\x08builtins\x8c\x04eval\x93", b"R", b"b", b"\x93", b"h\x00", b"(", b"t", b"0",
+         b"2"])),
 )
 
 
@@ -72,7 +73,8 @@ def test_scanner_only_ever_rejects_cleanly(seed: int, steps: list[tuple[str, int
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(range(len(SEEDS))), steps=st.lists(mutation, min_size=1, max_size=3))
-def test_what_the_scanner_accepts_the_restricted_loader_does_not_refuse(seed: int, steps: list[tuple[str, int, Any]]) -> None:
+def test_what_the_scanner_accepts_the_restricted_loader_does_not_refuse(seed: int, steps: list[tuple[str, int,
+                                                                                                     Any]]) -> None:
     data, fmt = SEEDS[seed]
     mutated = _mutate(data, steps)
     try:

@@ -5,9 +5,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION, Runtime
 from modelyard.registry import seed
 from modelyard.registry.models import Alias, Event, Model, ModelVersion
+from modelyard.runtime import EXTENSION, Runtime
 
 
 def _counts(rt: Runtime) -> tuple[int, ...]:

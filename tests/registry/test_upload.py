@@ -138,7 +138,8 @@ def test_other_estimators_register(client: FlaskClient) -> None:
         ({"feature_aliases": {"x0": "x1"}}, "must not be feature names"),
     ],
 )
-def test_metadata_contradicting_the_estimator_is_422(client: FlaskClient, fields: dict[str, Any], fragment: str) -> None:
+def test_metadata_contradicting_the_estimator_is_422(client: FlaskClient, fields: dict[str, Any],
+                                                     fragment: str) -> None:
     response = upload(client, "m", pickle.dumps(fitted_logreg()), **fields)
     assert response.status_code == 422
     assert fragment in response.json["message"]
@@ -234,7 +235,8 @@ def test_a_model_with_string_columns_takes_a_dataframe(client: FlaskClient) -> N
     assert body["input_kind"] == "dataframe"
     assert body["feature_names"] == ["colour", "size"]
     assert body["feature_types"] == ["string", "number"]
-    response = client.post("/models/shop/1/predict", json=[{"colour": "blue", "size": 2.0}, {"colour": "red", "size": 1.0}])
+    response = client.post("/models/shop/1/predict", json=[{"colour": "blue", "size": 2.0}, {"colour": "red",
+                                                                                             "size": 1.0}])
     assert response.status_code == 200, response.json
     assert response.json["predictions"] == [1, 0]
     split = {"dataframe_split": {"columns": ["size", "colour"], "data": [[2.0, "blue"]]}}
@@ -260,7 +262,8 @@ def test_numeric_models_stay_on_the_array_path(client: FlaskClient) -> None:
     assert body["input_kind"] == "array" and body["feature_types"] is None
 
 
-def test_hostile_pickle_is_422_naming_the_global_and_stores_nothing(client: FlaskClient, runtime: Runtime, tmp_path: Any) -> None:
+def test_hostile_pickle_is_422_naming_the_global_and_stores_nothing(client: FlaskClient, runtime: Runtime,
+                                                                    tmp_path: Any) -> None:
     import os
 
     marker = tmp_path / "owned"
@@ -368,7 +371,8 @@ def test_same_bytes_twice_share_one_blob(client: FlaskClient, runtime: Runtime) 
          "form field `features`: must be a JSON list of feature names"),
         ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "metadata": "accuracy=0.9"},
          "form field `metadata`: must be a JSON object"),
-        ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "example": json.dumps([[5.1, 3.5, 1.4, 0.2]] * 101)},
+        ({"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "example": json.dumps([[5.1, 3.5, 1.4,
+                                                                                                0.2]] * 101)},
          "form field `example`: must be JSON rows or records, e.g. [[5.1, 3.5, 1.4, 0.2]]: at most 100 rows"),
     ],
     ids=["text-file", "file-without-at", "no-file", "python-list-labels", "csv-features", "metadata-not-json",

@@ -236,7 +236,8 @@ def test_batching_every_model_with_a_star(config: dict[str, Any]) -> None:
     make_version(rt, "flowers")
     client = admin_client(app)
     rows = X[::10].tolist()
-    answers = _concurrently(len(rows), lambda i: client.post("/models/flowers/1/predict", json={"inputs": [rows[i]]}).json)
+    answers = _concurrently(len(rows), lambda i: client.post("/models/flowers/1/predict",
+                                                             json={"inputs": [rows[i]]}).json)
     assert [a["predictions"][0] for a in answers] == [int(p) for p in _logreg_predictions(rows)]
     for name in ("flowers", "iris"):
         assert rt.batchers.get(name) is not None

@@ -17,8 +17,15 @@ from hypothesis.extra.numpy import arrays
 from sklearn.datasets import load_iris, make_regression
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import (
-    ElasticNet, Lasso, LinearRegression, LogisticRegression, Perceptron, Ridge, RidgeClassifier,
-    SGDClassifier, SGDRegressor,
+    ElasticNet,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Perceptron,
+    Ridge,
+    RidgeClassifier,
+    SGDClassifier,
+    SGDRegressor,
 )
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler

@@ -16,8 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION
 from modelyard.registry import auth
+from modelyard.runtime import EXTENSION
 from modelyard.serving.http import PredictLane, match
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -51,7 +51,8 @@ def _requests(app: Flask) -> list[tuple[str, str, dict[str, Any]]]:
         ("records", "/models/iris/1/predict", {"json": [SETOSA, SETOSA]}),
         ("rows by alias", "/models/iris/production/predict", {"json": {"inputs": [[1, 2, 3, 4]]}}),
         ("latest v-form", "/models/iris/v1/predict", {"json": SETOSA}),
-        ("json suffix type", "/predict", {"data": json.dumps(SETOSA), "headers": {"Content-Type": "application/vnd.x+json; charset=utf-8"}}),
+        ("json suffix type", "/predict", {"data": json.dumps(SETOSA),
+                                          "headers": {"Content-Type": "application/vnd.x+json; charset=utf-8"}}),
         ("proba unsupported", "/predict?proba=true", {"json": SETOSA}),
         ("proba not a flag", "/predict?proba=maybe", {"json": SETOSA}),
         ("proba off", "/predict?proba=0&x=1", {"json": SETOSA}),
@@ -113,7 +114,8 @@ def test_the_lane_answers_as_the_flask_views_do(small_app: Flask) -> None:
     assert via_lane["bad scheme"][3] == 'Bearer realm="modelyard"'
     for seen in via_lane.values():
         assert seen[1] == "application/json"
-        assert set(seen[2]) >= ({"model", "version", "predictions"} if seen[0] == 200 else {"code", "status", "message"})
+        assert set(seen[2]) >= ({"model", "version", "predictions"} if seen[0] == 200 else {"code", "status",
+                                                                                            "message"})
 
 
 def test_anonymous_role_none_is_401_in_the_lane(config: dict[str, Any]) -> None:
