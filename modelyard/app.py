@@ -17,7 +17,6 @@ from werkzeug.exceptions import HTTPException
 
 from modelyard import __version__, metrics
 from modelyard.config import ConfigError, load_config
-from modelyard.http_errors import answer_for, error_body
 from modelyard.ops import blp as ops_blp
 from modelyard.registry import landlock, maintenance, sandbox, seed
 from modelyard.registry.api import blp as registry_blp
@@ -28,13 +27,15 @@ from modelyard.registry.models import Alias, Model, ModelVersion
 from modelyard.registry.refs import RefCache
 from modelyard.registry.safety import allowlist
 from modelyard.registry.storage import make_store
-from modelyard.runtime import EXTENSION, Runtime, close_session
-from modelyard.security import authorize_request
 from modelyard.serving.api import blp as serving_blp
 from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
 from modelyard.serving.http import PredictHandler, PredictLane
-from modelyard.serving.service import Options, cache_state, forget, get_loaded
+from modelyard.serving.service import Options, Predictor
+from modelyard.web import observe
+from modelyard.web.auth import authorize_request
+from modelyard.web.context import EXTENSION, Runtime, close_session
+from modelyard.web.errors import answer_for, error_body
 
 log = logging.getLogger("modelyard")
 
@@ -55,23 +56,25 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     db = config["database"]
     options = Options.from_config(config, extra_globals)
     engine = make_engine(db["url"], pool_size=db["pool_size"], max_overflow=db["max_overflow"], echo=db["echo"])
-    rt = Runtime(
-        config=config,
-        engine=engine,
-        sessions=make_session_factory(engine),
-        store=make_store(config["artifacts"]["store"], config["artifacts"]["root"]),
-        cache=LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"], listener=metrics.CacheMetrics()),
-        serving=options,
-        refs=RefCache(engine),
-        batchers=Batchers(options.batches, max_rows=options.batch_max_rows,
-                          max_wait_s=options.batch_max_wait_s, on_batch=metrics.record_batch),
+    sessions = make_session_factory(engine)
+    store = make_store(config["artifacts"]["store"], config["artifacts"]["root"])
+    predictor = Predictor(
+        store,
+        LRUCache(config["cache"]["max_entries"], config["cache"]["max_bytes"], listener=metrics.CacheMetrics()),
+        RefCache(engine),
+        Batchers(options.batches, max_rows=options.batch_max_rows, max_wait_s=options.batch_max_wait_s,
+                 on_batch=metrics.record_batch),
+        options,
     )
+    auth, serving = config["auth"], config["serving"]
+    handler = PredictHandler(sessions, predictor, anonymous_role=auth["anonymous_role"],
+                             max_body_bytes=serving["max_body_bytes"], default_model=serving["default_model"])
+    rt = Runtime(config=config, engine=engine, sessions=sessions, store=store,
+                 upload_limits=sandbox.Limits.from_config(config["upload"], extra_globals),
+                 predictor=predictor, predict=handler, observers=(metrics.observe,))
     sandbox.preload("modelyard.cli")  # what the `modelyard` script imports; see sandbox.preload
     if prepare:
         _log_sandbox()
-    rt.removal_listeners.append(lambda removed: forget(rt.cache, removed))
-    rt.cache_state = lambda name, version, sha256: cache_state(rt.cache, name, version, sha256)
-    if prepare:
         _prepare(rt)
 
     app = Flask("modelyard")
@@ -94,7 +97,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         },
     )
     app.extensions[EXTENSION] = rt
-    metrics.install(app)  # first, so its timer includes authentication
+    observe.install(app)  # first, so its timer includes authentication
+    metrics.expect_uploads()
     app.before_request(authorize_request)
     app.teardown_appcontext(close_session)
 
@@ -105,8 +109,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     app.register_blueprint(docs_assets)
     app.register_error_handler(ModelyardError, _domain_error)
     app.register_error_handler(Exception, _unexpected_error)
-    rt.predict = PredictHandler(rt)
-    app.wsgi_app = PredictLane(app.wsgi_app, rt.predict)  # type: ignore[method-assign]
+    app.wsgi_app = PredictLane(app.wsgi_app, handler, rt.observe)  # type: ignore[method-assign]
     return app
 
 
@@ -182,7 +185,7 @@ def _preload(rt: Runtime, session: Any) -> None:
     ).all()
     for model_name, alias in rows:
         try:
-            version, entry = get_loaded(lambda: session, rt.store, rt.cache, model_name, alias, rt.serving)
+            version, entry = rt.predictor.loaded(lambda: session, model_name, alias)
             metrics.expect_predictions(model_name, version)
             log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
         except ModelyardError as exc:

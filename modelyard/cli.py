@@ -111,15 +111,14 @@ def _check(args: argparse.Namespace) -> int:
     import json
 
     from modelyard.app import create_app
-    from modelyard.registry import maintenance, sandbox
-    from modelyard.runtime import EXTENSION
+    from modelyard.registry import maintenance
+    from modelyard.web.context import EXTENSION, Runtime
 
     app = create_app()
-    rt = app.extensions[EXTENSION]
+    rt: Runtime = app.extensions[EXTENSION]
     try:
         with rt.sessions() as session:
-            report = maintenance.check_versions(session, rt.store, limits=sandbox.Limits.from_config(
-                rt.config["upload"], rt.serving.extra_globals))
+            report = maintenance.check_versions(session, rt.store, limits=rt.upload_limits)
     finally:
         rt.engine.dispose()
     if args.json:

@@ -1,14 +1,17 @@
 """Prometheus metrics: requests and latency by model, version and status; cache behaviour;
 uploads. With several gunicorn workers each writes its own files under
-``PROMETHEUS_MULTIPROC_DIR`` (set by ``modelyard serve``) and ``/metrics`` adds them up."""
+``PROMETHEUS_MULTIPROC_DIR`` (set by ``modelyard serve``) and ``/metrics`` adds them up.
+
+Every piece here is a listener: :func:`observe` hears each finished request (the
+``kind`` the answering view counts as says which are predicts and uploads; no endpoint name is
+known here), :class:`CacheMetrics` the estimator cache, :func:`record_batch` the batchers."""
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -18,6 +21,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from modelyard.web.context import Observation
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -36,10 +41,6 @@ BATCH_REQUESTS = Histogram("modelyard_batch_requests", "Requests answered by one
 BATCH_ROWS = Histogram("modelyard_batch_rows", "Rows in one batched predict call",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024))
 UPLOADS = Counter("modelyard_uploads_total", "Version uploads", ["status"])
-
-PREDICT_ENDPOINTS = frozenset({"serving.predict", "serving.predict_default"})
-UPLOAD_ENDPOINT = "registry.Versions"
-
 
 class CacheMetrics:
     """The estimator cache's listener."""
@@ -64,16 +65,8 @@ def record_batch(requests: int, rows: int) -> None:
     BATCH_ROWS.observe(rows)
 
 
-def label_prediction(model: str, version: str) -> None:
-    """Called by the predict view once the version is known."""
-    g.metric_model = model
-    g.metric_version = version
-
-
-def install(app: Flask) -> None:
-    app.before_request(_start)
-    app.after_request(_record)
-    # Dashboards and alerts see a zero, not a gap, before the first upload.
+def expect_uploads() -> None:
+    """Dashboards and alerts see a zero, not a gap, before the first upload."""
     for status in _UPLOAD_STATUSES:
         UPLOADS.labels(status)
 
@@ -98,14 +91,9 @@ def render() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def _start() -> None:
-    g.metric_started = time.perf_counter()
-
-
-def record_request(endpoint: str, method: str, status: int, seconds: float | None,
-                   model: str = "", version: str = "") -> None:
+def observe(seen: Observation) -> None:
     """Count one finished request; predicts also by model, version and status, with latency."""
-    key = (endpoint, method, status, model, version)
+    key = (seen.endpoint, seen.method, seen.status, seen.kind, seen.model, seen.version)
     bound = _bound.get(key)
     if bound is None:
         bound = _bind(*key)
@@ -116,8 +104,8 @@ def record_request(endpoint: str, method: str, status: int, seconds: float | Non
     requests.inc()
     if predicts is not None:
         predicts.inc()
-        if seconds is not None:
-            predict_seconds.observe(seconds)
+        if seen.seconds is not None:
+            predict_seconds.observe(seen.seconds)
     elif uploads is not None:
         uploads.inc()
 
@@ -125,24 +113,16 @@ def record_request(endpoint: str, method: str, status: int, seconds: float | Non
 # A request's metric children by label values: looking them up (labels()) costs more than
 # counting, and predicts repeat the same few label sets.
 _Bound = tuple[Any, Any, Any, Any]
-_bound: dict[tuple[str, str, int, str, str], _Bound] = {}
+_bound: dict[tuple[str, str, int, str | None, str, str], _Bound] = {}
 _MAX_BOUND = 4096
 
 
-def _bind(endpoint: str, method: str, status: int, model: str, version: str) -> _Bound:
+def _bind(endpoint: str, method: str, status: int, kind: str | None, model: str, version: str) -> _Bound:
     code = str(status)
     requests = HTTP_REQUESTS.labels(endpoint, method, code)
-    if endpoint in PREDICT_ENDPOINTS:
+    if kind == "predict":
         return (requests, PREDICT_REQUESTS.labels(model, version, code),
                 PREDICT_SECONDS.labels(model, version, code), None)
-    if endpoint == UPLOAD_ENDPOINT and method == "POST":
+    if kind == "upload" and method == "POST":
         return requests, None, None, UPLOADS.labels(code)
     return requests, None, None, None
-
-
-def _record(response: Response) -> Response:
-    started = g.get("metric_started")
-    record_request(request.endpoint or "unmatched", request.method, response.status_code,
-                   None if started is None else time.perf_counter() - started,
-                   g.get("metric_model", ""), g.get("metric_version", ""))
-    return response

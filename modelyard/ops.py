@@ -9,10 +9,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard import __version__, metrics
-from modelyard.registry.auth import private
 from modelyard.registry.errors import ModelyardError
-from modelyard.runtime import runtime, session
-from modelyard.serving.service import get_loaded
+from modelyard.registry.refs import DEFAULT_ALIAS
+from modelyard.web.auth import private
+from modelyard.web.context import runtime, session
 
 blp = Blueprint("ops", __name__, description="Health, readiness and server information")
 
@@ -36,7 +36,7 @@ def readyz() -> ResponseReturnValue:
     try:
         session().execute(text("SELECT 1"))
         checks["database"] = "ok"
-        version, _entry = get_loaded(session, rt.store, rt.cache, default_model, "production", rt.serving)
+        version, _entry = rt.predictor.loaded(session, default_model, DEFAULT_ALIAS)
         checks["default_model"] = f"ok: {default_model} version {version} loaded"
     except SQLAlchemyError as exc:
         ready = False
@@ -69,7 +69,7 @@ def info() -> ResponseReturnValue:
         name="modelyard",
         version=__version__,
         default_model=config["serving"]["default_model"],
-        default_alias="production",
+        default_alias=DEFAULT_ALIAS,
         limits={
             "max_body_bytes": config["serving"]["max_body_bytes"],
             "max_rows": config["serving"]["max_rows"],

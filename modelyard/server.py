@@ -19,7 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from modelyard.app import create_app
 from modelyard.config import ConfigError, load_config
-from modelyard.runtime import EXTENSION
+from modelyard.web.context import EXTENSION
 
 log = logging.getLogger("modelyard")
 

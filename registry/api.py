@@ -9,9 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.registry import auth, maintenance, sandbox, service
-from modelyard.registry.auth import private, requires
-from modelyard.registry.errors import InvalidArtifact, TooLarge, UnsupportedMediaType
+from modelyard.registry import auth, maintenance, queries, service, upload
+from modelyard.registry.errors import InvalidArtifact, TooLarge
 from modelyard.registry.schemas import (
     AliasMoveSchema,
     AliasSetSchema,
@@ -28,8 +27,9 @@ from modelyard.registry.schemas import (
     UploadSchema,
     VersionSchema,
 )
-from modelyard.runtime import runtime, session
-from modelyard.security import authorize_alias_move, current_actor
+from modelyard.web.auth import authorize_alias_move, counts_as, current_actor, private, requires
+from modelyard.web.body import require_json, require_multipart
+from modelyard.web.context import runtime, session
 
 blp = Blueprint("registry", __name__, description="Registered models, their versions and aliases")
 blp.ARGUMENTS_PARSER = ArgumentsParser()
@@ -45,10 +45,9 @@ def _check_body_type() -> None:
         return
     if request.endpoint == _UPLOAD_ENDPOINT and request.method == "POST":
         request.max_content_length = runtime().config["upload"]["max_bytes"] + _FORM_OVERHEAD
-        if request.mimetype != "multipart/form-data":
-            raise UnsupportedMediaType(request.mimetype, expected="multipart/form-data")
-    elif request.content_length and request.mimetype != "application/json":
-        raise UnsupportedMediaType(request.mimetype)
+        require_multipart(request.mimetype)
+    elif request.content_length:
+        require_json(request.mimetype)
 
 
 @blp.route("/models")
@@ -63,7 +62,7 @@ class Models(MethodView):
         Ordered by name; `q` filters by name substring, `tag` by `key:value`. Pagination
         metadata is in the `X-Pagination` header.
         """
-        page, total = service.list_models(
+        page, total = queries.list_models(
             session(),
             q=filters.get("q"),
             tag=filters.get("tag"),
@@ -96,7 +95,7 @@ class ModelDetail(MethodView):
 
         With its aliases (`{alias: version}`), latest version number and version count.
         """
-        return service.model_detail(session(), name)
+        return queries.model_detail(session(), name)
 
     @requires("uploader")
     @blp.arguments(PatchSchema)
@@ -129,7 +128,7 @@ class Versions(MethodView):
 
         Newest first. Pagination metadata is in the `X-Pagination` header.
         """
-        page, total = service.list_versions(
+        page, total = queries.list_versions(
             session(), name,
             offset=pagination_parameters.first_item,
             limit=pagination_parameters.page_size,
@@ -137,6 +136,7 @@ class Versions(MethodView):
         pagination_parameters.item_count = total
         return page
 
+    @counts_as("upload")
     @requires("uploader")
     @blp.arguments(UploadSchema, location="files")
     @blp.response(201, VersionSchema)
@@ -154,7 +154,7 @@ class Versions(MethodView):
         rt = runtime()
         data = _read_upload(form["file"].stream, rt.config["upload"]["max_bytes"])
         metadata = form.get("metadata") or {}
-        spec = service.VersionSpec(
+        spec = upload.VersionSpec(
             fmt=form.get("format"),
             description=form["description"],
             feature_names=form.get("features"),
@@ -165,7 +165,7 @@ class Versions(MethodView):
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
             example=form.get("example"),
         )
-        limits = sandbox.Limits.from_config(rt.config["upload"], rt.serving.extra_globals)
+        limits = rt.upload_limits
         detail = service.register_version(session(), rt.store, name, data, spec,
                                           actor=current_actor().name, limits=limits)
         location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))
@@ -182,8 +182,8 @@ class VersionDetail(MethodView):
         `ref` is a version number (`3` or `v3`), an alias such as `production`, or `latest`.
         `loaded`, `load_ms` and `last_used` describe the serving process that answers.
         """
-        detail = service.version_detail(session(), name, ref)
-        state = runtime().cache_state(name, detail["version"], detail["sha256"])
+        detail = queries.version_detail(session(), name, ref)
+        state = runtime().predictor.cache_state(name, detail["version"], detail["sha256"])
         seen_here = [w for w in state.pop("serving_load_warnings", []) if w not in detail["load_warnings"]]
         return {**detail, **state, "load_warnings": detail["load_warnings"] + seen_here}
 
@@ -223,7 +223,7 @@ class VersionArtifact(MethodView):
         """
         tags = request.if_none_match
         known = ("*",) if tags.star_tag else tuple(tags.as_set())
-        artifact = service.get_artifact(session(), runtime().store, name, ref, if_none_match=known)
+        artifact = queries.get_artifact(session(), runtime().store, name, ref, if_none_match=known)
         if artifact.data is None:
             response = Response(status=304)
         else:
@@ -258,7 +258,7 @@ class Aliases(MethodView):
 
         As `{alias: version}`.
         """
-        return jsonify(service.model_aliases(session(), name))
+        return jsonify(queries.model_aliases(session(), name))
 
 
 @blp.route("/models/<name>/aliases/<alias>")
@@ -310,7 +310,7 @@ class Events(MethodView):
         Newest first; every change with its actor, time, before and after. Kept after the
         model is deleted.
         """
-        page, total = service.list_events(
+        page, total = queries.list_events(
             session(), name, offset=pagination_parameters.first_item, limit=pagination_parameters.page_size
         )
         pagination_parameters.item_count = total
@@ -330,8 +330,7 @@ class Check(MethodView):
         before upgrading scikit-learn.
         """
         rt = runtime()
-        return maintenance.check_versions(session(), rt.store, limits=sandbox.Limits.from_config(
-            rt.config["upload"], rt.serving.extra_globals))
+        return maintenance.check_versions(session(), rt.store, limits=rt.upload_limits)
 
 
 @blp.route("/tokens")

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -22,12 +22,11 @@ from sqlalchemy.orm import Session
 from modelyard.registry.db import begin_write
 from modelyard.registry.errors import Conflict, InvalidName, ModelyardError, NotFound
 from modelyard.registry.models import Token
-from modelyard.registry.service import MODEL_NAME
+from modelyard.registry.refs import MODEL_NAME
 
 ROLES = ("reader", "predictor", "uploader", "promoter", "admin")
 ANONYMOUS = "anonymous"
 TOKEN_PREFIX = "myd_"
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -42,29 +41,8 @@ class Actor:
         return self.role is not None and ROLES.index(self.role) >= ROLES.index(role)
 
 
-def requires(role: str) -> Callable[[F], F]:
-    """Mark a view (function or MethodView method) with the least role that may call it."""
-
-    def mark(view: F) -> F:
-        view.required_role = role  # type: ignore[attr-defined]
-        return view
-
-    return mark
-
-
 PRIVATE_READS = {"artifacts": "downloading a model file", "events": "reading the audit log",
                  "metrics": "reading the metrics"}
-
-
-def private(kind: str) -> Callable[[F], F]:
-    """Mark a read that needs a token (any role) while ``kind`` is in ``[auth] private_reads``:
-    an anonymous caller predicts and reads model metadata, nothing more."""
-
-    def mark(view: F) -> F:
-        view.private_read = kind  # type: ignore[attr-defined]
-        return view
-
-    return mark
 
 
 def require_token_for(actor: Actor, kind: str, private_reads: list[str]) -> None:

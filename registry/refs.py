@@ -1,18 +1,113 @@
-"""Ref resolution for the predict path: cached, and revalidated on every request by the
-registry's generation counter (one primary-key read), so a promotion or rollback committed by
-any process is seen on the very next request and nothing stale is ever served."""
+"""Names and refs: the grammar of model and alias names and of version refs (``3``, ``v3``,
+``latest``, an alias), resolving a ref to the version it names, and :class:`RefCache`, the
+predict path's resolutions, revalidated on every request by the registry's generation counter
+(one primary-key read), so a promotion or rollback committed by any process is seen on the very
+next request and nothing stale is ever served.
+
+A ref resolves to one version today; :class:`Resolved` is the value every caller receives, so
+that weighted aliases (several targets) change this module and not its callers.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from modelyard.registry import service
+from modelyard.registry.errors import (
+    InvalidName,
+    ModelNotFound,
+    VersionNotFound,
+)
+from modelyard.registry.models import Alias, Model, ModelVersion
+
+DEFAULT_ALIAS = "production"  # what POST /predict serves, what promote moves, what the cache preloads
+
+
+class Resolved(NamedTuple):
+    """The version a ref names."""
+
+    version: int
+    sha256: str
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+LATEST = "latest"
+
+
+_VERSION_REF = re.compile(r"^[vV]?([0-9]{1,18})$")
+
+
+def parse_version_ref(ref: str) -> int | None:
+    """The version number a ref names (``3`` or ``v3``), or None when it names an alias."""
+    match = _VERSION_REF.match(ref)
+    return int(match.group(1)) if match else None
+
+
+def get_model(session: Session, name: str) -> Model:
+    model = session.scalar(select(Model).where(Model.name == name))
+    if model is None:
+        raise ModelNotFound(name)
+    return model
+
+
+def resolve_version(session: Session, name: str, ref: str) -> ModelVersion:
+    """The version a ref names: a number (``3`` or ``v3``), ``latest``, or an alias.
+
+    One indexed query on the success path. Raises :class:`ModelNotFound` or
+    :class:`VersionNotFound`.
+    """
+    found: ModelVersion = _resolve(session, select(ModelVersion), name, ref)
+    return found
+
+
+def resolve_version_key(session: Session, name: str, ref: str) -> Resolved:
+    """``(version number, sha256)`` for a ref: the same lookup as :func:`resolve_version`
+    without loading the row, for the predict path."""
+    number, sha256 = _resolve(session, select(ModelVersion.version, ModelVersion.sha256), name, ref, scalar=False)
+    return Resolved(number, sha256)
+
+
+def _resolve(session: Session, query: Any, name: str, ref: str, *, scalar: bool = True) -> Any:
+    query = query.join(Model, ModelVersion.model_id == Model.id).where(Model.name == name)
+    number = parse_version_ref(ref)
+    if number is not None:
+        query = query.where(ModelVersion.version == number)
+    elif ref.lower() == LATEST:
+        query = query.order_by(ModelVersion.version.desc()).limit(1)
+    else:
+        query = query.join(Alias, Alias.version_id == ModelVersion.id).where(Alias.name == ref)
+    found = session.scalar(query) if scalar else session.execute(query).first()
+    if found is None:
+        get_model(session, name)
+        raise VersionNotFound(name, ref)
+    return found if scalar else tuple(found)
+
+
+ALIAS_NAME = MODEL_NAME
+
+
+def validate_alias_name(alias: str) -> None:
+    """Raise InvalidName for a malformed or reserved alias (``latest``, ``3``, ``v3``)."""
+    if not ALIAS_NAME.match(alias):
+        raise InvalidName("alias", alias, "use letters, digits, '.', '_' and '-' (at most 128)")
+    if alias.lower() == LATEST or parse_version_ref(alias) is not None:
+        raise InvalidName("alias", alias, "'latest', numbers and v<number> are reserved for versions")
+
+
+def validate_model_name(name: str) -> None:
+    if not MODEL_NAME.match(name):
+        raise InvalidName("model", name,
+                          "start with a letter or digit; then letters, digits, '.', '_', '-' (at most 128)")
+
 
 _GENERATION_SQL = "SELECT generation FROM registry_state WHERE id = 1"
 
@@ -28,7 +123,7 @@ class RefCache:
         self._pid = 0
 
     def resolve(self, session: Callable[[], Session], name: str, ref: str) -> tuple[int, str]:
-        """``(version, sha256)`` for a ref, as :func:`registry.service.resolve_version_key`.
+        """``(version, sha256)`` for a ref, as :func:`resolve_version_key`.
 
         An entry is used only when it was resolved under the generation read just now; a
         resolution is tagged with the generation read *before* it, so one that raced a write
@@ -41,7 +136,7 @@ class RefCache:
             return cached[1], cached[2]
         db = session()
         try:
-            number, sha256 = service.resolve_version_key(db, name, ref)
+            number, sha256 = resolve_version_key(db, name, ref)
         finally:
             db.rollback()  # end the read: no connection is held while the request predicts
         if len(self._entries) >= self._max_entries:

@@ -6,8 +6,10 @@ import pickle
 
 from sqlalchemy.orm import Session
 
-from modelyard.registry.service import VersionSpec, model_exists, seed_model
+from modelyard.registry.queries import model_exists
+from modelyard.registry.service import seed_model
 from modelyard.registry.storage import ArtifactStore
+from modelyard.registry.upload import VersionSpec
 
 IRIS_FEATURES = ["sepal.length", "sepal.width", "petal.length", "petal.width"]
 IRIS_LABELS = ["setosa", "versicolor", "virginica"]

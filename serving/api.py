@@ -8,10 +8,11 @@ from typing import Any
 from flask import Response, request
 from flask_smorest import Blueprint
 
-from modelyard import metrics
-from modelyard.registry.auth import requires
-from modelyard.runtime import runtime
-from modelyard.serving.http import DEFAULT_ENDPOINT, PREDICT_ENDPOINT, PREDICT_ROLE, Route
+from modelyard.registry.refs import DEFAULT_ALIAS
+from modelyard.serving.routes import DEFAULT_ENDPOINT, PREDICT_ENDPOINT, PREDICT_KIND, PREDICT_ROLE, Route
+from modelyard.web.auth import counts_as, requires
+from modelyard.web.context import runtime
+from modelyard.web.observe import label_prediction
 
 blp = Blueprint("serving", __name__, description="Predictions from any version, alias or latest")
 
@@ -81,6 +82,7 @@ def _document(view: Any) -> Any:
 
 
 @blp.route("/models/<name>/<ref>/predict", methods=["POST"])
+@counts_as(PREDICT_KIND)
 @requires(PREDICT_ROLE)
 @_document
 def predict(name: str, ref: str) -> Response:
@@ -92,6 +94,7 @@ def predict(name: str, ref: str) -> Response:
 
 
 @blp.route("/predict", methods=["POST"])
+@counts_as(PREDICT_KIND)
 @requires(PREDICT_ROLE)
 @_document
 def predict_default() -> Response:
@@ -100,11 +103,11 @@ def predict_default() -> Response:
     The tutorial's route: a single record's answer also carries `target_value`, the first
     prediction.
     """
-    return _answer(Route(DEFAULT_ENDPOINT, None, "production"))
+    return _answer(Route(DEFAULT_ENDPOINT, None, DEFAULT_ALIAS))
 
 
 def _answer(route: Route) -> Response:
     # Served here only when the app runs without the predict lane in front (see serving.http).
     answer = runtime().predict(request.environ, route)
-    metrics.label_prediction(answer.model, answer.version)
+    label_prediction(answer.model, answer.version)
     return Response(answer.body, status=answer.status, headers=answer.headers)

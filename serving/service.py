@@ -1,4 +1,4 @@
-"""Serving: resolve a ref (database) -> loaded estimator (cache) -> predict."""
+"""Serving: the :class:`Predictor` resolves a ref (database) -> loaded estimator (cache) -> predict."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 import sklearn
 from sqlalchemy.orm import Session
 
-from modelyard.registry import service as registry
+from modelyard.registry import queries
+from modelyard.registry import refs as refs_module
 from modelyard.registry.errors import InvalidInput
 from modelyard.registry.refs import RefCache
 from modelyard.registry.service import RemovedVersion
@@ -75,48 +76,92 @@ def cache_key(name: str, version: int, sha256: str) -> CacheKey:
     return (name, version, sha256)
 
 
-def cache_state(cache: LRUCache[CacheKey], name: str, version: int, sha256: str) -> dict[str, Any]:
-    """Whether this process has the version loaded, how long loading took, when it last served."""
-    entry = cache.peek(cache_key(name, version, sha256))
-    if entry is None:
-        return {"loaded": False, "load_ms": None, "last_used": None, "fast_path": None}
-    return {
-        "serving_load_warnings": list(entry.value.load_warnings),
-        "loaded": True,
-        "load_ms": round(entry.load_ms, 3),
-        "last_used": datetime.datetime.fromtimestamp(entry.last_used, datetime.UTC),
-        "fast_path": entry.value.fast_path,
-    }
+Sessions = Callable[[], Session]  # the request's session, opened on first call
 
 
-def forget(cache: LRUCache[CacheKey], removed: Sequence[RemovedVersion]) -> None:
-    """Drop deleted versions from this process's cache."""
-    for version in removed:
-        cache.evict(cache_key(version.name, version.version, version.sha256))
+class Predictor:
+    """Resolve a ref -> the loaded estimator (cache) -> predict: what every protocol's route
+    calls. Holds the artifact store, this process's estimator cache, the ref cache and the
+    micro-batchers; knows nothing of HTTP."""
 
+    def __init__(self, store: ArtifactStore, cache: LRUCache[CacheKey], refs: RefCache | None,
+                 batchers: Batchers | None, options: Options = Options()) -> None:
+        self.store = store
+        self.cache = cache
+        self.refs = refs
+        self.batchers = batchers
+        self.options = options
 
-def get_loaded(
-    session: Callable[[], Session], store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
-    options: Options = Options(), refs: RefCache | None = None,
-) -> tuple[int, Entry]:
-    """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use.
+    def loaded(self, session: Sessions, name: str, ref: str) -> tuple[int, Entry]:
+        """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use.
 
-    ``session`` is called only when the database must be read beyond the ref cache's
-    generation check (a resolution not cached, a version not loaded).
-    """
-    if refs is not None:
-        number, sha256 = refs.resolve(session, name, ref)
-    else:
-        number, sha256 = registry.resolve_version_key(session(), name, ref)
+        ``session`` is called only when the database must be read beyond the ref cache's
+        generation check (a resolution not cached, a version not loaded).
+        """
+        if self.refs is not None:
+            number, sha256 = self.refs.resolve(session, name, ref)
+        else:
+            number, sha256 = refs_module.resolve_version_key(session(), name, ref)
+        return number, self.cache.get(cache_key(name, number, sha256),
+                                      lambda: self._load(session, name, number))
 
-    def load() -> tuple[LoadedModel, int]:
+    def predict(self, session: Sessions, name: str, ref: str, body: Any, *, proba: bool = False,
+                may_hold_booleans: bool = True, arrival: Arrival | None = None) -> Prediction:
+        """Predict with the version ``ref`` names.
+
+        A model that batching is on for has its rows predicted together with concurrent
+        requests' (``arrival``: this request was announced to its batcher, see
+        :mod:`serving.batching`). Raises ModelNotFound / VersionNotFound (404), InvalidInput
+        (422) for a body that does not fit the version's features or ``proba`` on a model
+        without ``predict_proba``, TooLarge (413).
+        """
+        number, entry = self.loaded(session, name, ref)
+        model: LoadedModel = entry.value
+        _configure_this_thread()
+        if proba and not model.has_proba:
+            raise InvalidInput(
+                f"version {number} of {name!r} has no predict_proba; ask without proba=true"
+            )
+        decoded = decode(body, model.features, max_rows=self.options.max_rows, may_hold_booleans=may_hold_booleans)
+        batcher = self.batchers.get(name) if self.batchers is not None and model.features.types is None else None
+        if batcher is not None:
+            predicted = batcher.predict(model.predict, decoded.X, arrival)
+        else:
+            predicted = model.predict(decoded.X)
+        predictions = plain(predicted)
+        result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
+        if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
+            result["labels"] = [model.label_of.get(p) for p in predictions]
+        if proba:
+            result["probabilities"] = plain(model.estimator.predict_proba(decoded.X))
+        return Prediction(result, decoded.single_record)
+
+    def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]:
+        """Whether this process has the version loaded, how long loading took, when it last served."""
+        entry = self.cache.peek(cache_key(name, version, sha256))
+        if entry is None:
+            return {"loaded": False, "load_ms": None, "last_used": None, "fast_path": None}
+        return {
+            "serving_load_warnings": list(entry.value.load_warnings),
+            "loaded": True,
+            "load_ms": round(entry.load_ms, 3),
+            "last_used": datetime.datetime.fromtimestamp(entry.last_used, datetime.UTC),
+            "fast_path": entry.value.fast_path,
+        }
+
+    def forget(self, removed: Sequence[RemovedVersion]) -> None:
+        """Drop deleted versions from this process's cache."""
+        for version in removed:
+            self.cache.evict(cache_key(version.name, version.version, version.sha256))
+
+    def _load(self, session: Sessions, name: str, number: int) -> tuple[LoadedModel, int]:
         db = session()
         try:
-            version = registry.resolve_version(db, name, str(number))
+            version = refs_module.resolve_version(db, name, str(number))
             db.expunge(version)  # keep its loaded attributes usable after the read ends
         finally:
             db.rollback()  # the row is all we need; release the connection before unpickling
-        loaded_file = registry.load_estimator(store, version, extra=options.extra_globals)
+        loaded_file = queries.load_estimator(self.store, version, extra=self.options.extra_globals)
         estimator = loaded_file.estimator
         for warning in loaded_file.warnings:
             if warning not in version.load_warnings:
@@ -140,43 +185,6 @@ def get_loaded(
             load_warnings=tuple(loaded_file.warnings),
         )
         return loaded, version.size_bytes
-
-    return number, cache.get(cache_key(name, number, sha256), load)
-
-
-def predict(
-    session: Callable[[], Session], store: ArtifactStore, cache: LRUCache[CacheKey], name: str, ref: str,
-    body: Any, *, proba: bool = False, options: Options = Options(), refs: RefCache | None = None,
-    may_hold_booleans: bool = True, batchers: Batchers | None = None, arrival: Arrival | None = None,
-) -> Prediction:
-    """Predict with the version ``ref`` names.
-
-    With ``batchers``, a model that batching is on for has its rows predicted together with
-    concurrent requests' (``arrival``: this request was announced to its batcher, see
-    :mod:`serving.batching`). Raises ModelNotFound / VersionNotFound (404), InvalidInput (422)
-    for a body that does not fit the version's features or ``proba`` on a model without
-    ``predict_proba``, TooLarge (413).
-    """
-    number, entry = get_loaded(session, store, cache, name, ref, options, refs)
-    model: LoadedModel = entry.value
-    _configure_this_thread()
-    if proba and not model.has_proba:
-        raise InvalidInput(
-            f"version {number} of {name!r} has no predict_proba; ask without proba=true"
-        )
-    decoded = decode(body, model.features, max_rows=options.max_rows, may_hold_booleans=may_hold_booleans)
-    batcher = batchers.get(name) if batchers is not None and model.features.types is None else None
-    if batcher is not None:
-        predicted = batcher.predict(model.predict, decoded.X, arrival)
-    else:
-        predicted = model.predict(decoded.X)
-    predictions = plain(predicted)
-    result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
-    if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
-        result["labels"] = [model.label_of.get(p) for p in predictions]
-    if proba:
-        result["probabilities"] = plain(model.estimator.predict_proba(decoded.X))
-    return Prediction(result, decoded.single_record)
 
 
 def plain(output: Any) -> Any:

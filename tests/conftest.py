@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION, Runtime
+from modelyard.web.context import EXTENSION, Runtime
 
 PG_ADMIN_URL = os.environ.get("MODELYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -8,9 +8,9 @@ from typing import Any
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from modelyard.registry import service
+from modelyard.registry import service, upload
 from modelyard.registry.seed import IRIS_FEATURES, IRIS_LABELS
-from modelyard.runtime import Runtime
+from modelyard.web.context import Runtime
 
 X, y = load_iris(return_X_y=True)
 
@@ -26,7 +26,7 @@ def make_version(
 ) -> dict[str, Any]:
     """Register a version of ``name`` (default: a LogisticRegression on Iris) and optionally alias it."""
     estimator = estimator if estimator is not None else fitted_logreg()
-    version_spec = service.VersionSpec(
+    version_spec = upload.VersionSpec(
         fmt="pickle",
         feature_names=feature_names if feature_names is not None else IRIS_FEATURES,
         labels=labels,

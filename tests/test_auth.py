@@ -264,7 +264,7 @@ def test_tokens_are_stored_as_their_sha256_only(client: FlaskClient, app: Flask)
 
     from sqlalchemy import text
 
-    from modelyard.runtime import EXTENSION
+    from modelyard.web.context import EXTENSION
 
     token = client.post("/tokens", json={"name": "ci", "role": "uploader"}).json["token"]
     engine = app.extensions[EXTENSION].engine

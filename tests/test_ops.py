@@ -7,7 +7,7 @@ from flask.testing import FlaskClient
 
 from modelyard import __version__
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION
+from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client
 
 
@@ -150,11 +150,12 @@ def test_metrics_count_predictions_cache_and_uploads(client: FlaskClient) -> Non
 
 
 def test_request_metrics_count_every_label_set_past_the_bound_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """record_request keeps the metric children of recent label sets; dropping them when
+    """metrics.observe keeps the metric children of recent label sets; dropping them when
     the cache is full loses no count."""
     from prometheus_client import REGISTRY
 
     from modelyard import metrics
+    from modelyard.web.context import Observation
 
     monkeypatch.setattr(metrics, "_MAX_BOUND", 3)
     monkeypatch.setattr(metrics, "_bound", {})
@@ -167,6 +168,6 @@ def test_request_metrics_count_every_label_set_past_the_bound_cache(monkeypatch:
     before = {labels: count(*labels) for labels in sets}
     for _ in range(3):
         for model, version in sets:
-            metrics.record_request("serving.predict", "POST", 200, 0.001, model, version)
+            metrics.observe(Observation("serving.predict", "POST", 200, 0.001, "predict", model, version))
     assert len(metrics._bound) <= 3
     assert all(count(*labels) - before[labels] == 3 for labels in sets)

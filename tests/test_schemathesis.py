@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION
+from modelyard.web.context import EXTENSION
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 

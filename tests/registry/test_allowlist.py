@@ -18,7 +18,7 @@ from modelyard.config import ConfigError
 from modelyard.registry import safety
 from modelyard.registry.errors import UnsafeArtifact
 from modelyard.registry.safety import allowlist
-from modelyard.runtime import EXTENSION
+from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client
 
 

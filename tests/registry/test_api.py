@@ -7,7 +7,7 @@ import json
 import pytest
 from flask.testing import FlaskClient
 
-from modelyard.runtime import Runtime
+from modelyard.web.context import Runtime
 from tests.factories import make_version
 
 

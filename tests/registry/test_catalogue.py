@@ -19,7 +19,7 @@ import skops.io
 from flask import Flask
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION
+from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client, config_in
 from tests.registry import catalogue
 

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from modelyard.registry.models import ModelVersion
-from modelyard.runtime import Runtime
+from modelyard.web.context import Runtime
 
 OLD_PICKLE = Path(__file__).resolve().parent.parent / "fixtures" / "logreg-sklearn-1.5.2.pkl"
 SETOSA = [[5.1, 3.5, 1.4, 0.2]]
@@ -115,7 +115,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_check_prints_each_version_and_exits_0_without_broken_ones(config: dict[str, Any], tmp_path: Path) -> None:
     from modelyard.app import create_app
-    from modelyard.runtime import EXTENSION
+    from modelyard.web.context import EXTENSION
     from tests.conftest import admin_client
 
     app = create_app(config)
@@ -132,7 +132,7 @@ def test_cli_check_prints_each_version_and_exits_0_without_broken_ones(config: d
 
 def test_cli_check_exits_1_when_a_version_is_broken(config: dict[str, Any], tmp_path: Path) -> None:
     from modelyard.app import create_app
-    from modelyard.runtime import EXTENSION
+    from modelyard.web.context import EXTENSION
 
     app = create_app(config)
     rt = app.extensions[EXTENSION]

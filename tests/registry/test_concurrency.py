@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION
+from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client
 from tests.factories import fitted_logreg
 

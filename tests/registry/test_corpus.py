@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION
+from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client, config_in
 from tests.registry import corpus
 

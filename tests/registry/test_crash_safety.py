@@ -15,8 +15,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
+from modelyard.registry import queries, refs
 from modelyard.registry.models import Event, ModelVersion
-from modelyard.runtime import Runtime
+from modelyard.web.context import Runtime
 from tests.factories import fitted_logreg
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -122,6 +123,7 @@ def test_a_blob_removed_by_a_failed_upload_of_the_same_bytes_is_stored_again(run
     import threading
 
     from modelyard.registry import service
+    from modelyard.registry.upload import VersionSpec
 
     data = pickle.dumps(fitted_logreg())
     sha256 = hashlib.sha256(data).hexdigest()
@@ -140,7 +142,7 @@ def test_a_blob_removed_by_a_failed_upload_of_the_same_bytes_is_stored_again(run
         try:
             with runtime.sessions() as session:
                 service.register_version(session, runtime.store, name, data,
-                                         service.VersionSpec(fmt="pickle", feature_names=["a", "b", "c", "d"]))
+                                         VersionSpec(fmt="pickle", feature_names=["a", "b", "c", "d"]))
         except BaseException as exc:  # noqa: BLE001 - collected for the asserts
             errors.append(exc)
 
@@ -167,9 +169,9 @@ def test_a_blob_removed_by_a_failed_upload_of_the_same_bytes_is_stored_again(run
     assert a_errors == []
     assert runtime.store.exists(sha256)
     with runtime.sessions() as session:
-        version = service.resolve_version(session, "alpha", "latest")
+        version = refs.resolve_version(session, "alpha", "latest")
         assert version.sha256 == sha256
-        assert service.load_estimator(runtime.store, version).estimator.predict([[5.1, 3.5, 1.4, 0.2]]) is not None
+        assert queries.load_estimator(runtime.store, version).estimator.predict([[5.1, 3.5, 1.4, 0.2]]) is not None
 
 
 def test_an_upload_killed_between_blob_and_row_leaves_an_orphan_that_gc_removes(tmp_path: Path) -> None:
@@ -261,7 +263,7 @@ def test_the_start_removes_old_orphans_and_partial_writes_but_spares_fresh_ones(
 
     from modelyard.app import create_app
     from modelyard.registry.storage import LocalArtifactStore
-    from modelyard.runtime import EXTENSION
+    from modelyard.web.context import EXTENSION
 
     store = LocalArtifactStore(config["artifacts"]["root"])
     old = store.put(b"left by an upload killed two hours ago")

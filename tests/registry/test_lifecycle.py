@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from modelyard.runtime import Runtime
 from modelyard.serving.service import cache_key
+from modelyard.web.context import Runtime
 from tests.factories import make_version
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -77,11 +77,11 @@ def test_delete_model_removes_rows_artifacts_and_cache(client: FlaskClient, runt
     version = make_version(runtime, "flowers", alias="production")
     assert client.post("/models/flowers/production/predict", json=SETOSA).status_code == 200
     key = cache_key("flowers", 1, version["sha256"])
-    assert runtime.cache.peek(key) is not None
+    assert runtime.predictor.cache.peek(key) is not None
     assert client.delete("/models/flowers").status_code == 204
     assert client.get("/models/flowers").status_code == 404
     assert client.post("/models/flowers/production/predict", json=SETOSA).status_code == 404
-    assert runtime.cache.peek(key) is None
+    assert runtime.predictor.cache.peek(key) is None
     assert not runtime.store.exists(version["sha256"])
     assert _events(client, "flowers")[0]["action"] == "model.deleted"
     assert _events(client, "flowers")[0]["before"] == {"versions": [1], "aliases": {"production": 1}}
@@ -123,7 +123,7 @@ def test_delete_version(client: FlaskClient, runtime: Runtime) -> None:
     client.post("/models/flowers/1/predict", json=SETOSA)
     assert client.delete("/models/flowers/versions/1").status_code == 204
     assert client.get("/models/flowers/versions/1").status_code == 404
-    assert runtime.cache.peek(cache_key("flowers", 1, first["sha256"])) is None
+    assert runtime.predictor.cache.peek(cache_key("flowers", 1, first["sha256"])) is None
     assert runtime.store.exists(first["sha256"])  # version 2 holds the same bytes
     assert [v["version"] for v in client.get("/models/flowers/versions").json] == [2]
 

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from modelyard.app import create_app
 from modelyard.registry import seed
 from modelyard.registry.models import Alias, Event, Model, ModelVersion
-from modelyard.runtime import EXTENSION, Runtime
+from modelyard.web.context import EXTENSION, Runtime
 
 
 def _counts(rt: Runtime) -> tuple[int, ...]:

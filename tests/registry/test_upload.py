@@ -17,7 +17,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from modelyard.runtime import Runtime
+from modelyard.web.context import Runtime
 from tests.conftest import admin_client
 from tests.factories import X, fitted_logreg, y
 

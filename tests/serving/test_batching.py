@@ -12,8 +12,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from modelyard.app import create_app
-from modelyard.runtime import EXTENSION
 from modelyard.serving.batching import Batchers, MicroBatcher
+from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client
 from tests.factories import X
 
@@ -212,7 +212,7 @@ def test_batched_http_answers_equal_unbatched(batching_client: FlaskClient, clie
     alone = [client.post("/models/iris/1/predict", json=b).json for b in bodies]
     together = _concurrently(len(bodies), lambda i: batching_client.post("/models/iris/1/predict", json=bodies[i]).json)
     assert together == alone
-    batcher = batching_client.application.extensions[EXTENSION].batchers.get("iris")
+    batcher = batching_client.application.extensions[EXTENSION].predictor.batchers.get("iris")
     assert batcher is not None and 1 <= batcher.calls <= len(bodies)
     metrics = batching_client.get("/metrics").get_data(as_text=True)
     assert "modelyard_batch_requests_count" in metrics and "modelyard_batch_rows_bucket" in metrics
@@ -240,8 +240,8 @@ def test_batching_every_model_with_a_star(config: dict[str, Any]) -> None:
                                                              json={"inputs": [rows[i]]}).json)
     assert [a["predictions"][0] for a in answers] == [int(p) for p in _logreg_predictions(rows)]
     for name in ("flowers", "iris"):
-        assert rt.batchers.get(name) is not None
-    assert rt.batchers.get("flowers").calls >= 1
+        assert rt.predictor.batchers.get(name) is not None
+    assert rt.predictor.batchers.get("flowers").calls >= 1
     rt.engine.dispose()
 
 

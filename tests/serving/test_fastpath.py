@@ -32,9 +32,9 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC, NuSVC, NuSVR, OneClassSVM
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from modelyard.runtime import Runtime
 from modelyard.serving import fastpath
 from modelyard.serving.fastpath import compile_predict
+from modelyard.web.context import Runtime
 from tests.factories import make_version
 
 X_IRIS, Y_IRIS = load_iris(return_X_y=True)

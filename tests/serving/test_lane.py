@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 
 from modelyard.app import create_app
 from modelyard.registry import auth
-from modelyard.runtime import EXTENSION
 from modelyard.serving.http import PredictLane, match
+from modelyard.web.context import EXTENSION
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
 TUTORIAL = {"sepal.lenght": 5.1, "sepal.width": 3.5, "petal.lenght": 1.4, "petal.width": 0.2}
@@ -160,7 +160,7 @@ def test_an_unexpected_error_is_a_json_500_and_logged(app: Flask, caplog: pytest
     def broken(*_args: Any) -> Any:
         raise RuntimeError("boom")
 
-    rt.refs.resolve = broken
+    rt.predictor.refs.resolve = broken
     response = app.test_client().post("/predict", json=SETOSA)
     assert response.status_code == 500
     assert response.json == {"code": 500, "status": "Internal Server Error", "message": "internal server error"}

@@ -7,23 +7,23 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from modelyard.runtime import Runtime
 from modelyard.serving.service import cache_key
+from modelyard.web.context import Runtime
 from tests.factories import make_version
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
 
 
 def test_seeded_production_is_preloaded_at_start(runtime: Runtime) -> None:
-    assert [key[:2] for key in runtime.cache.keys()] == [("iris", 1)]
+    assert [key[:2] for key in runtime.predictor.cache.keys()] == [("iris", 1)]
 
 
 def test_each_version_is_loaded_once(client: FlaskClient, runtime: Runtime) -> None:
     make_version(runtime, "flowers")
-    loads = runtime.cache.stats.loads
+    loads = runtime.predictor.cache.stats.loads
     for _ in range(5):
         assert client.post("/models/flowers/1/predict", json=SETOSA).status_code == 200
-    assert runtime.cache.stats.loads == loads + 1
+    assert runtime.predictor.cache.stats.loads == loads + 1
 
 
 def test_tampered_artifact_is_refused(client: FlaskClient, runtime: Runtime) -> None:
@@ -33,7 +33,7 @@ def test_tampered_artifact_is_refused(client: FlaskClient, runtime: Runtime) -> 
     response = client.post("/models/flowers/1/predict", json=SETOSA)
     assert response.status_code == 503
     assert "checksum" in response.json["message"]
-    assert runtime.cache.peek(cache_key("flowers", 1, version["sha256"])) is None
+    assert runtime.predictor.cache.peek(cache_key("flowers", 1, version["sha256"])) is None
 
 
 def test_missing_artifact_is_503_and_readyz_says_so(client: FlaskClient, runtime: Runtime) -> None:
@@ -84,7 +84,7 @@ def test_a_hostile_blob_behind_a_valid_row_is_refused_at_serve_time(client: Flas
 
 def test_the_cache_evicts_past_max_entries_through_the_running_app(config: dict[str, Any]) -> None:
     from modelyard.app import create_app
-    from modelyard.runtime import EXTENSION
+    from modelyard.web.context import EXTENSION
     from tests.conftest import admin_client
 
     app = create_app({**config, "cache": {"max_entries": 1}})
@@ -103,7 +103,7 @@ def test_the_cache_evicts_past_max_entries_through_the_running_app(config: dict[
 
 def test_the_cache_evicts_past_max_bytes(config: dict[str, Any]) -> None:
     from modelyard.app import create_app
-    from modelyard.runtime import EXTENSION
+    from modelyard.web.context import EXTENSION
     from tests.conftest import admin_client
 
     app = create_app({**config, "cache": {"max_bytes": 3000}})  # the seeded SVC is 2,643 bytes, the logreg 825
@@ -111,7 +111,7 @@ def test_the_cache_evicts_past_max_bytes(config: dict[str, Any]) -> None:
     client = admin_client(app)
     make_version(rt, "flowers")
     assert client.post("/models/flowers/1/predict", json=SETOSA).status_code == 200
-    assert [key[0] for key in rt.cache.keys()] == ["flowers"]
+    assert [key[0] for key in rt.predictor.cache.keys()] == ["flowers"]
     rt.engine.dispose()
 
 

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event
 
 from modelyard.app import create_app
-from modelyard.runtime import Runtime
+from modelyard.web.context import Runtime
 from tests.conftest import admin_client
 from tests.factories import make_version
 

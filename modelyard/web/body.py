@@ -1,0 +1,101 @@
+"""One set of body rules for every route: the media type (415), the size limit (413), a body
+the client could not finish sending (400), and yes/no query flags (422).
+
+The predict lane reads bodies from the WSGI environ itself (see ``serving.http``); Flask views
+have werkzeug read them, and check their media type here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from werkzeug.exceptions import BadRequest, ClientDisconnected
+
+from modelyard.registry.errors import InvalidInput, TooLarge, UnsupportedMediaType
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def truth(raw: str) -> bool | None:
+    """``true``/``yes``/``on``/``1`` and their opposites, in any case; None for anything else."""
+    lowered = raw.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    return None
+
+
+def mimetype_of(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def is_json(mimetype: str) -> bool:
+    return mimetype == JSON or mimetype.endswith("+json")
+
+
+def require_json(mimetype: str) -> None:
+    """415 unless the body is JSON (``application/json`` or a ``+json`` type)."""
+    if not is_json(mimetype):
+        raise UnsupportedMediaType(mimetype)
+
+
+def require_multipart(mimetype: str) -> None:
+    if mimetype != MULTIPART:
+        raise UnsupportedMediaType(mimetype, expected=MULTIPART)
+
+
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The request body from a WSGI environ, refused past ``limit`` bytes before it is read
+    (a declared length) or as soon as it passes it (chunked)."""
+    declared = environ.get("CONTENT_LENGTH", "")
+    if declared.isdigit():
+        size = int(declared)
+        if size > limit:
+            raise TooLarge(f"the body is {size} bytes; the limit is {limit}", errors={"max_body_bytes": limit})
+        data = _read(environ["wsgi.input"], size) if size else b""
+        if len(data) < size:  # the client went away mid-body
+            raise ClientDisconnected()
+        return data
+    if "wsgi.input_terminated" not in environ:
+        return b""  # no length and a stream the server does not end: nothing to read (as werkzeug)
+    # Chunked: read up to one byte past the limit (werkzeug's bounded stream would stop at
+    # the limit without saying so, and the cut body would read as malformed JSON).
+    stream, chunks, total = environ["wsgi.input"], [], 0
+    while total <= limit:
+        chunk = _read(stream, limit + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise TooLarge(f"the body is over the limit of {limit} bytes", errors={"max_body_bytes": limit})
+    return b"".join(chunks)
+
+
+def query_flag(query: str, name: str) -> bool:
+    """A yes/no query parameter (absent or empty: no); 422 for any other value."""
+    if not query:
+        return False
+    values = [value for key, value in parse_qsl(query, keep_blank_values=True) if key == name]
+    if not values or not values[0]:
+        return False
+    flag = truth(values[0])
+    if flag is None:
+        raise InvalidInput(f"query parameter {name!r} must be true or false, got {values[0]!r}",
+                           errors={name: values[0]})
+    return flag
+
+
+def _read(stream: Any, size: int) -> bytes:
+    """Read from the client's body stream; whatever goes wrong there (a reset connection, a
+    malformed chunk) is the client's doing and answers 400, not 500."""
+    try:
+        data: bytes = stream.read(size)
+        return data
+    except Exception as exc:  # noqa: BLE001 - the server's own stream errors have no common base
+        raise BadRequest(f"the request body could not be read ({type(exc).__name__})") from None

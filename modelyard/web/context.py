@@ -1,0 +1,78 @@
+"""What a running app holds (engine, sessions, artifact store, the Predictor), the request's
+session, and what a finished request reports to its observers (metrics). Built whole by
+``create_app``; nothing here at import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from flask import current_app, g
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.registry.sandbox import Limits
+from modelyard.registry.service import RemovedVersion
+from modelyard.registry.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from modelyard.serving.http import PredictHandler
+    from modelyard.serving.service import Predictor
+
+EXTENSION = "modelyard"
+
+
+class Observation(NamedTuple):
+    """One finished request, as its observers (metrics) see it (a tuple: one is made for every
+    predict)."""
+
+    endpoint: str
+    method: str
+    status: int
+    seconds: float | None
+    kind: str | None = None  # "predict", "upload": what the answering view counts as (web.auth.counts_as)
+    model: str = ""  # a predict's model and version, once resolved
+    version: str = ""
+
+
+Observer = Callable[[Observation], None]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: dict[str, dict[str, Any]]
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+    upload_limits: Limits  # what an upload's trial may use, and the extra globals it may import
+    predictor: Predictor  # resolve -> load (cache) -> predict, for every protocol
+    predict: PredictHandler  # answers a predict request from its WSGI environ (serving.http)
+    observers: tuple[Observer, ...] = ()
+
+    def versions_removed(self, removed: Sequence[RemovedVersion]) -> None:
+        """The registry deleted versions: this process stops serving them."""
+        self.predictor.forget(removed)
+
+    def observe(self, observation: Observation) -> None:
+        for observer in self.observers:
+            observer(observation)
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions[EXTENSION]
+    return rt
+
+
+def session() -> Session:
+    """The request's session, opened on first use and closed when the request ends."""
+    if "db_session" not in g:
+        g.db_session = runtime().sessions()
+    db_session: Session = g.db_session
+    return db_session
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    db_session = g.pop("db_session", None)
+    if db_session is not None:
+        db_session.close()

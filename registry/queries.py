@@ -1,0 +1,199 @@
+"""The registry's read side: models, versions, aliases, events and artifacts as the API shows
+them, and a version's estimator loaded through the safety gate. Nothing here writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from modelyard.registry import safety
+from modelyard.registry.models import Alias, Event, Model, ModelVersion
+from modelyard.registry.refs import get_model, resolve_version
+from modelyard.registry.storage import ArtifactStore
+
+
+def model_exists(session: Session, name: str) -> bool:
+    return session.scalar(select(Model.id).where(Model.name == name)) is not None
+
+
+def list_models(
+    session: Session, *, q: str | None = None, tag: tuple[str, str] | None = None,
+    offset: int = 0, limit: int = 10,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of model views ordered by name, filtered by name substring and one ``key:value``
+    tag, and the total count matching."""
+    query = select(Model)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Model.name.like(f"%{escaped}%", escape="\\"))
+    models = list(session.scalars(query.order_by(Model.name)))
+    if tag is not None:
+        # Tags are a small JSON object per model; filtering here keeps one query on every backend.
+        key, value = tag
+        models = [m for m in models if (m.tags or {}).get(key) == value]
+    return describe_models(session, models[offset : offset + limit]), len(models)
+
+
+def list_versions(
+    session: Session, name: str, *, offset: int = 0, limit: int = 10
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of a model's version views, newest first, and the total count."""
+    model = get_model(session, name)
+    total = session.scalar(select(func.count()).where(ModelVersion.model_id == model.id)) or 0
+    versions = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.model_id == model.id)
+        .order_by(ModelVersion.version.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return describe_versions(session, name, list(versions)), total
+
+
+def load_estimator(store: ArtifactStore, version: ModelVersion, *,
+                   extra: frozenset[str] = frozenset()) -> safety.Loaded:
+    """Read the version's artifact (digest checked) and unpickle it through the safety gate,
+    with the warnings loading raised."""
+    return safety.load_recorded(store.open(version.sha256), version.format, extra=extra)
+
+
+def aliases_of(session: Session, model: Model) -> dict[str, int]:
+    """``{alias: version number}`` for a model."""
+    rows = session.execute(
+        select(Alias.name, ModelVersion.version)
+        .join(ModelVersion, Alias.version_id == ModelVersion.id)
+        .where(Alias.model_id == model.id)
+        .order_by(Alias.name)
+    )
+    return {alias: version for alias, version in rows}
+
+
+def describe_models(session: Session, models: Sequence[Model]) -> list[dict[str, Any]]:
+    """API views of ``models`` (aliases, latest version, count) in three queries, not 3N."""
+    ids = [m.id for m in models]
+    if not ids:
+        return []
+    aliases: dict[int, dict[str, int]] = {i: {} for i in ids}
+    for model_id, alias, number in session.execute(
+        select(Alias.model_id, Alias.name, ModelVersion.version)
+        .join(ModelVersion, Alias.version_id == ModelVersion.id)
+        .where(Alias.model_id.in_(ids))
+        .order_by(Alias.name)
+    ):
+        aliases[model_id][alias] = number
+    stats = {
+        model_id: (latest, count)
+        for model_id, latest, count in session.execute(
+            select(ModelVersion.model_id, func.max(ModelVersion.version), func.count())
+            .where(ModelVersion.model_id.in_(ids))
+            .group_by(ModelVersion.model_id)
+        )
+    }
+    return [
+        {
+            "name": m.name,
+            "description": m.description,
+            "tags": m.tags,
+            "latest_version": stats.get(m.id, (None, 0))[0],
+            "version_count": stats.get(m.id, (None, 0))[1],
+            "aliases": aliases[m.id],
+            "created_at": m.created_at,
+            "updated_at": m.updated_at,
+        }
+        for m in models
+    ]
+
+
+def model_detail(session: Session, name: str) -> dict[str, Any]:
+    return describe_models(session, [get_model(session, name)])[0]
+
+
+def describe_versions(session: Session, name: str, versions: Sequence[ModelVersion]) -> list[dict[str, Any]]:
+    """API views of versions of one model, each with the aliases that point at it."""
+    pointing: dict[int, list[str]] = {}
+    if versions:
+        for alias, version_id in session.execute(
+            select(Alias.name, Alias.version_id)
+            .where(Alias.version_id.in_([v.id for v in versions]))
+            .order_by(Alias.name)
+        ):
+            pointing.setdefault(version_id, []).append(alias)
+    return [
+        {
+            "name": name,
+            "version": v.version,
+            "sha256": v.sha256,
+            "size_bytes": v.size_bytes,
+            "format": v.format,
+            "estimator": v.estimator,
+            "n_features": v.n_features,
+            "feature_names": v.feature_names,
+            "feature_aliases": v.feature_aliases,
+            "classes": v.classes,
+            "labels": v.labels,
+            "has_proba": v.has_proba,
+            "input_kind": v.input_kind,
+            "feature_types": v.feature_types,
+            "library_versions": v.library_versions,
+            "allow_nan": v.allow_nan,
+            "example": v.example,
+            "load_warnings": v.load_warnings,
+            "description": v.description,
+            "metadata": {"metrics": v.metrics, "params": v.params},
+            "tags": v.tags,
+            "aliases": pointing.get(v.id, []),
+            "created_at": v.created_at,
+            "created_by": v.created_by,
+        }
+        for v in versions
+    ]
+
+
+def version_detail(session: Session, name: str, ref: str) -> dict[str, Any]:
+    return describe_versions(session, name, [resolve_version(session, name, ref)])[0]
+
+
+def model_aliases(session: Session, name: str) -> dict[str, int]:
+    return aliases_of(session, get_model(session, name))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    sha256: str
+    filename: str
+    data: bytes | None  # None when the caller already holds this sha256
+
+
+_EXTENSIONS = {"pickle": "pkl", "joblib": "joblib", "skops": "skops"}
+
+
+def get_artifact(
+    session: Session, store: ArtifactStore, name: str, ref: str, *, if_none_match: Sequence[str] = ()
+) -> Artifact:
+    """A version's stored bytes (digest checked); ``data`` is None when ``if_none_match``
+    already names its sha256."""
+    version = resolve_version(session, name, ref)
+    filename = f"{name}-v{version.version}.{_EXTENSIONS[version.format]}"
+    if version.sha256 in if_none_match or "*" in if_none_match:
+        return Artifact(version.sha256, filename, None)
+    return Artifact(version.sha256, filename, store.open(version.sha256))
+
+
+def list_events(session: Session, name: str, *, offset: int = 0, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
+    """A model's audit history, newest first. History outlives a deleted model; a name that
+    never had any raises ModelNotFound."""
+    total = session.scalar(select(func.count()).where(Event.model_name == name)) or 0
+    if total == 0:
+        get_model(session, name)
+    events = session.scalars(
+        select(Event).where(Event.model_name == name).order_by(Event.id.desc()).offset(offset).limit(limit)
+    )
+    return [
+        {"id": e.id, "model": e.model_name, "action": e.action, "version": e.version, "alias": e.alias,
+         "actor": e.actor, "at": e.at, "before": e.before, "after": e.after}
+        for e in events
+    ], total

@@ -1,0 +1,37 @@
+"""The predict routes, in one table: the WSGI lane matches requests against it, the Flask views
+that document them take their endpoint names from it, and the observers count what it marks.
+
+A protocol (``protocols/native.py`` today; Open Inference Protocol V2 and MLflow's scoring API
+next) adds its routes here and its bodies and answers in its own module.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from modelyard.registry.refs import DEFAULT_ALIAS
+
+PREDICT_ROLE = "predictor"  # the least role that may predict
+PREDICT_KIND = "predict"  # what the observers count these requests as
+PREDICT_ENDPOINT = "serving.predict"
+DEFAULT_ENDPOINT = "serving.predict_default"
+
+
+class Route(NamedTuple):
+    endpoint: str
+    name: str | None  # None: the default model (``POST /predict``)
+    ref: str
+
+
+def match(path: str) -> Route | None:
+    """The predict route a WSGI ``PATH_INFO`` names, as Flask's router would match it."""
+    if path == "/predict":
+        return Route(DEFAULT_ENDPOINT, None, DEFAULT_ALIAS)
+    if not (path.startswith("/models/") and path.endswith("/predict")):
+        return None
+    parts = path.split("/")
+    if len(parts) != 5 or not parts[2] or not parts[3]:
+        return None
+    if not path.isascii():  # WSGI carries the path's UTF-8 bytes as latin-1 characters
+        parts = path.encode("latin-1").decode("utf-8", "replace").split("/")
+    return Route(PREDICT_ENDPOINT, parts[2], parts[3])
