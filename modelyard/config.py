@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from modelyard.registry.auth import PRIVATE_READS, ROLES
+from modelyard.web.body import truth
+
 DEFAULT_CONFIG_FILE = Path(__file__).parent / "config.toml"
 ENV_PREFIX = "MODELYARD_"
 CONFIG_FILE_ENV = "MODELYARD_CONFIG"
@@ -96,12 +99,10 @@ def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
 def _parse_env(default: Any, raw: str, name: str) -> Any:
     try:
         if isinstance(default, bool):
-            lowered = raw.strip().lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
+            flag = truth(raw)
+            if flag is None:
+                raise ValueError(raw)
+            return flag
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
@@ -146,7 +147,7 @@ _POSITIVE = {
 _CHOICES = {
     ("artifacts", "store"): {"local"},
     ("logging", "level"): {"DEBUG", "INFO", "WARNING", "ERROR"},
-    ("auth", "anonymous_role"): {"none", "reader", "predictor", "uploader", "promoter", "admin"},
+    ("auth", "anonymous_role"): {"none", *ROLES},
 }
 
 
@@ -163,10 +164,10 @@ def _validate(config: Config) -> None:
             )
     if config["batching"]["max_wait_ms"] < 0:
         raise ConfigError(f"[batching] max_wait_ms: must not be negative, got {config['batching']['max_wait_ms']}")
-    unknown_reads = sorted(set(config["auth"]["private_reads"]) - {"artifacts", "events", "metrics"})
+    unknown_reads = sorted(set(config["auth"]["private_reads"]) - set(PRIVATE_READS))
     if unknown_reads:
         raise ConfigError(f"[auth] private_reads: unknown {', '.join(map(repr, unknown_reads))}; "
-                          "expected artifacts, events, metrics")
+                          f"expected {', '.join(PRIVATE_READS)}")
     for name in config["upload"]["extra_globals"]:
         if not isinstance(name, str) or "." not in name or "*" in name or name.endswith("."):
             raise ConfigError(f"[upload] extra_globals: {name!r} is not an exact module.name")

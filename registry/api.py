@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.registry import auth, maintenance, queries, service, upload
+from modelyard.registry import auth, maintenance, queries, refs, service, upload
 from modelyard.registry.errors import InvalidArtifact, TooLarge
 from modelyard.registry.schemas import (
     AliasMoveSchema,
@@ -244,7 +244,7 @@ class Promote(MethodView):
         Moves `alias` (default `production`) to this version and answers the version it
         pointed at before (`previous_version`, null when the alias is new).
         """
-        alias = body.get("alias", "production")
+        alias = body.get("alias", refs.DEFAULT_ALIAS)
         authorize_alias_move(alias)
         return service.promote(session(), name, ref, alias, actor=current_actor().name)
 

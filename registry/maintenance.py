@@ -5,6 +5,7 @@ and changes nothing but what it says it removes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -75,3 +76,13 @@ def check_versions(session: Session, store: ArtifactStore, *, limits: sandbox.Li
                         "load_warnings": warnings, "sklearn_pickled": pickled})
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "warning", "broken")}
     return {"libraries": introspect.library_versions(), "counts": counts, "results": results}
+
+
+def discard_unreferenced(session: Session, store: ArtifactStore, digests: Iterable[str]) -> None:
+    """Remove the blobs no committed row points at: after a delete, and after a failed commit
+    (which must not leave an orphan). Ends the session's transaction."""
+    for sha256 in digests:
+        session.rollback()
+        if session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1)) is None:
+            store.delete(sha256)
+    session.rollback()

@@ -22,13 +22,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from modelyard.registry.db import Base, utcnow
+from modelyard.registry.safety import FORMATS
 
 IntPK = Annotated[int, mapped_column(primary_key=True)]
 Created = Annotated[dt.datetime, mapped_column(default=utcnow)]
 JSONDict = Annotated[dict[str, Any], mapped_column(default=dict)]
 Name = Annotated[str, mapped_column(String(128))]
 
-FORMATS = ("pickle", "joblib", "skops")
 INPUT_KINDS = ("array", "dataframe", "text")
 
 

@@ -168,16 +168,13 @@ class Artifact:
     data: bytes | None  # None when the caller already holds this sha256
 
 
-_EXTENSIONS = {"pickle": "pkl", "joblib": "joblib", "skops": "skops"}
-
-
 def get_artifact(
     session: Session, store: ArtifactStore, name: str, ref: str, *, if_none_match: Sequence[str] = ()
 ) -> Artifact:
     """A version's stored bytes (digest checked); ``data`` is None when ``if_none_match``
     already names its sha256."""
     version = resolve_version(session, name, ref)
-    filename = f"{name}-v{version.version}.{_EXTENSIONS[version.format]}"
+    filename = f"{name}-v{version.version}.{safety.FORMAT_SUFFIXES[version.format]}"
     if version.sha256 in if_none_match or "*" in if_none_match:
         return Artifact(version.sha256, filename, None)
     return Artifact(version.sha256, filename, store.open(version.sha256))

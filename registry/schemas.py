@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import marshmallow as ma
-import orjson
 from flask_smorest.fields import Upload
 from marshmallow import ValidationError, fields, validate
 from webargs import core
@@ -14,8 +13,9 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.datastructures import CombinedMultiDict
 
 from modelyard.registry.auth import ROLES
-from modelyard.registry.errors import InvalidInput, MalformedBody
+from modelyard.registry.refs import DEFAULT_ALIAS
 from modelyard.registry.safety import FORMATS
+from modelyard.web.body import parse_json
 
 _DESCRIPTION = validate.Length(max=10_000)
 MAX_EXAMPLE_ROWS = 100  # an upload's example is kept with the version and shown in its detail
@@ -23,20 +23,6 @@ MAX_EXAMPLE_ROWS = 100  # an upload's example is kept with the version and shown
 
 def _fail(message: str) -> bool:
     raise ValidationError(message)
-MAX_JSON_DEPTH = 1024  # orjson's limit; a deeper body is refused, never recursed into
-
-
-def parse_json(data: bytes) -> Any:
-    """Decode a JSON body once, with orjson. Raises MalformedBody (400), or InvalidInput (422)
-    for nesting deeper than MAX_JSON_DEPTH (the stdlib decoder would recurse until it fails)."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc):
-            raise InvalidInput(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
-        raise MalformedBody(str(exc)) from None
-
-
 class ArgumentsParser(FlaskParser):
     """flask-smorest's parser, reading JSON bodies through :func:`parse_json`, and a multipart
     body's files and fields as one (``location="files"``), so one schema documents the whole
@@ -171,7 +157,7 @@ class AliasSetSchema(ma.Schema):
 
 
 class PromoteSchema(ma.Schema):
-    alias = fields.String(load_default="production")
+    alias = fields.String(load_default=DEFAULT_ALIAS)
 
 
 class AliasMoveSchema(ma.Schema):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,15 +16,12 @@ from sqlalchemy.orm import Session
 
 from modelyard.registry import introspect, sandbox
 from modelyard.registry.db import begin_write, utcnow
-from modelyard.registry.errors import (
-    AliasNotFound,
-    ModelExists,
-    NoRollbackHistory,
-    VersionInUse,
-)
+from modelyard.registry.errors import AliasNotFound, ModelExists, NoRollbackHistory, VersionInUse
+from modelyard.registry.maintenance import discard_unreferenced
 from modelyard.registry.models import Alias, Event, Model, ModelVersion, RegistryState
 from modelyard.registry.queries import aliases_of, model_detail, model_exists, version_detail
 from modelyard.registry.refs import (
+    DEFAULT_ALIAS,
     get_model,
     resolve_version,
     validate_alias_name,
@@ -33,24 +30,8 @@ from modelyard.registry.refs import (
 from modelyard.registry.storage import ArtifactStore
 from modelyard.registry.upload import Prepared, VersionSpec, prepare_version
 
-# --- read models for the API --------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-# --- writes ------------------------------------------------------------------------------------
-
+T = TypeVar("T")
 _ATTEMPTS = 3  # a write that lost a uniqueness race (two creators of one model) is retried
-
-
 
 
 @dataclass(frozen=True)
@@ -67,10 +48,6 @@ class RemovedVersion:
     name: str
     version: int
     sha256: str
-
-
-
-
 
 
 def create_model(
@@ -113,21 +90,19 @@ def update_model(
 def delete_model(session: Session, store: ArtifactStore, name: str, *,
                  actor: str = "anonymous") -> list[RemovedVersion]:
     """Delete a model, its versions and aliases; artifacts no other version uses are removed."""
-    removed: list[RemovedVersion] = []
 
-    def write() -> None:
-        removed.clear()
+    def write() -> list[RemovedVersion]:
         model = get_model(session, name)
         versions = list(session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id)))
-        removed.extend(RemovedVersion(name, v.version, v.sha256) for v in versions)
         before = {"versions": [v.version for v in versions], "aliases": aliases_of(session, model)}
         session.execute(delete(Alias).where(Alias.model_id == model.id))
         session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
         session.execute(delete(Model).where(Model.id == model.id))
         _record(session, name, "model.deleted", actor, before=before)
+        return [RemovedVersion(name, v.version, v.sha256) for v in versions]
 
-    _write(session, write)
-    _collect_garbage(session, store, {r.sha256 for r in removed})
+    removed = _write(session, write)
+    discard_unreferenced(session, store, {r.sha256 for r in removed})
     return removed
 
 
@@ -147,25 +122,23 @@ def register_version(
     validate_model_name(name)
     prepared = prepare_version(data, spec, limits=limits or sandbox.Limits())
     sha256 = store.put(data)
-    created: list[int] = []
 
-    def write() -> None:
-        created.clear()
+    def write() -> int:
         model = session.scalar(select(Model).where(Model.name == name))
         if model is None:
             model = _create_model(session, name, description="", tags={}, actor=actor)
-        created.append(_add_version(session, model, prepared, sha256, len(data), actor=actor).version)
+        return _add_version(session, model, prepared, sha256, len(data), actor=actor).version
 
     try:
-        _write(session, write)
+        number = _write(session, write)
     except BaseException:
-        _discard_if_unreferenced(session, store, sha256)
+        discard_unreferenced(session, store, {sha256})
         raise
     if not store.exists(sha256):
         # A concurrent failed upload of the same bytes removed the blob between our put and
         # our commit; put it back so the committed row never points at nothing.
         store.put(data)
-    return version_detail(session, name, str(created[0]))
+    return version_detail(session, name, str(number))
 
 
 def update_version(
@@ -173,12 +146,9 @@ def update_version(
     tags: dict[str, str] | None = None, actor: str = "anonymous",
 ) -> dict[str, Any]:
     """Change a version's description and/or tags: the only mutable parts of a version."""
-    number: list[int] = []
 
-    def write() -> None:
-        number.clear()
+    def write() -> int:
         version = resolve_version(session, name, ref)
-        number.append(version.version)
         before = {"description": version.description, "tags": version.tags}
         if description is not None:
             version.description = description
@@ -186,9 +156,9 @@ def update_version(
             version.tags = dict(tags)
         _record(session, name, "version.updated", actor, version=version.version, before=before,
                 after={"description": version.description, "tags": version.tags})
+        return version.version
 
-    _write(session, write)
-    return version_detail(session, name, str(number[0]))
+    return version_detail(session, name, str(_write(session, write)))
 
 
 def delete_version(
@@ -198,26 +168,20 @@ def delete_version(
 
     Its number is never reused; its artifact is removed unless another version uses it.
     """
-    removed: list[RemovedVersion] = []
 
-    def write() -> None:
-        removed.clear()
+    def write() -> RemovedVersion:
         version = resolve_version(session, name, ref)
         pointing = list(session.scalars(select(Alias.name).where(Alias.version_id == version.id).order_by(Alias.name)))
         if pointing:
             raise VersionInUse(name, version.version, pointing)
-        removed.append(RemovedVersion(name, version.version, version.sha256))
         session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))
         _record(session, name, "version.deleted", actor, version=version.version,
                 before={"sha256": version.sha256, "estimator": version.estimator})
+        return RemovedVersion(name, version.version, version.sha256)
 
-    _write(session, write)
-    _collect_garbage(session, store, {removed[0].sha256})
-    return removed[0]
-
-
-
-
+    removed = _write(session, write)
+    discard_unreferenced(session, store, {removed.sha256})
+    return removed
 
 
 def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str = "anonymous") -> AliasMove:
@@ -227,18 +191,16 @@ def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str =
     VersionNotFound (404).
     """
     validate_alias_name(alias)
-    moves: list[AliasMove] = []
 
-    def write() -> None:
-        moves.clear()
+    def write() -> AliasMove:
         version = resolve_version(session, name, ref)
-        moves.append(_set_alias(session, version.model, alias, version, actor=actor))
+        return _set_alias(session, version.model, alias, version, actor=actor)
 
-    _write(session, write)
-    return moves[0]
+    return _write(session, write)
 
 
-def promote(session: Session, name: str, ref: str, alias: str = "production", *, actor: str = "anonymous") -> AliasMove:
+def promote(session: Session, name: str, ref: str, alias: str = DEFAULT_ALIAS, *,
+            actor: str = "anonymous") -> AliasMove:
     """Move ``alias`` (default ``production``) to the version ``ref`` names; returns the
     version it pointed at before (None when the alias is new)."""
     return set_alias(session, name, alias, ref, actor=actor)
@@ -266,10 +228,8 @@ def rollback_alias(session: Session, name: str, alias: str, *, actor: str = "ano
     A second rollback undoes the first. Raises AliasNotFound (404), NoRollbackHistory (409)
     when the alias has never moved or its previous version was deleted.
     """
-    moves: list[AliasMove] = []
 
-    def write() -> None:
-        moves.clear()
+    def write() -> AliasMove:
         model = get_model(session, name)
         row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
         if row is None:
@@ -289,17 +249,14 @@ def rollback_alias(session: Session, name: str, alias: str, *, actor: str = "ano
         )
         if target is None:
             raise NoRollbackHistory(name, alias, f"its previous version {previous} was deleted")
-        moves.append(_set_alias(session, model, alias, target, actor=actor, action="alias.rolled_back"))
+        return _set_alias(session, model, alias, target, actor=actor, action="alias.rolled_back")
 
-    _write(session, write)
-    return moves[0]
-
-
+    return _write(session, write)
 
 
 def seed_model(
     session: Session, store: ArtifactStore, name: str, data: bytes, spec: VersionSpec, *,
-    description: str = "", alias: str = "production", actor: str = "modelyard",
+    description: str = "", alias: str = DEFAULT_ALIAS, actor: str = "modelyard",
 ) -> bool:
     """Register ``data`` as version 1 of a new model ``name`` with ``alias``, unless it exists.
 
@@ -311,30 +268,28 @@ def seed_model(
         return False
     prepared = prepare_version(data, spec, limits=None)
     sha256 = store.put(data)
-    created: list[bool] = []
 
-    def write() -> None:
-        created.clear()
+    def write() -> bool:
         if model_exists(session, name):
-            return
+            return False
         model = _create_model(session, name, description=description, tags={}, actor=actor)
         version = _add_version(session, model, prepared, sha256, len(data), actor=actor)
         _set_alias(session, model, alias, version, actor=actor)
-        created.append(True)
+        return True
 
     try:
-        _write(session, write)
+        return _write(session, write)
     except BaseException:
-        _discard_if_unreferenced(session, store, sha256)
+        discard_unreferenced(session, store, {sha256})
         raise
-    return bool(created)
 
 
 # --- steps -------------------------------------------------------------------------------------
 
 
-def _write(session: Session, step: Callable[[], None], *, on_conflict: Callable[[], Exception] | None = None) -> None:
-    """Run ``step`` in one write transaction and commit; roll back on any error.
+def _write(session: Session, step: Callable[[], T], *, on_conflict: Callable[[], Exception] | None = None) -> T:
+    """Run ``step`` in one write transaction, commit, and return what it returned; roll back
+    on any error.
 
     A uniqueness race lost to a concurrent writer (IntegrityError) is retried from the start,
     where ``step`` sees the winner's row; ``on_conflict`` turns the last failure into a domain
@@ -343,10 +298,10 @@ def _write(session: Session, step: Callable[[], None], *, on_conflict: Callable[
     for attempt in range(_ATTEMPTS):
         begin_write(session)
         try:
-            step()
+            result = step()
             session.execute(update(RegistryState).values(generation=RegistryState.generation + 1))
             session.commit()
-            return
+            return result
         except IntegrityError:
             session.rollback()
             if attempt == _ATTEMPTS - 1:
@@ -356,27 +311,7 @@ def _write(session: Session, step: Callable[[], None], *, on_conflict: Callable[
         except BaseException:
             session.rollback()
             raise
-
-
-
-
-def _collect_garbage(session: Session, store: ArtifactStore, digests: set[str]) -> None:
-    for sha256 in digests:
-        _discard_if_unreferenced(session, store, sha256)
-
-
-def _discard_if_unreferenced(session: Session, store: ArtifactStore, sha256: str) -> None:
-    """Remove a blob no committed row points at (a failed commit must not leave an orphan)."""
-    session.rollback()
-    if session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1)) is None:
-        store.delete(sha256)
-    session.rollback()
-
-
-
-
-
-
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _create_model(session: Session, name: str, *, description: str, tags: dict[str, str], actor: str) -> Model:

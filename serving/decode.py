@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import simdjson
 
 from modelyard.registry.errors import InvalidInput, TooLarge
 from modelyard.registry.introspect import NUMBER, make_frame
-from modelyard.registry.schemas import parse_json
 
 Matrix = Any  # what an estimator is handed: a 2-D float64 array; for a text model, a list of str
 _WRAPPERS = ("instances", "inputs", "dataframe_records")
@@ -147,7 +147,7 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
                 and (body.wrapper is None or body.wrapper not in spec.column_of))
         if fits:
             return Decoded(body.X, False)
-        body = parse_json(body.raw)  # the general path names what does not fit
+        body = orjson.loads(body.raw)  # valid JSON (simdjson read it); the general path names what does not fit
     if isinstance(body, dict):
         if "dataframe_split" in body and len(body) == 1:
             return Decoded(_from_split(body["dataframe_split"], spec, max_rows), False)

@@ -1,5 +1,6 @@
 """One set of body rules for every route: the media type (415), the size limit (413), a body
-the client could not finish sending (400), and yes/no query flags (422).
+the client could not finish sending (400), JSON that is malformed (400) or nested too deep (422),
+and yes/no query flags (422).
 
 The predict lane reads bodies from the WSGI environ itself (see ``serving.http``); Flask views
 have werkzeug read them, and check their media type here.
@@ -10,14 +11,29 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from werkzeug.exceptions import BadRequest, ClientDisconnected
 
-from modelyard.registry.errors import InvalidInput, TooLarge, UnsupportedMediaType
+from modelyard.registry.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+MAX_JSON_DEPTH = 1024  # orjson's limit; a deeper body is refused, never recursed into
+
+
+def parse_json(data: bytes) -> Any:
+    """Decode a JSON body once, with orjson. Raises MalformedBody (400), or InvalidInput (422)
+    for nesting deeper than MAX_JSON_DEPTH (the stdlib decoder would recurse until it fails)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise InvalidInput(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+        raise MalformedBody(str(exc)) from None
 
 
 def truth(raw: str) -> bool | None:

@@ -22,8 +22,8 @@ from modelyard.registry.safety.allowlist import allowed_globals
 from modelyard.registry.safety.scanner import JOBLIB_WRAPPER, MAX_EXPANDED_BYTES, scan
 from modelyard.registry.safety.skops_schema import SKOPS_PLAIN, check_skops, checked_skops_names, skops_names
 
-__all__ = ["FORMATS", "MAX_EXPANDED_BYTES", "Loaded", "allowed_globals", "check_skops", "detect_format", "load",
-           "load_recorded", "resolve_format", "scan", "skops_names"]
+__all__ = ["FORMATS", "FORMAT_SUFFIXES", "MAX_EXPANDED_BYTES", "Loaded", "allowed_globals", "check_skops",
+           "detect_format", "load", "load_recorded", "resolve_format", "scan", "skops_names"]
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -43,7 +43,9 @@ def _check(allowed: frozenset[str], module: str, name: str) -> None:
     if f"{module}.{name}" not in allowed:
         raise UnsafeArtifact(f"{module}.{name}")
 
-FORMATS = ("pickle", "joblib", "skops")
+# The formats an upload may be in, each with the suffix its download is named with.
+FORMAT_SUFFIXES = {"pickle": "pkl", "joblib": "joblib", "skops": "skops"}
+FORMATS = tuple(FORMAT_SUFFIXES)
 # joblib's compressed containers, by magic prefix: zlib, gzip, bz2, xz, lzma, lz4.
 _COMPRESSED_PREFIXES = (b"x", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00", b"\x04\"M\x18")
 

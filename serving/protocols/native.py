@@ -9,12 +9,11 @@ from typing import Any
 
 import orjson
 
-from modelyard.registry.schemas import parse_json
 from modelyard.serving.batching import Arrival
 from modelyard.serving.decode import read_rows
 from modelyard.serving.routes import Route
 from modelyard.serving.service import Predictor, Sessions
-from modelyard.web.body import query_flag
+from modelyard.web.body import parse_json, query_flag
 
 
 def answer(predictor: Predictor, session: Sessions, name: str, route: Route, raw: bytes, query: str,
