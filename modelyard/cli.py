@@ -64,17 +64,17 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "debug":
         from modelyard.app import create_app
 
-        config = load_config()
-        create_app().run(host=config["server"]["host"], port=args.port or config["server"]["port"], debug=True)
+        server = load_config().server
+        create_app().run(host=server.host, port=args.port or server.port, debug=True)
     elif args.command == "migrate":
         from modelyard.registry.db import make_engine, upgrade_to_head
 
-        engine = make_engine(load_config()["database"]["url"])
+        engine = make_engine(load_config().database.url)
         upgrade_to_head(engine)
         engine.dispose()
         print("database schema is at head")
     elif args.command == "config":
-        _print_config(load_config())
+        _print_config(load_config().as_tables())
     elif args.command == "token":
         return _token(args)
     elif args.command == "check":
@@ -89,11 +89,11 @@ def _gc(args: argparse.Namespace) -> int:
     from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
     from modelyard.registry.storage import make_store
 
-    config = load_config()
-    engine = make_engine(config["database"]["url"])
+    settings = load_config()
+    engine = make_engine(settings.database.url)
     try:
         upgrade_to_head(engine)
-        store = make_store(config["artifacts"]["store"], config["artifacts"]["root"])
+        store = make_store(settings.artifacts.store, settings.artifacts.root)
         with make_session_factory(engine)() as session:
             report = maintenance.collect_orphans(session, store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
     finally:
@@ -151,7 +151,7 @@ def _token(args: argparse.Namespace) -> int:
     from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
     from modelyard.registry.errors import ModelyardError
 
-    engine = make_engine(load_config()["database"]["url"])
+    engine = make_engine(load_config().database.url)
     try:
         upgrade_to_head(engine)
         with make_session_factory(engine)() as session:

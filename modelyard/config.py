@@ -4,15 +4,19 @@ env vars, then overrides.
 The packaged ``config.toml`` (``modelyard/config.toml``, the checkout's top-level one) is the
 single list of keys: a key that is not in it is unknown, and a value must have the type of the
 default it replaces. Problems raise :class:`ConfigError` with one line naming the key, which
-the CLI prints before exiting.
+the CLI prints before exiting. The result is :class:`Settings`: frozen, typed sections, read
+once at start; the app factory hands each part what it needs (the registry's and serving's
+domains never read the configuration themselves).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +38,116 @@ class ConfigError(ValueError):
     """A configuration key is unknown or its value is invalid."""
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    workers: int
+    threads: int
+    timeout: int
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    pool_size: int
+    max_overflow: int
+    echo: bool
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    store: str
+    root: str
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    max_entries: int
+    max_bytes: int
+    preload_aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    max_bytes: int
+    trial_timeout_seconds: float
+    trial_memory_bytes: int
+    max_expanded_bytes: int
+    extra_globals: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    anonymous_role: str
+    admin_token_file: str
+    protected_aliases: tuple[str, ...]
+    private_reads: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    default_model: str
+    max_rows: int
+    max_body_bytes: int
+    seed: bool
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    models: tuple[str, ...]
+    max_rows: int
+    max_wait_ms: float
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration, one typed section per ``config.toml`` table."""
+
+    server: ServerSettings
+    database: DatabaseSettings
+    artifacts: ArtifactSettings
+    cache: CacheSettings
+    upload: UploadSettings
+    auth: AuthSettings
+    serving: ServingSettings
+    batching: BatchingSettings
+    logging: LoggingSettings
+
+    @classmethod
+    def from_tables(cls, config: Config) -> Settings:
+        sections = {}
+        for section in dataclasses.fields(cls):
+            values = {key: tuple(v) if isinstance(v, list) else v for key, v in config[section.name].items()}
+            sections[section.name] = _SECTIONS[section.name](**values)
+        return cls(**sections)
+
+    def as_tables(self) -> Config:
+        """``{section: {key: value}}``, lists as lists: what ``modelyard config`` prints."""
+        return {section.name: {key: list(v) if isinstance(v, tuple) else v
+                               for key, v in dataclasses.asdict(getattr(self, section.name)).items()}
+                for section in dataclasses.fields(self)}
+
+
+_SECTIONS: dict[str, Any] = {
+    "server": ServerSettings, "database": DatabaseSettings, "artifacts": ArtifactSettings, "cache": CacheSettings,
+    "upload": UploadSettings, "auth": AuthSettings, "serving": ServingSettings, "batching": BatchingSettings,
+    "logging": LoggingSettings,
+}
+
+
 def load_config(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     path: str | os.PathLike[str] | None = None,
     cwd: Path | None = None,
-) -> Config:
+) -> Settings:
     """Return the effective configuration.
 
     Layers, last wins: the packaged defaults; a config file (``path``, else
@@ -72,7 +179,7 @@ def load_config(
             config[section][key] = _check_value(defaults, section, key, value)
     _validate(config)
     _resolve_paths(config, base)
-    return config
+    return Settings.from_tables(config)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

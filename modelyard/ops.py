@@ -1,14 +1,16 @@
-"""Operational routes: liveness, readiness and what this server is."""
+"""Operational routes: liveness, readiness, metrics, what this server is, and the docs' assets."""
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import Blueprint as FlaskBlueprint
+from flask import Response, jsonify, redirect, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard import __version__, metrics
+from modelyard.config import Settings
 from modelyard.registry.errors import ModelyardError
 from modelyard.registry.refs import DEFAULT_ALIAS
 from modelyard.web.auth import private
@@ -30,7 +32,7 @@ def healthz() -> ResponseReturnValue:
 def readyz() -> ResponseReturnValue:
     """Readiness: the database answers and the default model's production version loads"""
     rt = runtime()
-    default_model = rt.config["serving"]["default_model"]
+    default_model = _settings().serving.default_model
     checks: dict[str, str] = {}
     ready = True
     try:
@@ -64,15 +66,36 @@ def metrics_text() -> ResponseReturnValue:
 @blp.response(200, {"type": "object"})
 def info() -> ResponseReturnValue:
     """What this server is: version, default model and limits"""
-    config = runtime().config
+    settings = _settings()
     return jsonify(
         name="modelyard",
         version=__version__,
-        default_model=config["serving"]["default_model"],
+        default_model=settings.serving.default_model,
         default_alias=DEFAULT_ALIAS,
         limits={
-            "max_body_bytes": config["serving"]["max_body_bytes"],
-            "max_rows": config["serving"]["max_rows"],
-            "upload_max_bytes": config["upload"]["max_bytes"],
+            "max_body_bytes": settings.serving.max_body_bytes,
+            "max_rows": settings.serving.max_rows,
+            "upload_max_bytes": settings.upload.max_bytes,
         },
     )
+
+
+docs_assets = FlaskBlueprint("docs-assets", __name__)
+
+
+@docs_assets.get("/")
+def _home() -> ResponseReturnValue:
+    """The root leads to the interactive API docs."""
+    return redirect("/docs")
+
+
+@docs_assets.get("/docs/assets/<path:filename>")
+def _swagger_ui_asset(filename: str) -> Response:
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(str(swagger_ui_path), filename, max_age=86400)
+
+
+def _settings() -> Settings:
+    settings: Settings = runtime().settings
+    return settings

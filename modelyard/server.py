@@ -18,7 +18,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from modelyard.app import create_app
-from modelyard.config import ConfigError, load_config
+from modelyard.config import ConfigError, ServerSettings, load_config
 from modelyard.web.context import EXTENSION
 
 log = logging.getLogger("modelyard")
@@ -39,13 +39,13 @@ class ModelyardServer(BaseApplication):  # type: ignore[misc]
         return self.application
 
 
-def gunicorn_settings(server: Mapping[str, Any]) -> dict[str, Any]:
+def gunicorn_settings(server: ServerSettings) -> dict[str, Any]:
     return {
-        "bind": f"{server['host']}:{server['port']}",
-        "workers": server["workers"],
-        "threads": server["threads"],
+        "bind": f"{server.host}:{server.port}",
+        "workers": server.workers,
+        "threads": server.threads,
         "worker_class": "gthread",
-        "timeout": server["timeout"],
+        "timeout": server.timeout,
         "preload_app": True,
         "accesslog": None,
         "errorlog": "-",
@@ -86,10 +86,9 @@ def _child_exit(server: Any, worker: Any) -> None:
 def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Prepare the registry and serve until interrupted. Raises ConfigError, before anything
     is prepared, when the address cannot be bound (the port is in use)."""
-    config = load_config(overrides)
-    server = config["server"]
-    check_bindable(server["host"], server["port"])
+    server = load_config(overrides).server
+    check_bindable(server.host, server.port)
     app = create_app(overrides)
     log.info("serving on http://%s:%s with %s workers x %s threads",
-             server["host"], server["port"], server["workers"], server["threads"])
+             server.host, server.port, server.workers, server.threads)
     ModelyardServer(app, gunicorn_settings(server)).run()

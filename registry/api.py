@@ -44,7 +44,7 @@ def _check_body_type() -> None:
     if request.method not in ("POST", "PUT", "PATCH"):
         return
     if request.endpoint == _UPLOAD_ENDPOINT and request.method == "POST":
-        request.max_content_length = runtime().config["upload"]["max_bytes"] + _FORM_OVERHEAD
+        request.max_content_length = runtime().upload_max_bytes + _FORM_OVERHEAD
         require_multipart(request.mimetype)
     elif request.content_length:
         require_json(request.mimetype)
@@ -152,7 +152,7 @@ class Versions(MethodView):
         when missing.
         """
         rt = runtime()
-        data = _read_upload(form["file"].stream, rt.config["upload"]["max_bytes"])
+        data = _read_upload(form["file"].stream, rt.upload_max_bytes)
         metadata = form.get("metadata") or {}
         spec = upload.VersionSpec(
             fmt=form.get("format"),

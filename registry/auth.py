@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from modelyard.registry.db import begin_write
 from modelyard.registry.errors import Conflict, InvalidName, ModelyardError, NotFound
 from modelyard.registry.models import Token
-from modelyard.registry.refs import MODEL_NAME
+from modelyard.registry.refs import DEFAULT_ALIAS, MODEL_NAME
 
 ROLES = ("reader", "predictor", "uploader", "promoter", "admin")
 ANONYMOUS = "anonymous"
@@ -45,7 +45,17 @@ PRIVATE_READS = {"artifacts": "downloading a model file", "events": "reading the
                  "metrics": "reading the metrics"}
 
 
-def require_token_for(actor: Actor, kind: str, private_reads: list[str]) -> None:
+@dataclass(frozen=True)
+class AuthPolicy:
+    """What ``[auth]`` decides for each request: the anonymous caller's role (``none``: no
+    role), the reads that need a token, and the aliases only a promoter or admin moves."""
+
+    anonymous_role: str = "predictor"
+    private_reads: frozenset[str] = frozenset(PRIVATE_READS)
+    protected_aliases: frozenset[str] = frozenset({DEFAULT_ALIAS})
+
+
+def require_token_for(actor: Actor, kind: str, private_reads: Collection[str]) -> None:
     """401 for an anonymous caller of a read marked :func:`private` that the config keeps private."""
     if kind in private_reads and not actor.authenticated:
         raise Unauthorized(f"{PRIVATE_READS[kind]} needs a token; anonymous callers may predict and read "

@@ -32,12 +32,6 @@ class Limits:
     max_expanded_bytes: int = 4 << 30  # what a compressed joblib file may expand to
     extra_globals: frozenset[str] = frozenset()  # [upload] extra_globals, admitted beside the allowlist
 
-    @classmethod
-    def from_config(cls, upload: dict[str, Any], extra_globals: frozenset[str] = frozenset()) -> Limits:
-        """The limits of the ``[upload]`` configuration section."""
-        return cls(timeout_seconds=upload["trial_timeout_seconds"], memory_bytes=upload["trial_memory_bytes"],
-                   max_expanded_bytes=upload["max_expanded_bytes"], extra_globals=extra_globals)
-
 
 @dataclass(frozen=True)
 class Trial:

@@ -43,24 +43,13 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Options:
-    """Serving settings read once from the configuration."""
+    """Serving settings, handed over by the app factory."""
 
     max_rows: int = 10_000
     batching_models: frozenset[str] = frozenset()
     batch_max_rows: int = 1024
     batch_max_wait_s: float = 0.002
     extra_globals: frozenset[str] = frozenset()  # [upload] extra_globals, checked at start
-
-    @classmethod
-    def from_config(cls, config: dict[str, dict[str, Any]], extra_globals: frozenset[str] = frozenset()) -> Options:
-        batching = config["batching"]
-        return cls(
-            extra_globals=extra_globals,
-            max_rows=config["serving"]["max_rows"],
-            batching_models=frozenset(batching["models"]),
-            batch_max_rows=batching["max_rows"],
-            batch_max_wait_s=batching["max_wait_ms"] / 1000,
-        )
 
     def batches(self, name: str) -> bool:
         return name in self.batching_models or "*" in self.batching_models

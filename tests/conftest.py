@@ -51,7 +51,7 @@ def app(config: dict[str, dict[str, Any]]) -> Iterator[Flask]:
 
 def admin_client(app: Flask) -> FlaskClient:
     """A test client that sends the admin token the app wrote at its first start."""
-    token = Path(app.extensions[EXTENSION].config["auth"]["admin_token_file"]).read_text().strip()
+    token = Path(app.extensions[EXTENSION].settings.auth.admin_token_file).read_text().strip()
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client

@@ -8,17 +8,17 @@ from modelyard.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 
 def test_defaults_come_from_config_toml() -> None:
     config = load_config(environ={})
-    assert config["server"]["host"] == "127.0.0.1"
-    assert config["server"]["port"] == 8080
-    assert config["serving"]["default_model"] == "iris"
-    assert config["cache"]["preload_aliases"] == ["production"]
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8080
+    assert config.serving.default_model == "iris"
+    assert config.cache.preload_aliases == ("production",)
 
 
 def test_relative_paths_resolve_against_the_working_directory(tmp_path: Path) -> None:
     config = load_config(environ={}, cwd=tmp_path)
-    assert config["database"]["url"] == f"sqlite:///{tmp_path / 'registry.db'}"
-    assert config["artifacts"]["root"] == str(tmp_path / "artifacts")
-    assert config["auth"]["admin_token_file"] == str(tmp_path / "admin.token")
+    assert config.database.url == f"sqlite:///{tmp_path / 'registry.db'}"
+    assert config.artifacts.root == str(tmp_path / "artifacts")
+    assert config.auth.admin_token_file == str(tmp_path / "admin.token")
 
 
 def test_a_config_file_holds_only_what_it_changes_and_its_paths_are_its_own(tmp_path: Path) -> None:
@@ -26,10 +26,10 @@ def test_a_config_file_holds_only_what_it_changes_and_its_paths_are_its_own(tmp_
     etc.mkdir()
     (etc / "modelyard.toml").write_text('[server]\nport = 9100\n[artifacts]\nroot = "blobs"\n')
     config = load_config(environ={"MODELYARD_CONFIG": str(etc / "modelyard.toml")}, cwd=tmp_path / "work")
-    assert config["server"]["port"] == 9100
-    assert config["server"]["host"] == "127.0.0.1"  # the packaged default
-    assert config["artifacts"]["root"] == str(etc / "blobs")
-    assert config["database"]["url"] == f"sqlite:///{tmp_path / 'work' / 'registry.db'}"
+    assert config.server.port == 9100
+    assert config.server.host == "127.0.0.1"  # the packaged default
+    assert config.artifacts.root == str(etc / "blobs")
+    assert config.database.url == f"sqlite:///{tmp_path / 'work' / 'registry.db'}"
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -58,20 +58,20 @@ def test_env_overrides_with_types() -> None:
         "MODELYARD_CACHE_PRELOAD_ALIASES": "production, staging",
         "MODELYARD_SERVING_MAX_BODY_BYTES": "1024",
     })
-    assert config["server"]["port"] == 9000
-    assert config["database"]["echo"] is True
-    assert config["cache"]["preload_aliases"] == ["production", "staging"]
-    assert config["serving"]["max_body_bytes"] == 1024
+    assert config.server.port == 9000
+    assert config.database.echo is True
+    assert config.cache.preload_aliases == ("production", "staging")
+    assert config.serving.max_body_bytes == 1024
 
 
 def test_overrides_win_over_env() -> None:
     config = load_config({"server": {"port": 7000}}, environ={"MODELYARD_SERVER_PORT": "9000"})
-    assert config["server"]["port"] == 7000
+    assert config.server.port == 7000
 
 
 def test_absolute_sqlite_path_is_kept(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    assert load_config({"database": {"url": url}}, environ={})["database"]["url"] == url
+    assert load_config({"database": {"url": url}}, environ={}).database.url == url
 
 
 @pytest.mark.parametrize(
@@ -122,3 +122,18 @@ def test_cli_config_hides_database_password(monkeypatch: pytest.MonkeyPatch,
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out and "user:***@db" in out
+
+
+def test_settings_are_typed_and_hold_every_key_of_the_defaults_file() -> None:
+    import dataclasses
+    import tomllib
+
+    settings = load_config(environ={})
+    with open(DEFAULT_CONFIG_FILE, "rb") as fh:
+        defaults = tomllib.load(fh)
+    tables = settings.as_tables()
+    assert {section: set(values) for section, values in tables.items()} == {
+        section: set(values) for section, values in defaults.items()}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.server.port = 1  # type: ignore[misc]
+    assert isinstance(settings.batching.max_wait_ms, float) and isinstance(settings.auth.private_reads, tuple)

@@ -58,14 +58,14 @@ def authorize_request() -> None:
     """Resolve the caller into ``g.actor`` and refuse the request if its role is too low."""
     if request.routing_exception is not None or request.endpoint is None:
         return  # routing errors answer first
-    auth = runtime().config["auth"]
-    g.actor = identify(session, request.headers.get("Authorization"), auth["anonymous_role"])
+    policy = runtime().auth
+    g.actor = identify(session, request.headers.get("Authorization"), policy.anonymous_role)
     if request.method == "OPTIONS":
         return
     target = answering_view()
     kind = getattr(target, "private_read", None)
     if kind is not None:
-        require_token_for(g.actor, kind, auth["private_reads"])
+        require_token_for(g.actor, kind, policy.private_reads)
     if request.blueprint in _OPEN_BLUEPRINTS:
         return
     # Fail closed: an endpoint nobody annotated needs an admin.
@@ -79,7 +79,7 @@ def current_actor() -> Actor:
 
 def authorize_alias_move(alias: str) -> None:
     """Protected aliases (config) move only with a promoter or admin token."""
-    if alias in runtime().config["auth"]["protected_aliases"]:
+    if alias in runtime().auth.protected_aliases:
         require(g.actor, "promoter", what=f"moving the protected alias {alias!r}")
 
 

@@ -12,6 +12,7 @@ from flask import current_app, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelyard.registry.auth import AuthPolicy
 from modelyard.registry.sandbox import Limits
 from modelyard.registry.service import RemovedVersion
 from modelyard.registry.storage import ArtifactStore
@@ -41,10 +42,12 @@ Observer = Callable[[Observation], None]
 
 @dataclass(frozen=True)
 class Runtime:
-    config: dict[str, dict[str, Any]]
+    settings: Any  # the roof's typed Settings (modelyard.config); blueprints read the parts below
+    auth: AuthPolicy
     engine: Engine
     sessions: sessionmaker[Session]
     store: ArtifactStore
+    upload_max_bytes: int  # the largest model file accepted
     upload_limits: Limits  # what an upload's trial may use, and the extra globals it may import
     predictor: Predictor  # resolve -> load (cache) -> predict, for every protocol
     predict: PredictHandler  # answers a predict request from its WSGI environ (serving.http)

@@ -1,11 +1,17 @@
-"""How domain errors answer over HTTP: one status per error family and one JSON shape, shared
-by the Flask app and the predict lane in front of it."""
+"""How errors answer over HTTP: one status per domain error family and one JSON shape (the
+renderer every route uses: the Flask app's handlers, flask-smorest's HTTP errors and the predict
+lane in front of Flask). A protocol with its own error shape (OIP's ``{"error": ...}``) renders
+the same ``(status, message)`` its way."""
 
 from __future__ import annotations
 
 import logging
 from http import HTTPStatus
 from typing import Any
+
+import flask_smorest
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
 
 from modelyard.registry.auth import Forbidden, Unauthorized
 from modelyard.registry.errors import (
@@ -63,3 +69,50 @@ def answer_for(error: ModelyardError) -> tuple[int, dict[str, Any], dict[str, st
     if status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
     return status, error_body(status, error.message, error.errors), error_headers(status)
+
+
+class Api(flask_smorest.Api):  # type: ignore[misc]
+    """flask-smorest's Api, answering HTTP errors in our shape: a message even where none was
+    given, and the exception's own headers kept (a 405 must say ``Allow``)."""
+
+    def handle_http_exception(self, error: HTTPException) -> Any:
+        payload, code, headers = super().handle_http_exception(error)
+        payload.setdefault("message", _first_field_error(payload.get("errors")) or error.description)
+        for key, value in error.get_headers():
+            if key.lower() != "content-type":
+                headers.setdefault(key, value)
+        return payload, code, headers
+
+
+def install(app: Flask) -> None:
+    """Domain errors answer with their status; anything unexpected is a logged JSON 500.
+    (HTTPExceptions, 404 405 413 ..., are answered by :class:`Api` in the same shape.)"""
+    app.register_error_handler(ModelyardError, _domain_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _first_field_error(errors: Any) -> str | None:
+    """"form field `labels`: must be a JSON list, e.g. [...]": the first validation error of a
+    schema, as the message a user reads first."""
+    if not isinstance(errors, dict):
+        return None
+    for location, fields in errors.items():
+        if not isinstance(fields, dict):
+            continue
+        for name, messages in fields.items():
+            while isinstance(messages, dict) and messages:
+                messages = next(iter(messages.values()))
+            if isinstance(messages, list) and messages and isinstance(messages[0], str):
+                where = {"form": "form field", "files": "form field", "json": "field", "query": "query argument"}
+                return f"{where.get(location, location)} `{name}`: {messages[0]}"
+    return None
+
+
+def _domain_error(error: ModelyardError) -> tuple[Response, int, dict[str, str]]:
+    status, body, headers = answer_for(error)
+    return jsonify(body), status, headers
+
+
+def _unexpected_error(error: Exception) -> tuple[Response, int]:
+    log.exception("unhandled error")
+    return jsonify(error_body(500, "internal server error")), 500
