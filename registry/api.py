@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import Response, jsonify, request, url_for
@@ -83,7 +84,7 @@ class Models(MethodView):
         """
         detail = service.create_model(session(), body["name"], description=body["description"],
                                       tags=body["tags"], actor=current_actor().name)
-        return detail, 201, {"Location": url_for("registry.ModelDetail", name=detail["name"])}
+        return detail, 201, {"Location": url_for("registry.ModelDetail", name=detail.name)}
 
 
 @blp.route("/models/<name>")
@@ -168,7 +169,7 @@ class Versions(MethodView):
         limits = rt.upload_limits
         detail = service.register_version(session(), rt.store, name, data, spec,
                                           actor=current_actor().name, limits=limits)
-        location = url_for("registry.VersionDetail", name=name, ref=str(detail["version"]))
+        location = url_for("registry.VersionDetail", name=name, ref=str(detail.version))
         return detail, 201, {"Location": location}
 
 
@@ -183,9 +184,7 @@ class VersionDetail(MethodView):
         `loaded`, `load_ms` and `last_used` describe the serving process that answers.
         """
         detail = queries.version_detail(session(), name, ref)
-        state = runtime().predictor.cache_state(name, detail["version"], detail["sha256"])
-        seen_here = [w for w in state.pop("serving_load_warnings", []) if w not in detail["load_warnings"]]
-        return {**detail, **state, "load_warnings": detail["load_warnings"] + seen_here}
+        return replace(detail, serving=runtime().predictor.cache_state(name, detail.version, detail.sha256))
 
     @requires("uploader")
     @blp.arguments(PatchSchema)

@@ -3,8 +3,9 @@ them, and a version's estimator loaded through the safety gate. Nothing here wri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,7 +24,7 @@ def model_exists(session: Session, name: str) -> bool:
 def list_models(
     session: Session, *, q: str | None = None, tag: tuple[str, str] | None = None,
     offset: int = 0, limit: int = 10,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[ModelView], int]:
     """A page of model views ordered by name, filtered by name substring and one ``key:value``
     tag, and the total count matching."""
     query = select(Model)
@@ -40,7 +41,7 @@ def list_models(
 
 def list_versions(
     session: Session, name: str, *, offset: int = 0, limit: int = 10
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[VersionView], int]:
     """A page of a model's version views, newest first, and the total count."""
     model = get_model(session, name)
     total = session.scalar(select(func.count()).where(ModelVersion.model_id == model.id)) or 0
@@ -72,7 +73,50 @@ def aliases_of(session: Session, model: Model) -> dict[str, int]:
     return {alias: version for alias, version in rows}
 
 
-def describe_models(session: Session, models: Sequence[Model]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ModelView:
+    """A model as the API shows it."""
+
+    name: str
+    description: str
+    tags: dict[str, str]
+    latest_version: int | None
+    version_count: int
+    aliases: dict[str, int]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class VersionView:
+    """A version as the API shows it: the stored row (whose columns are read through the view,
+    so the fields are listed once, in the model and the schema), its model's name, the aliases
+    pointing at it, and what the answering process's cache says of it (detail only)."""
+
+    name: str
+    row: ModelVersion
+    aliases: list[str]
+    serving: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, attr: str) -> Any:  # only for names the view does not define
+        if attr in ("row", "serving") or attr.startswith("__"):
+            raise AttributeError(attr)
+        if attr in self.serving:
+            return self.serving[attr]
+        return getattr(self.row, attr)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {"metrics": self.row.metrics, "params": self.row.params}
+
+    @property
+    def load_warnings(self) -> list[str]:
+        """The upload's warnings, then those this process's load raised beyond them."""
+        recorded = list(self.row.load_warnings)
+        return recorded + [w for w in self.serving.get("serving_load_warnings", ()) if w not in recorded]
+
+
+def describe_models(session: Session, models: Sequence[Model]) -> list[ModelView]:
     """API views of ``models`` (aliases, latest version, count) in three queries, not 3N."""
     ids = [m.id for m in models]
     if not ids:
@@ -93,26 +137,19 @@ def describe_models(session: Session, models: Sequence[Model]) -> list[dict[str,
             .group_by(ModelVersion.model_id)
         )
     }
-    return [
-        {
-            "name": m.name,
-            "description": m.description,
-            "tags": m.tags,
-            "latest_version": stats.get(m.id, (None, 0))[0],
-            "version_count": stats.get(m.id, (None, 0))[1],
-            "aliases": aliases[m.id],
-            "created_at": m.created_at,
-            "updated_at": m.updated_at,
-        }
-        for m in models
-    ]
+    views = []
+    for m in models:
+        latest, count = stats.get(m.id, (None, 0))
+        views.append(ModelView(m.name, m.description, m.tags, latest, count, aliases[m.id], m.created_at,
+                               m.updated_at))
+    return views
 
 
-def model_detail(session: Session, name: str) -> dict[str, Any]:
+def model_detail(session: Session, name: str) -> ModelView:
     return describe_models(session, [get_model(session, name)])[0]
 
 
-def describe_versions(session: Session, name: str, versions: Sequence[ModelVersion]) -> list[dict[str, Any]]:
+def describe_versions(session: Session, name: str, versions: Sequence[ModelVersion]) -> list[VersionView]:
     """API views of versions of one model, each with the aliases that point at it."""
     pointing: dict[int, list[str]] = {}
     if versions:
@@ -122,38 +159,10 @@ def describe_versions(session: Session, name: str, versions: Sequence[ModelVersi
             .order_by(Alias.name)
         ):
             pointing.setdefault(version_id, []).append(alias)
-    return [
-        {
-            "name": name,
-            "version": v.version,
-            "sha256": v.sha256,
-            "size_bytes": v.size_bytes,
-            "format": v.format,
-            "estimator": v.estimator,
-            "n_features": v.n_features,
-            "feature_names": v.feature_names,
-            "feature_aliases": v.feature_aliases,
-            "classes": v.classes,
-            "labels": v.labels,
-            "has_proba": v.has_proba,
-            "input_kind": v.input_kind,
-            "feature_types": v.feature_types,
-            "library_versions": v.library_versions,
-            "allow_nan": v.allow_nan,
-            "example": v.example,
-            "load_warnings": v.load_warnings,
-            "description": v.description,
-            "metadata": {"metrics": v.metrics, "params": v.params},
-            "tags": v.tags,
-            "aliases": pointing.get(v.id, []),
-            "created_at": v.created_at,
-            "created_by": v.created_by,
-        }
-        for v in versions
-    ]
+    return [VersionView(name, v, pointing.get(v.id, [])) for v in versions]
 
 
-def version_detail(session: Session, name: str, ref: str) -> dict[str, Any]:
+def version_detail(session: Session, name: str, ref: str) -> VersionView:
     return describe_versions(session, name, [resolve_version(session, name, ref)])[0]
 
 

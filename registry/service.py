@@ -19,7 +19,7 @@ from modelyard.registry.db import begin_write, utcnow
 from modelyard.registry.errors import AliasNotFound, ModelExists, NoRollbackHistory, VersionInUse
 from modelyard.registry.maintenance import discard_unreferenced
 from modelyard.registry.models import Alias, Event, Model, ModelVersion, RegistryState
-from modelyard.registry.queries import aliases_of, model_detail, model_exists, version_detail
+from modelyard.registry.queries import ModelView, VersionView, aliases_of, model_detail, model_exists, version_detail
 from modelyard.registry.refs import (
     DEFAULT_ALIAS,
     get_model,
@@ -53,7 +53,7 @@ class RemovedVersion:
 def create_model(
     session: Session, name: str, *, description: str = "", tags: dict[str, str] | None = None,
     actor: str = "anonymous",
-) -> dict[str, Any]:
+) -> ModelView:
     """Create an empty model. Raises ModelExists (409) or InvalidName (422)."""
     validate_model_name(name)
 
@@ -69,7 +69,7 @@ def create_model(
 def update_model(
     session: Session, name: str, *, description: str | None = None, tags: dict[str, str] | None = None,
     actor: str = "anonymous",
-) -> dict[str, Any]:
+) -> ModelView:
     """Change a model's description and/or tags (tags are replaced whole)."""
 
     def write() -> None:
@@ -109,7 +109,7 @@ def delete_model(session: Session, store: ArtifactStore, name: str, *,
 def register_version(
     session: Session, store: ArtifactStore, name: str, data: bytes, spec: VersionSpec, *,
     actor: str = "anonymous", limits: sandbox.Limits | None = None,
-) -> dict[str, Any]:
+) -> VersionView:
     """Store ``data`` as the next version of ``name`` (created if missing); one transaction.
     Returns the new version's detail.
 
@@ -144,7 +144,7 @@ def register_version(
 def update_version(
     session: Session, name: str, ref: str, *, description: str | None = None,
     tags: dict[str, str] | None = None, actor: str = "anonymous",
-) -> dict[str, Any]:
+) -> VersionView:
     """Change a version's description and/or tags: the only mutable parts of a version."""
 
     def write() -> int:

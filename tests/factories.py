@@ -9,6 +9,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from modelyard.registry import service, upload
+from modelyard.registry.queries import VersionView
 from modelyard.registry.seed import IRIS_FEATURES, IRIS_LABELS
 from modelyard.web.context import Runtime
 
@@ -23,7 +24,7 @@ def make_version(
     rt: Runtime, name: str = "flowers", estimator: Any = None, *,
     feature_names: list[str] | None = None, labels: list[str] | None = IRIS_LABELS,
     alias: str | None = None, **spec: Any,
-) -> dict[str, Any]:
+) -> VersionView:
     """Register a version of ``name`` (default: a LogisticRegression on Iris) and optionally alias it."""
     estimator = estimator if estimator is not None else fitted_logreg()
     version_spec = upload.VersionSpec(
@@ -35,5 +36,5 @@ def make_version(
     with rt.sessions() as session:
         version = service.register_version(session, rt.store, name, pickle.dumps(estimator), version_spec)
         if alias:
-            service.set_alias(session, name, alias, str(version["version"]))
+            service.set_alias(session, name, alias, str(version.version))
     return version

@@ -76,13 +76,13 @@ def test_patch_unknown_model_is_404(client: FlaskClient) -> None:
 def test_delete_model_removes_rows_artifacts_and_cache(client: FlaskClient, runtime: Runtime) -> None:
     version = make_version(runtime, "flowers", alias="production")
     assert client.post("/models/flowers/production/predict", json=SETOSA).status_code == 200
-    key = cache_key("flowers", 1, version["sha256"])
+    key = cache_key("flowers", 1, version.sha256)
     assert runtime.predictor.cache.peek(key) is not None
     assert client.delete("/models/flowers").status_code == 204
     assert client.get("/models/flowers").status_code == 404
     assert client.post("/models/flowers/production/predict", json=SETOSA).status_code == 404
     assert runtime.predictor.cache.peek(key) is None
-    assert not runtime.store.exists(version["sha256"])
+    assert not runtime.store.exists(version.sha256)
     assert _events(client, "flowers")[0]["action"] == "model.deleted"
     assert _events(client, "flowers")[0]["before"] == {"versions": [1], "aliases": {"production": 1}}
 
@@ -95,7 +95,7 @@ def test_a_recreated_model_starts_again_at_version_1(client: FlaskClient, runtim
     make_version(runtime, "flowers")
     make_version(runtime, "flowers")
     client.delete("/models/flowers")
-    assert make_version(runtime, "flowers")["version"] == 1
+    assert make_version(runtime, "flowers").version == 1
 
 
 # --- versions ----------------------------------------------------------------------------------
@@ -123,8 +123,8 @@ def test_delete_version(client: FlaskClient, runtime: Runtime) -> None:
     client.post("/models/flowers/1/predict", json=SETOSA)
     assert client.delete("/models/flowers/versions/1").status_code == 204
     assert client.get("/models/flowers/versions/1").status_code == 404
-    assert runtime.predictor.cache.peek(cache_key("flowers", 1, first["sha256"])) is None
-    assert runtime.store.exists(first["sha256"])  # version 2 holds the same bytes
+    assert runtime.predictor.cache.peek(cache_key("flowers", 1, first.sha256)) is None
+    assert runtime.store.exists(first.sha256)  # version 2 holds the same bytes
     assert [v["version"] for v in client.get("/models/flowers/versions").json] == [2]
 
 
@@ -132,7 +132,7 @@ def test_version_numbers_are_never_reused(client: FlaskClient, runtime: Runtime)
     make_version(runtime, "flowers")
     make_version(runtime, "flowers")
     assert client.delete("/models/flowers/versions/2").status_code == 204
-    assert make_version(runtime, "flowers")["version"] == 3
+    assert make_version(runtime, "flowers").version == 3
 
 
 def test_delete_unknown_version_is_404(client: FlaskClient) -> None:

@@ -28,17 +28,17 @@ def test_each_version_is_loaded_once(client: FlaskClient, runtime: Runtime) -> N
 
 def test_tampered_artifact_is_refused(client: FlaskClient, runtime: Runtime) -> None:
     version = make_version(runtime, "flowers")
-    path = runtime.store.path_for(version["sha256"])  # type: ignore[attr-defined]
+    path = runtime.store.path_for(version.sha256)  # type: ignore[attr-defined]
     path.write_bytes(path.read_bytes()[:-1] + b"!")
     response = client.post("/models/flowers/1/predict", json=SETOSA)
     assert response.status_code == 503
     assert "checksum" in response.json["message"]
-    assert runtime.predictor.cache.peek(cache_key("flowers", 1, version["sha256"])) is None
+    assert runtime.predictor.cache.peek(cache_key("flowers", 1, version.sha256)) is None
 
 
 def test_missing_artifact_is_503_and_readyz_says_so(client: FlaskClient, runtime: Runtime) -> None:
     version = make_version(runtime, "iris", alias="production")
-    runtime.store.delete(version["sha256"])
+    runtime.store.delete(version.sha256)
     assert client.post("/predict", json=SETOSA).status_code == 503
     response = client.get("/readyz")
     assert response.status_code == 503
