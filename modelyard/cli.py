@@ -1,4 +1,5 @@
-"""``modelyard`` command line: serve (gunicorn), migrate, and a debug server."""
+"""``modelyard`` command line: serve (gunicorn), debug (Flask's server), migrate, config, token,
+check and gc."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Registry tables: models, their immutable versions, aliases, and the audit log.
 
-Tables and constraints only; behaviour lives in ``registry.service``.
+Tables and constraints only; behaviour lives in the use cases (``service`` writes,
+``queries`` reads).
 """
 
 from __future__ import annotations

@@ -113,17 +113,19 @@ _GENERATION_SQL = "SELECT generation FROM registry_state WHERE id = 1"
 
 
 class RefCache:
+    """The predict path's resolutions, each kept with the registry generation it was read under."""
+
     def __init__(self, engine: Engine, *, max_entries: int = 10_000) -> None:
         self._engine = engine
         self._max_entries = max_entries
-        self._entries: dict[tuple[str, str], tuple[int, int, str]] = {}  # -> (generation, version, sha256)
+        self._entries: dict[tuple[str, str], tuple[int, Resolved]] = {}  # (name, ref) -> (generation, resolved)
         self._lock = threading.Lock()
         self._fairy: Any = None
         self._dbapi: Any = None
         self._pid = 0
 
-    def resolve(self, session: Callable[[], Session], name: str, ref: str) -> tuple[int, str]:
-        """``(version, sha256)`` for a ref, as :func:`resolve_version_key`.
+    def resolve(self, session: Callable[[], Session], name: str, ref: str) -> Resolved:
+        """What a ref names, as :func:`resolve_version_key`.
 
         An entry is used only when it was resolved under the generation read just now; a
         resolution is tagged with the generation read *before* it, so one that raced a write
@@ -133,16 +135,16 @@ class RefCache:
         key = (name, ref)
         cached = self._entries.get(key)
         if cached is not None and cached[0] == generation:
-            return cached[1], cached[2]
+            return cached[1]
         db = session()
         try:
-            number, sha256 = resolve_version_key(db, name, ref)
+            resolved = resolve_version_key(db, name, ref)
         finally:
             db.rollback()  # end the read: no connection is held while the request predicts
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
-        self._entries[key] = (generation, number, sha256)
-        return number, sha256
+        self._entries[key] = (generation, resolved)
+        return resolved
 
     def _generation(self) -> int:
         with self._lock:

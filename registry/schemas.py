@@ -1,4 +1,5 @@
-"""Marshmallow schemas of the registry API: request bodies, query arguments, responses."""
+"""Marshmallow schemas of the registry API (part of its blueprint, with ``api.py``): request
+bodies, query arguments, responses; the responses dump the read side's views (``queries``)."""
 
 from __future__ import annotations
 

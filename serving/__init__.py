@@ -1,0 +1,3 @@
+"""Serving: the route table (``routes``), the wire protocols (``protocols/``), the Predictor
+(``service``) with its decoder, fast path, micro-batching and estimator cache, and the WSGI lane
+(``http``) that answers predicts in front of Flask. Installed as ``modelyard.serving``."""

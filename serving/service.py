@@ -88,10 +88,11 @@ class Predictor:
         generation check (a resolution not cached, a version not loaded).
         """
         if self.refs is not None:
-            number, sha256 = self.refs.resolve(session, name, ref)
+            resolved = self.refs.resolve(session, name, ref)
         else:
-            number, sha256 = refs_module.resolve_version_key(session(), name, ref)
-        return number, self.cache.get(cache_key(name, number, sha256),
+            resolved = refs_module.resolve_version_key(session(), name, ref)
+        number = resolved.version
+        return number, self.cache.get(cache_key(name, number, resolved.sha256),
                                       lambda: self._load(session, name, number))
 
     def predict(self, session: Sessions, name: str, ref: str, body: Any, *, proba: bool = False,

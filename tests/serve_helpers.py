@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +35,32 @@ def running_server(tmp_path: Path, *, workers: int = 2, database_url: str | None
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
                MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"),
                MODELYARD_SERVER_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env_extra)
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--workers", str(workers)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    argv = [sys.executable, "-m", "modelyard.cli", "serve", "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while len(workers_of(process.pid)) < workers or not answers(base):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start:\n{(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.2)
+
+    def ready(process: subprocess.Popen[bytes]) -> bool:
+        return len(workers_of(process.pid)) >= workers and answers(base)
+
+    with serving(argv, env, tmp_path / "server.log", ready=ready, timeout=60) as process:
         token = (tmp_path / "admin.token").read_text().strip()
         yield {"base": base, "token": token, "master": process.pid, "dir": metrics_dir,
                "log": tmp_path / "server.log"}
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], env: dict[str, str], log_path: Path, *, ready: Callable[[subprocess.Popen[bytes]], bool],
+            timeout: float, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server command, wait until ``ready``, stop it with SIGTERM (as a service
+    manager would) when the block ends; its output goes to ``log_path``."""
+    log = open(log_path, "w")
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready(process):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{' '.join(argv)} did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         try:

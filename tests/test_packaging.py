@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.serve_helpers import answers, free_port
+from tests.serve_helpers import answers, free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -59,29 +57,15 @@ def test_a_fresh_venv_serves_the_tutorial_from_an_empty_directory(wheel: Path, t
     work.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELYARD_", "PROMETHEUS_", "PYTHON"))}
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([str(venv / "bin" / "modelyard"), "serve", "--port", str(port), "--workers", "1"],
-                              cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while not answers(base):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"modelyard serve did not start:\n{(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.3)
+    argv = [str(venv / "bin" / "modelyard"), "serve", "--port", str(port), "--workers", "1"]
+    with serving(argv, env, tmp_path / "serve.log", ready=lambda _process: answers(base), timeout=120, cwd=work):
         body = json.dumps({"sepal.lenght": 5.1, "sepal.width": 3.5, "petal.lenght": 1.4, "petal.width": 0.2})
         request = urllib.request.Request(f"{base}/predict", data=body.encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.load(response)
         assert answer["model"] == "iris" and answer["labels"] == ["setosa"] and answer["target_value"] == 0
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        finally:
-            server.kill()
-            log.close()
     # The data landed in the working directory, not inside site-packages.
     assert (work / "registry.db").is_file() and (work / "admin.token").is_file()
     assert any((work / "artifacts").iterdir())
