@@ -66,7 +66,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     policy = AuthPolicy(anonymous_role=settings.auth.anonymous_role,
                         private_reads=frozenset(settings.auth.private_reads),
                         protected_aliases=frozenset(settings.auth.protected_aliases))
-    handler = PredictHandler(sessions, predictor, anonymous_role=policy.anonymous_role,
+    handler = PredictHandler(sessions, predictor, auth=policy,
                              max_body_bytes=settings.serving.max_body_bytes,
                              default_model=settings.serving.default_model)
     upload = settings.upload

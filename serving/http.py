@@ -23,11 +23,12 @@ import orjson
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from modelyard.registry.auth import identify, require
+from modelyard.registry.auth import AuthPolicy
 from modelyard.registry.errors import ModelyardError
 from modelyard.serving.protocols import native
 from modelyard.serving.routes import PREDICT_KIND, PREDICT_ROLE, Route, match
 from modelyard.serving.service import Predictor
+from modelyard.web.auth import authorize
 from modelyard.web.body import mimetype_of, read_body, require_json
 from modelyard.web.context import Observation, Observer
 from modelyard.web.errors import answer_for, error_body, error_headers
@@ -51,11 +52,11 @@ class Answer:
 class PredictHandler:
     """Answers one predict request from its WSGI environ; knows nothing of Flask."""
 
-    def __init__(self, sessions: sessionmaker[Session], predictor: Predictor, *, anonymous_role: str,
+    def __init__(self, sessions: sessionmaker[Session], predictor: Predictor, *, auth: AuthPolicy,
                  max_body_bytes: int, default_model: str) -> None:
         self._sessions = sessions
         self._predictor = predictor
-        self._anonymous_role = anonymous_role
+        self._auth = auth
         self._max_body_bytes = max_body_bytes
         self._default_model = default_model
 
@@ -90,7 +91,7 @@ class PredictHandler:
 
     def _predict(self, environ: dict[str, Any], name: str, route: Route, session: Callable[[], Session],
                  arrival: Any) -> Answer:
-        require(identify(session, environ.get("HTTP_AUTHORIZATION"), self._anonymous_role), PREDICT_ROLE)
+        authorize(session, environ.get("HTTP_AUTHORIZATION"), self._auth, role=PREDICT_ROLE)
         require_json(mimetype_of(environ.get("CONTENT_TYPE", "")))
         raw = read_body(environ, self._max_body_bytes)
         version, body = native.answer(self._predictor, session, name, route, raw, environ.get("QUERY_STRING", ""),

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
+from sqlalchemy.orm import Session
 
-from modelyard.registry.auth import PRIVATE_READS, Actor, identify, require, require_token_for
+from modelyard.registry.auth import PRIVATE_READS, Actor, AuthPolicy, identify, require, require_token_for
 from modelyard.web.context import runtime, session
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,22 +55,32 @@ def counts_as(kind: str) -> Callable[[F], F]:
     return mark
 
 
+def authorize(session: Callable[[], Session], authorization: str | None, policy: AuthPolicy, *,
+              role: str | None, private_read: str | None = None) -> Actor:
+    """The one auth decision, for Flask's routes and the predict lane alike: who the caller is
+    (401 for a bad token), then a private read needs a token (401), then ``role`` at least
+    (401 anonymous, 403 a token's role too low); ``role`` None checks nothing more."""
+    actor = identify(session, authorization, policy.anonymous_role)
+    if private_read is not None:
+        require_token_for(actor, private_read, policy.private_reads)
+    if role is not None:
+        require(actor, role)
+    return actor
+
+
 def authorize_request() -> None:
     """Resolve the caller into ``g.actor`` and refuse the request if its role is too low."""
     if request.routing_exception is not None or request.endpoint is None:
         return  # routing errors answer first
-    policy = runtime().auth
-    g.actor = identify(session, request.headers.get("Authorization"), policy.anonymous_role)
+    authorization = request.headers.get("Authorization")
     if request.method == "OPTIONS":
+        g.actor = authorize(session, authorization, runtime().auth, role=None)
         return
     target = answering_view()
-    kind = getattr(target, "private_read", None)
-    if kind is not None:
-        require_token_for(g.actor, kind, policy.private_reads)
-    if request.blueprint in _OPEN_BLUEPRINTS:
-        return
     # Fail closed: an endpoint nobody annotated needs an admin.
-    require(g.actor, getattr(target, "required_role", "admin"))
+    role = None if request.blueprint in _OPEN_BLUEPRINTS else getattr(target, "required_role", "admin")
+    g.actor = authorize(session, authorization, runtime().auth, role=role,
+                        private_read=getattr(target, "private_read", None))
 
 
 def current_actor() -> Actor:
