@@ -9,12 +9,21 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from modelyard.registry.refs import DEFAULT_ALIAS
-from modelyard.serving.routes import DEFAULT_ENDPOINT, PREDICT_ENDPOINT, PREDICT_KIND, PREDICT_ROLE, Route
+from modelyard.serving.routes import (
+    BLUEPRINT,
+    DEFAULT_ENDPOINT,
+    DEFAULT_VIEW,
+    PREDICT_ENDPOINT,
+    PREDICT_KIND,
+    PREDICT_ROLE,
+    PREDICT_VIEW,
+    Route,
+)
 from modelyard.web.auth import counts_as, requires
 from modelyard.web.context import runtime
 from modelyard.web.observe import label_prediction
 
-blp = Blueprint("serving", __name__, description="Predictions from any version, alias or latest")
+blp = Blueprint(BLUEPRINT, __name__, description="Predictions from any version, alias or latest")
 
 _PREDICT_DOC: dict[str, Any] = {
     "parameters": [
@@ -81,7 +90,7 @@ def _document(view: Any) -> Any:
     return view
 
 
-@blp.route("/models/<name>/<ref>/predict", methods=["POST"])
+@blp.route("/models/<name>/<ref>/predict", methods=["POST"], endpoint=PREDICT_VIEW)
 @counts_as(PREDICT_KIND)
 @requires(PREDICT_ROLE)
 @_document
@@ -93,7 +102,7 @@ def predict(name: str, ref: str) -> Response:
     return _answer(Route(PREDICT_ENDPOINT, name, ref))
 
 
-@blp.route("/predict", methods=["POST"])
+@blp.route("/predict", methods=["POST"], endpoint=DEFAULT_VIEW)
 @counts_as(PREDICT_KIND)
 @requires(PREDICT_ROLE)
 @_document

@@ -13,8 +13,10 @@ from modelyard.registry.refs import DEFAULT_ALIAS
 
 PREDICT_ROLE = "predictor"  # the least role that may predict
 PREDICT_KIND = "predict"  # what the observers count these requests as
-PREDICT_ENDPOINT = "serving.predict"
-DEFAULT_ENDPOINT = "serving.predict_default"
+BLUEPRINT = "serving"  # the Flask blueprint the predict views (serving.api) are registered in
+PREDICT_VIEW, DEFAULT_VIEW = "predict", "predict_default"
+PREDICT_ENDPOINT = f"{BLUEPRINT}.{PREDICT_VIEW}"  # POST /models/<name>/<ref>/predict
+DEFAULT_ENDPOINT = f"{BLUEPRINT}.{DEFAULT_VIEW}"  # POST /predict
 
 
 class Route(NamedTuple):

@@ -221,3 +221,18 @@ def test_every_server_thread_predicts_with_assume_finite(app: Flask) -> None:
     thread.start()
     thread.join(30)
     assert seen == [True]
+
+
+def test_the_route_table_names_the_endpoints_flask_routes_to(app: Flask) -> None:
+    """The lane answers in front of Flask under the names Flask's own router gives the same
+    requests: metrics, auth marks and the OpenAPI views agree on one endpoint."""
+    from modelyard.serving.routes import match
+
+    adapter = app.url_map.bind("localhost")
+    for path in ("/predict", "/models/iris/production/predict", "/models/iris/3/predict"):
+        route = match(path)
+        assert route is not None
+        endpoint, arguments = adapter.match(path, method="POST")
+        assert endpoint == route.endpoint
+        assert arguments.get("name") == route.name and arguments.get("ref", route.ref) == route.ref
+    assert match("/models/iris/predict") is None and match("/predictions") is None
