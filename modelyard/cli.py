@@ -1,4 +1,4 @@
-"""``modelyard`` command line: serve (gunicorn), debug (Flask's server), migrate, config, token,
+"""``modelyard`` command line: serve (granian or gunicorn), debug (Flask's server), migrate, config, token,
 check and gc."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the registry and the models with gunicorn")
+    serve.add_argument("--engine", choices=("granian", "gunicorn"), help="HTTP server (default: [server] engine)")
     serve.add_argument("--host", help="address to bind (default: [server] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: [server] port, 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        overrides = {"server": {k: v for k in ("host", "port", "workers", "threads")
+        overrides = {"server": {k: v for k in ("engine", "host", "port", "workers", "threads")
                                 if (v := getattr(args, k)) is not None}}
         _metrics_directory()
         from modelyard.server import serve

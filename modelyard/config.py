@@ -40,10 +40,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ServerSettings:
+    engine: str
     host: str
     port: int
     workers: int
     threads: int
+    backpressure: int
     timeout: int
 
 
@@ -252,6 +254,7 @@ _POSITIVE = {
     ("batching", "max_rows"),
 }
 _CHOICES = {
+    ("server", "engine"): {"granian", "gunicorn"},
     ("artifacts", "store"): {"local"},
     ("logging", "level"): {"DEBUG", "INFO", "WARNING", "ERROR"},
     ("auth", "anonymous_role"): {"none", *ROLES},
@@ -269,6 +272,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"[{section}] {key}: must be one of {sorted(choices)}, got {config[section][key]!r}"
             )
+    if config["server"]["backpressure"] < 0:
+        raise ConfigError(f"[server] backpressure: must not be negative, got {config['server']['backpressure']}")
     if config["batching"]["max_wait_ms"] < 0:
         raise ConfigError(f"[batching] max_wait_ms: must not be negative, got {config['batching']['max_wait_ms']}")
     unknown_reads = sorted(set(config["auth"]["private_reads"]) - set(PRIVATE_READS))

@@ -1,8 +1,10 @@
-"""Production serving: gunicorn with gthread workers, settings from ``[server]``.
+"""Production serving, settings from ``[server]``: granian (a Rust HTTP server speaking WSGI to
+Python threads) by default, or gunicorn with gthread workers.
 
-The master builds the app once (migrate, seed, preload) and forks the workers from it, so the
-preloaded estimators are shared copy-on-write; each worker drops the inherited database
-connections after the fork.
+On both engines the master builds the app once (migrate, seed, preload) and forks the workers
+from it, so the preloaded estimators are shared copy-on-write; each worker drops the inherited
+database connections after the fork; a worker that dies is replaced; SIGTERM lets the workers
+finish their requests first.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ def check_bindable(host: str, port: int) -> None:
 
 
 def _post_fork(server: Any, worker: Any) -> None:
-    # Connections opened by the master must not be shared by the forked workers.
-    worker.app.application.extensions[EXTENSION].engine.dispose(close=False)
+    _after_fork(worker.app.application)
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -89,6 +90,38 @@ def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     server = load_config(overrides).server
     check_bindable(server.host, server.port)
     app = create_app(overrides)
-    log.info("serving on http://%s:%s with %s workers x %s threads",
-             server.host, server.port, server.workers, server.threads)
-    ModelyardServer(app, gunicorn_settings(server)).run()
+    log.info("serving on http://%s:%s with %s, %s workers x %s threads",
+             server.host, server.port, server.engine, server.workers, server.threads)
+    if server.engine == "gunicorn":
+        ModelyardServer(app, gunicorn_settings(server)).run()
+    else:
+        serve_granian(app, server)
+
+
+def serve_granian(app: Flask, server: ServerSettings) -> None:
+    """Serve ``app`` with granian's WSGI interface. Its workers are forked from this process
+    (multiprocessing's ``fork``, Linux's default), and each takes the app already built here."""
+    import multiprocessing
+
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    if multiprocessing.get_start_method() != "fork":
+        log.warning("multiprocessing starts processes by %r: each granian worker loads its own models",
+                    multiprocessing.get_start_method())
+
+    def worker_app() -> Flask:  # runs in each worker, right after the fork
+        _after_fork(app)
+        return app
+
+    granian = Server(
+        "modelyard", address=server.host, port=server.port, interface=Interfaces.WSGI, workers=server.workers,
+        blocking_threads=server.threads, backpressure=server.backpressure or None,
+        respawn_failed_workers=True, workers_kill_timeout=server.timeout, log_access=False, websockets=False,
+    )
+    granian.serve(target_loader=worker_app, wrap_loader=False)
+
+
+def _after_fork(app: Flask) -> None:
+    # Connections opened by the master must not be shared by the forked workers.
+    app.extensions[EXTENSION].engine.dispose(close=False)

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+ENGINES = ("granian", "gunicorn")  # every serve test runs on both
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -24,9 +26,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, *, workers: int = 2, database_url: str | None = None,
+def running_server(tmp_path: Path, *, engine: str = "granian", workers: int = 2, database_url: str | None = None,
                    **env_extra: str) -> Iterator[dict[str, Any]]:
-    """``{"base", "token", "master", "dir", "log"}`` of a server on a fresh registry in ``tmp_path``."""
+    """``{"base", "token", "master", "dir", "log", "process"}`` of a server on a fresh registry in
+    ``tmp_path``, run by ``engine`` (granian or gunicorn)."""
     port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir(exist_ok=True)
@@ -34,7 +37,8 @@ def running_server(tmp_path: Path, *, workers: int = 2, database_url: str | None
     env.update(MODELYARD_DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'registry.db'}",
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
                MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"),
-               MODELYARD_SERVER_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env_extra)
+               MODELYARD_SERVER_PORT=str(port), MODELYARD_SERVER_ENGINE=engine,
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env_extra)
     argv = [sys.executable, "-m", "modelyard.cli", "serve", "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
 
@@ -44,7 +48,7 @@ def running_server(tmp_path: Path, *, workers: int = 2, database_url: str | None
     with serving(argv, env, tmp_path / "server.log", ready=ready, timeout=60) as process:
         token = (tmp_path / "admin.token").read_text().strip()
         yield {"base": base, "token": token, "master": process.pid, "dir": metrics_dir,
-               "log": tmp_path / "server.log"}
+               "log": tmp_path / "server.log", "process": process}
 
 
 @contextlib.contextmanager
@@ -80,7 +84,7 @@ def answers(base: str) -> bool:
 
 
 def workers_of(master: int) -> list[int]:
-    """The gunicorn workers: the master's children running the same command line."""
+    """The workers (granian's or gunicorn's): the master's children running the same command line."""
     own = Path(f"/proc/{master}/cmdline").read_bytes()
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -1,4 +1,5 @@
-"""The serve command for real: gunicorn workers on a loopback port, answering the tutorial's curl."""
+"""The serve command for real, on each engine (granian, gunicorn): workers on a loopback port,
+answering the tutorial's curl, and a stop that lets requests in flight finish."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve_helpers import running_server
+from tests.serve_helpers import ENGINES, running_server
 
 
 def _request(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
@@ -29,10 +30,10 @@ def _request(url: str, body: bytes | None = None, content_type: str = "applicati
         return exc.code, json.loads(exc.read())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("serve")
-    with running_server(tmp, MODELYARD_SERVING_MAX_BODY_BYTES="20000") as running:
+    with running_server(tmp, engine=request.param, MODELYARD_SERVING_MAX_BODY_BYTES="20000") as running:
         yield running["base"]
     assert "Traceback" not in running["log"].read_text()
 
@@ -148,3 +149,31 @@ def test_a_malformed_chunked_body_is_a_json_400(server: str) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400")
     assert json.loads(body)["code"] == 400
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path, engine: str) -> None:
+    """An upload's first trial starts the sandbox (about a second): SIGTERM sent meanwhile must
+    not cut it; the upload answers 201 and the server then exits cleanly."""
+    import pickle
+    import signal
+    import threading
+    import uuid
+
+    from tests.factories import fitted_logreg
+
+    with running_server(tmp_path, engine=engine) as running:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n\r\n"
+                ).encode() + pickle.dumps(fitted_logreg()) + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(f"{running['base']}/models/late/versions", data=body, headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Authorization": f"Bearer {running['token']}"})
+        answers: list[int] = []
+        sender = threading.Thread(target=lambda: answers.append(urllib.request.urlopen(request, timeout=60).status))
+        sender.start()
+        time.sleep(0.3)  # the request is in a worker, its trial starting
+        running["process"].send_signal(signal.SIGTERM)
+        sender.join(60)
+        assert answers == [201]
+        assert running["process"].wait(timeout=60) == 0

@@ -1,5 +1,5 @@
 """/metrics from the real serve command: every family from the first scrape, and counts summed
-over the gunicorn workers, also over a worker that was killed."""
+over the workers (granian's and gunicorn's), also over a worker that was killed and replaced."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.serve_helpers import running_server, workers_of
+from tests.serve_helpers import ENGINES, running_server, workers_of
 
 SETOSA = json.dumps({"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}).encode()
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with running_server(tmp_path) as server:
+@pytest.fixture(params=ENGINES)
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with running_server(tmp_path, engine=request.param) as server:
         yield server
 
 

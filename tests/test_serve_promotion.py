@@ -11,8 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.factories import fitted_logreg
-from tests.serve_helpers import running_server
+from tests.serve_helpers import ENGINES, running_server
 
 SETOSA = json.dumps({"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}).encode()
 
@@ -44,8 +46,9 @@ def _served_versions(server: dict[str, Any], count: int = 24) -> set[int]:
     return {_call(server, "POST", "/predict", SETOSA)["version"] for _ in range(count)}
 
 
-def test_promotion_and_rollback_reach_every_worker(tmp_path: Path) -> None:
-    with running_server(tmp_path) as server:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_promotion_and_rollback_reach_every_worker(tmp_path: Path, engine: str) -> None:
+    with running_server(tmp_path, engine=engine) as server:
         assert _served_versions(server) == {1}
         _upload_version_2(server)
         move = _call(server, "POST", "/models/iris/versions/2/promote", b'{"alias": "production"}')
