@@ -1,11 +1,15 @@
-"""One run, all the figures: modelyard against the tutorial's app and a constant-JSON floor.
+"""One run, all the figures: modelyard against the tutorial's app and constant-JSON floors.
 
-Every server runs under the same gunicorn settings (modelyard's [server] workers/threads, gthread)
-on a loopback port; wrk drives each with the same connections and duration. Printed: req/s, p50,
-p99, and the ratios modelyard/tutorial and modelyard/floor, with micro-batching off and on (from
-each target's best round, and again from its median round; p99s as the median over rounds); then
-100-row batches (rows/s), a 1,000-row batch against the bare in-process predict, the cold load
-of a version, and 1,000 models hit round-robin through a cache bounded to 100.
+Servers, each on a loopback port with modelyard's [server] workers and threads: the tutorial and a
+Flask constant-JSON floor on gunicorn gthread; the same Flask floor on gunicorn sync (2 workers,
+the stack the tutorial is usually run on) and under granian; a plain-WSGI constant-JSON floor
+under granian (the fastest a Python answer gets on this machine); modelyard on granian (its
+default engine, micro-batching off and on) and on gunicorn. wrk drives each with the same
+connections and duration. Printed: req/s, p50, p99, and the ratios (from each target's best
+round, and again from its median round; p99s as the median over rounds); then 100-row batches
+(rows/s), a 1,000-row batch against the bare in-process predict, the memory (PSS) of each
+engine's processes, the cold load of a version, and 1,000 models hit round-robin through a cache
+bounded to 100.
 
     .venv/bin/python bench/run.py            # needs wrk (apt-get install wrk)
     .venv/bin/python bench/run.py --quick    # shorter runs, for a smoke test
@@ -99,6 +103,45 @@ def server(argv: list[str], env: dict[str, str], port: int, log: Path, ready_pat
 def gunicorn(app: str, port: int, workers: int, threads: int) -> list[str]:
     return [PYTHON, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
             "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
+
+
+def gunicorn_sync(app: str, port: int, workers: int) -> list[str]:
+    return [PYTHON, "-m", "gunicorn", "-w", str(workers), "-k", "sync", "-b", f"127.0.0.1:{port}",
+            "--log-level", "warning", app]
+
+
+def granian(app: str, port: int, workers: int, threads: int) -> list[str]:
+    return [PYTHON, "-m", "granian", "--interface", "wsgi", "--workers", str(workers), "--blocking-threads",
+            str(threads), "--host", "127.0.0.1", "--port", str(port), "--no-ws", "--log-level", "warning", app]
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of a process and its descendants: shared pages count once in all."""
+    total = 0
+    for proc in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{proc}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def wrk(port: int, path: str, body: bytes, seconds: int, connections: int, name: str, work: Path,
@@ -274,29 +317,41 @@ def main() -> int:
     # server, ours or the references, now and then runs at a third of its speed for a whole
     # measurement (idle CPU, p50 ~4x): the best round is the least disturbed one, and taking it
     # for every target keeps the ratios like for like. All rounds are kept in the JSON.
-    ports = {name: free_port() for name in ("floor", "tutorial", "off", "on")}
+    ports = {name: free_port() for name in ("floor", "floor-sync", "floor-granian", "wsgi-granian", "tutorial",
+                                             "off", "on", "gunicorn")}
     targets = [
         ("floor (constant JSON)", "floor", "/predict", single),
+        ("floor, gunicorn sync x2", "floor-sync", "/predict", single),
+        ("floor, granian", "floor-granian", "/predict", single),
+        ("plain WSGI floor, granian", "wsgi-granian", "/predict", single),
         ("tutorial app (pandas per request)", "tutorial", "/predict", tutorial_body),
         ("tutorial app, DataFrame to predict", "tutorial", "/predict-dataframe", tutorial_body),
         ("modelyard /predict, batching off", "off", "/predict", tutorial_body),
         ("modelyard /predict, batching on", "on", "/predict", tutorial_body),
+        ("modelyard /predict, gunicorn", "gunicorn", "/predict", tutorial_body),
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
         ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
         ("modelyard 100-row batches, batching on", "on", "/models/iris/production/predict", rows100),
     ]
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(server(gunicorn("bench.floor_app:app", ports["floor"], args.workers, args.threads),
-                                   os.environ.copy(), ports["floor"], work / "floor.log"))
+        references = {
+            "floor": gunicorn("bench.floor_app:app", ports["floor"], args.workers, args.threads),
+            "floor-sync": gunicorn_sync("bench.floor_app:app", ports["floor-sync"], 2),
+            "floor-granian": granian("bench.floor_app:app", ports["floor-granian"], args.workers, args.threads),
+            "wsgi-granian": granian("bench.floor_app:wsgi", ports["wsgi-granian"], args.workers, args.threads),
+        }
+        for key, argv in references.items():
+            stack.enter_context(server(argv, os.environ.copy(), ports[key], work / f"{key}.log"))
         stack.enter_context(server(gunicorn("bench.tutorial_app:app", ports["tutorial"], args.workers, args.threads),
                                    os.environ.copy(), ports["tutorial"], work / "tutorial.log",
                                    ready_body=tutorial_body))
-        for batching in ("off", "on"):
-            env = modelyard_env(work / f"batching-{batching}", MODELYARD_SERVER_PORT=str(ports[batching]),
+        for key, engine, batching in (("off", "granian", ""), ("on", "granian", "iris"), ("gunicorn", "gunicorn", "")):
+            env = modelyard_env(work / f"modelyard-{key}", MODELYARD_SERVER_PORT=str(ports[key]),
                                 MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),
-                                MODELYARD_BATCHING_MODELS="iris" if batching == "on" else "")
-            stack.enter_context(server([PYTHON, "-m", "modelyard.cli", "serve"], env, ports[batching],
-                                       work / f"modelyard-{batching}.log"))
+                                MODELYARD_SERVER_ENGINE=engine, MODELYARD_BATCHING_MODELS=batching)
+            processes[key] = stack.enter_context(server([PYTHON, "-m", "modelyard.cli", "serve"], env, ports[key],
+                                                        work / f"modelyard-{key}.log"))
         rounds: dict[str, list[Result]] = {name: [] for name, *_ in targets}
         http_runs: list[float] = []
         bare_runs: list[float] = []
@@ -310,7 +365,10 @@ def main() -> int:
             print(f"  {'1,000-row batch, one at a time':<40} p50 {http_runs[-1]:6.2f} ms over HTTP, "
                   f"{bare_runs[-1]:.2f} ms in process", flush=True)
         http_ms, bare_ms = min(http_runs), min(bare_runs)
-        results["batching"] = batch_sizes(ports["on"], (work / "batching-on" / "admin.token").read_text().strip())
+        results["batching"] = batch_sizes(ports["on"], (work / "modelyard-on" / "admin.token").read_text().strip())
+        # After the load: master and workers, each worker having served (and loaded) the model.
+        results["pss_bytes"] = {engine: pss_bytes(processes[key].pid)
+                                for key, engine in (("off", "granian"), ("gunicorn", "gunicorn"))}
     best = {name: max(runs, key=lambda r: r.requests_per_s) for name, runs in rounds.items()}
     # The round of median throughput too: what a typical round gives, next to the least disturbed.
     typical = {name: sorted(runs, key=lambda r: r.requests_per_s)[len(runs) // 2] for name, runs in rounds.items()}
@@ -320,6 +378,16 @@ def main() -> int:
     # tail: the p99 ratio compares each target's median p99 over all rounds.
     p99 = {name: statistics.median(r.p99_ms for r in runs) for name, runs in rounds.items()}
     for label, chosen in (("", best), ("median_round_", typical)):
+        rate = {name: result.requests_per_s for name, result in chosen.items()}
+        ours = rate["modelyard /predict, batching off"]
+        results[f"{label}ratios_engines"] = {
+            "modelyard_over_flask_floor_gunicorn_sync": ours / rate["floor, gunicorn sync x2"],
+            "modelyard_over_plain_wsgi_floor_granian": ours / rate["plain WSGI floor, granian"],
+            "modelyard_over_flask_floor_granian": ours / rate["floor, granian"],
+            "p99_over_flask_floor_granian_p99": p99["modelyard /predict, batching off"] / p99["floor, granian"],
+            "modelyard_gunicorn_over_floor_gthread": (rate["modelyard /predict, gunicorn"]
+                                                      / rate["floor (constant JSON)"]),
+        }
         floor, tutorial = chosen["floor (constant JSON)"], chosen["tutorial app (pandas per request)"]
         for batching in ("off", "on"):
             name = f"modelyard /predict, batching {batching}"
@@ -351,6 +419,16 @@ def main() -> int:
         print(f"{key}: modelyard/tutorial {r['modelyard_over_tutorial']:.2f}x (DataFrame reading "
               f"{r['modelyard_over_tutorial_dataframe']:.2f}x), modelyard/floor "
               f"{r['modelyard_over_floor']:.2f}x, p99 modelyard/floor {r['p99_over_floor_p99']:.2f}x")
+    for key in ("ratios_engines", "median_round_ratios_engines"):
+        r = results[key]
+        print(f"{key}: modelyard/Flask floor on gunicorn sync {r['modelyard_over_flask_floor_gunicorn_sync']:.2f}x, "
+              f"modelyard/plain-WSGI floor on granian {r['modelyard_over_plain_wsgi_floor_granian']:.2f}x, "
+              f"modelyard/Flask floor on granian {r['modelyard_over_flask_floor_granian']:.2f}x, "
+              f"p99 modelyard/Flask floor on granian {r['p99_over_flask_floor_granian_p99']:.2f}x, "
+              f"modelyard on gunicorn/floor on gunicorn {r['modelyard_gunicorn_over_floor_gthread']:.2f}x")
+    pss = results["pss_bytes"]
+    print(f"memory (PSS, master + workers): granian {pss['granian'] / 2**20:.0f} MiB, "
+          f"gunicorn {pss['gunicorn'] / 2**20:.0f} MiB")
     bs = results["batching"]
     print(f"micro-batching: {bs['calls']:,.0f} batched calls, {bs['requests_per_call']:.2f} requests per call")
     rows = results["rows_per_s_100_row_batches"]
