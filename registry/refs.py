@@ -119,10 +119,7 @@ class RefCache:
         self._engine = engine
         self._max_entries = max_entries
         self._entries: dict[tuple[str, str], tuple[int, Resolved]] = {}  # (name, ref) -> (generation, resolved)
-        self._lock = threading.Lock()
-        self._fairy: Any = None
-        self._dbapi: Any = None
-        self._pid = 0
+        self._local = threading.local()  # each thread's own connection for the generation read
 
     def resolve(self, session: Callable[[], Session], name: str, ref: str) -> Resolved:
         """What a ref names, as :func:`resolve_version_key`.
@@ -147,36 +144,41 @@ class RefCache:
         return resolved
 
     def _generation(self) -> int:
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    cursor = self._connection().cursor()
-                    cursor.execute(_GENERATION_SQL)
-                    row = cursor.fetchone()
-                    cursor.close()
-                    return int(row[0]) if row else -1
-                except Exception:
-                    self._drop_connection()
-                    if attempt == 2:
-                        raise
+        for attempt in (1, 2):
+            try:
+                cursor = self._connection().cursor()
+                cursor.execute(_GENERATION_SQL)
+                row = cursor.fetchone()
+                cursor.close()
+                return int(row[0]) if row else -1
+            except Exception:
+                self._drop_connection()
+                if attempt == 2:
+                    raise
         raise AssertionError("unreachable")
 
     def _connection(self) -> Any:
-        """One DBAPI connection per process, held for these reads, in autocommit mode (a read
-        never holds a transaction open). Replaced after a fork: connections are not shared
-        across processes."""
-        if self._pid != os.getpid() or self._dbapi is None:
-            self._fairy = self._engine.raw_connection()
-            self._dbapi = self._fairy.dbapi_connection
-            if self._engine.dialect.name == "postgresql":
-                self._dbapi.autocommit = True
-            self._pid = os.getpid()
-        return self._dbapi
+        """This thread's DBAPI connection for the generation read, opened on its first request
+        and held: one per thread, so the server's threads never wait on each other for it (a
+        shared one behind a lock was half of a worker's time under load). Opened by the dialect
+        outside the engine's pool (it lives as long as its thread), autocommit (a read never
+        holds a transaction open); replaced after a fork (connections are not shared across
+        processes)."""
+        local = self._local
+        connection = getattr(local, "connection", None)
+        if connection is None or local.pid != os.getpid():
+            engine = self._engine
+            cargs, cparams = engine.dialect.create_connect_args(engine.url)
+            connection = engine.dialect.connect(*cargs, **cparams)
+            if engine.dialect.name == "postgresql":
+                connection.autocommit = True
+            local.connection, local.pid = connection, os.getpid()
+        return connection
 
     def _drop_connection(self) -> None:
-        fairy, self._dbapi = self._fairy, None
-        if fairy is not None and self._pid == os.getpid():
+        connection, self._local.connection = getattr(self._local, "connection", None), None
+        if connection is not None and getattr(self._local, "pid", None) == os.getpid():
             try:
-                fairy.invalidate()
+                connection.close()
             except Exception:  # the connection is being thrown away anyway
                 pass
