@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelyard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the registry and the models with gunicorn")
+    serve = commands.add_parser("serve", help="serve the registry and the models (granian or gunicorn)")
     serve.add_argument("--engine", choices=("granian", "gunicorn"), help="HTTP server (default: [server] engine)")
     serve.add_argument("--host", help="address to bind (default: [server] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: [server] port, 8080)")

@@ -11,7 +11,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, inspect
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
@@ -74,3 +76,15 @@ def test_debug_serves_the_app_on_the_given_port(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def test_serve_takes_the_engine_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`modelyard serve --engine gunicorn` reaches the server as the [server] engine override."""
+    import modelyard.server
+    from modelyard.cli import main
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(modelyard.server, "serve", lambda overrides: seen.append(overrides))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    assert main(["serve", "--engine", "gunicorn", "--port", "9123"]) == 0
+    assert seen == [{"server": {"engine": "gunicorn", "port": 9123}}]

@@ -90,6 +90,9 @@ def test_absolute_sqlite_path_is_kept(tmp_path: Path) -> None:
         ({}, {"serving": {"max_rows": -1}}, "[serving] max_rows"),
         ({}, {"artifacts": {"store": "s3"}}, "[artifacts] store"),
         ({}, {"logging": {"level": "LOUD"}}, "[logging] level"),
+        ({}, {"server": {"engine": "uwsgi"}}, "[server] engine: must be one of ['granian', 'gunicorn']"),
+        ({"MODELYARD_SERVER_ENGINE": "waitress"}, None, "[server] engine"),
+        ({}, {"server": {"backpressure": -1}}, "[server] backpressure: must not be negative"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(environ: dict[str, str], overrides: dict | None, fragment: str) -> None:
