@@ -99,16 +99,16 @@ def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
 
 
 def serve_granian(app: Flask, server: ServerSettings) -> None:
-    """Serve ``app`` with granian's WSGI interface. Its workers are forked from this process
-    (multiprocessing's ``fork``, Linux's default), and each takes the app already built here."""
+    """Serve ``app`` with granian's WSGI interface. Its workers are forked from this process and
+    each takes the app already built here (granian starts them with multiprocessing's default
+    method: it is set to ``fork`` here, which Python 3.14 no longer makes the default on Linux;
+    the trial sandbox keeps its own forkserver context)."""
     import multiprocessing
 
     from granian.constants import Interfaces
     from granian.server import Server
 
-    if multiprocessing.get_start_method() != "fork":
-        log.warning("multiprocessing starts processes by %r: each granian worker loads its own models",
-                    multiprocessing.get_start_method())
+    multiprocessing.set_start_method("fork", force=True)
 
     def worker_app() -> Flask:  # runs in each worker, right after the fork
         _after_fork(app)
