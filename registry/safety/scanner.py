@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import pickletools
+from collections.abc import Callable
 from dataclasses import dataclass
 from struct import error as struct_error
 from typing import Any
@@ -97,23 +98,20 @@ class _CountingReader(io.RawIOBase):
         return self.count
 
     def read(self, size: int | None = -1) -> bytes:
+        return self._counted(self.inner.read, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._counted(self.inner.readline, size)
+
+    def _counted(self, read: Callable[[int], bytes], size: int | None) -> bytes:
         # Never ask the decompressor for more than the limit allows: a literal claiming 10^12
         # bytes must not make it allocate them.
         room = self.limit - self.count + 1
-        data: bytes = self.inner.read(room if size is None or size < 0 or size > room else size)
+        data = read(room if size is None or size < 0 or size > room else size)
         self.count += len(data)
         if self.count > self.limit:
             raise InvalidArtifact(f"the file expands to more than {self.limit} bytes")
         return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        room = self.limit - self.count + 1
-        data: bytes = self.inner.readline(room if size is None or size < 0 or size > room else size)
-        self.count += len(data)
-        if self.count > self.limit:
-            raise InvalidArtifact(f"the file expands to more than {self.limit} bytes")
-        return data
-
 
 def scan(
     data: bytes, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPANDED_BYTES,
