@@ -65,13 +65,23 @@ def require_multipart(mimetype: str) -> None:
         raise UnsupportedMediaType(mimetype, expected=MULTIPART)
 
 
+DRAIN_MAX_BYTES = 1 << 20
+"""How much of a refused body is still read (and dropped) before the 413 goes out. A server
+that answers and closes while the client is still sending makes the client's kernel see a reset:
+curl or http.client then report a broken pipe instead of the 413's JSON. nginx reads on for the
+same reason (its lingering close); past this bound the client is cut off as before."""
+
+
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The request body from a WSGI environ, refused past ``limit`` bytes before it is read
-    (a declared length) or as soon as it passes it (chunked)."""
+    """The request body from a WSGI environ, refused past ``limit`` bytes before it is kept
+    (a declared length) or as soon as it passes it (chunked). A refused body of modest size is
+    read to its end first, so the client gets to read the 413."""
     declared = environ.get("CONTENT_LENGTH", "")
     if declared.isdigit():
         size = int(declared)
         if size > limit:
+            if size <= limit + DRAIN_MAX_BYTES:
+                _drain(environ["wsgi.input"], size)
             raise TooLarge(f"the body is {size} bytes; the limit is {limit}", errors={"max_body_bytes": limit})
         data = _read(environ["wsgi.input"], size) if size else b""
         if len(data) < size:  # the client went away mid-body
@@ -89,6 +99,7 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
     if total > limit:
+        _drain(stream, DRAIN_MAX_BYTES)
         raise TooLarge(f"the body is over the limit of {limit} bytes", errors={"max_body_bytes": limit})
     return b"".join(chunks)
 
@@ -105,6 +116,19 @@ def query_flag(query: str, name: str) -> bool:
         raise InvalidInput(f"query parameter {name!r} must be true or false, got {values[0]!r}",
                            errors={name: values[0]})
     return flag
+
+
+def _drain(stream: Any, most: int) -> None:
+    """Read and drop up to ``most`` bytes of a refused body; a failing read ends the drain (the
+    answer is a 413 either way)."""
+    while most > 0:
+        try:
+            chunk = stream.read(min(most, 65536))
+        except Exception:  # noqa: BLE001 - as in _read: the server's stream errors have no common base
+            return
+        if not chunk:
+            return
+        most -= len(chunk)
 
 
 def _read(stream: Any, size: int) -> bytes:
