@@ -75,7 +75,6 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     rt = Runtime(settings=settings, auth=policy, engine=engine, sessions=sessions, store=store,
                  upload_max_bytes=upload.max_bytes, upload_limits=limits, predictor=predictor, predict=handler,
                  observers=(metrics.observe,))
-    sandbox.preload("modelyard.cli")  # what the `modelyard` script imports; see sandbox.preload
     if prepare:
         _log_sandbox()
         _prepare(rt, settings)

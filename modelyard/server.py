@@ -1,8 +1,9 @@
 """Production serving, settings from ``[server]``: granian (a Rust HTTP server speaking WSGI to
 Python threads) by default, or gunicorn with gthread workers.
 
-On both engines the master builds the app once (migrate, seed, preload) and forks the workers
-from it, so the preloaded estimators are shared copy-on-write; each worker drops the inherited
+On both engines the master builds the app once (migrate, seed, preload), forks the upload trial
+sandbox's zygote (warm: every worker's first upload costs what later ones do) and forks the
+workers from it, so the preloaded estimators are shared copy-on-write; each worker drops the inherited
 database connections after the fork; a worker that dies is replaced; SIGTERM lets the workers
 finish their requests first.
 """
@@ -21,6 +22,7 @@ from gunicorn.app.base import BaseApplication
 
 from modelyard.app import create_app
 from modelyard.config import ConfigError, ServerSettings, load_config
+from modelyard.registry import sandbox
 from modelyard.web.context import EXTENSION
 
 log = logging.getLogger("modelyard")
@@ -90,6 +92,8 @@ def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     server = load_config(overrides).server
     check_bindable(server.host, server.port)
     app = create_app(overrides)
+    if not sandbox.warm():
+        log.warning("the trial sandbox starts on the first upload: another thread ran when the workers were forked")
     log.info("serving on http://%s:%s with %s, %s workers x %s threads",
              server.host, server.port, server.engine, server.workers, server.threads)
     if server.engine == "gunicorn":

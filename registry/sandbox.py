@@ -1,9 +1,9 @@
 """Trial-load an uploaded model in a child process with a time and memory limit.
 
 A file that passes the scan may still explode when loaded (a huge array, a huge bytearray) or
-misbehave; the child takes the blow, the server keeps serving. Children fork from a
-``forkserver`` that has scikit-learn imported already, so a trial costs milliseconds, not an
-interpreter start, and is safe to start from a threaded server. The child answers in JSON only:
+misbehave; the child takes the blow, the server keeps serving. Children fork from a zygote
+(:mod:`registry.zygote`) that has scikit-learn imported already, so a trial costs milliseconds,
+not an interpreter start, and is safe to start from a threaded server. The child answers in JSON only:
 the parent never unpickles anything a child sends. Before it loads anything the child gives up,
 through Landlock, every right to change a file, open a TCP connection or signal another process
 (see :func:`_limit`).
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import resource
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
-from modelyard.registry import introspect, landlock, safety
+from modelyard.registry import introspect, landlock, safety, zygote
 from modelyard.registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
 
 _ANSWER_LIMIT = 1 << 20
@@ -58,29 +56,14 @@ def inspect_artifact(data: bytes, fmt: str, *, spec: Trial, limits: Limits) -> i
     Raises UnsafeArtifact / InvalidArtifact (422) for what the child found, and InvalidArtifact
     when the child runs out of time or memory or dies.
     """
-    context = _context()
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_trial, args=(sender, data, fmt, spec, limits), name="modelyard-trial", daemon=True
-    )
-    child.start()
-    sender.close()
     try:
-        if not receiver.poll(limits.timeout_seconds):
-            raise InvalidArtifact(f"loading the model took longer than {limits.timeout_seconds:g} s")
-        try:
-            raw = receiver.recv_bytes(_ANSWER_LIMIT)
-        except (EOFError, OSError):
-            child.join(5)
-            raise InvalidArtifact(
-                f"loading the model crashed its sandbox (exit code {child.exitcode}); "
-                f"it may need more than {limits.memory_bytes} bytes of memory"
-            ) from None
-    finally:
-        receiver.close()
-        if child.is_alive():
-            child.kill()
-        child.join(5)
+        raw = zygote.run(_trial, data, (fmt, spec, limits), timeout=limits.timeout_seconds,
+                         answer_limit=_ANSWER_LIMIT)
+    except zygote.Timeout:
+        raise InvalidArtifact(f"loading the model took longer than {limits.timeout_seconds:g} s") from None
+    except zygote.Died as exc:
+        raise InvalidArtifact(f"loading the model crashed its sandbox ({exc}); "
+                              f"it may need more than {limits.memory_bytes} bytes of memory") from None
     return _read_answer(raw)
 
 
@@ -93,26 +76,19 @@ def _read_answer(raw: bytes) -> introspect.EstimatorInfo:
     raise InvalidArtifact(answer.get("message", "the model could not be loaded"), errors=answer.get("errors"))
 
 
-_PRELOAD = ["modelyard.registry.sandbox_preload"]
+def warm() -> bool:
+    """Start the trial zygote now, from the server's master before it forks its workers, with
+    everything a trial needs imported: the first upload in every worker then costs what later
+    ones do. See :mod:`registry.zygote`."""
+    return zygote.fork_warm(_preload)
 
 
-def preload(*modules: str) -> None:
-    """Have the forkserver import ``modules`` too. Each child re-runs the parent's main script
-    before it starts (multiprocessing's rule for forkserver children); with that script's imports
-    already in the forkserver, this costs milliseconds instead of a second of imports. Call
-    before the first trial."""
-    for module in modules:
-        if module not in _PRELOAD:
-            _PRELOAD.append(module)
+def _preload() -> None:
+    from modelyard.registry import sandbox_preload  # noqa: F401 - imports and builds the allowlist
 
 
-def _context() -> Any:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)
-    return context
-
-
-def _trial(conn: Connection, data: bytes, fmt: str, spec: Trial, limits: Limits) -> None:
+def _trial(data: bytes, fmt: str, spec: Trial, limits: Limits) -> bytes:
+    """The sandboxed child: take the limits, then load and describe; answer in JSON only."""
     try:
         _limit(limits)
         info = trial(data, fmt, spec, extra=limits.extra_globals)
@@ -126,10 +102,7 @@ def _trial(conn: Connection, data: bytes, fmt: str, spec: Trial, limits: Limits)
                   "message": f"loading the model needs more than {limits.memory_bytes} bytes of memory"}
     except BaseException as exc:  # the child reports everything; the parent decides
         answer = {"error": "invalid", "message": f"the model could not be loaded: {type(exc).__name__}: {exc}"}
-    try:
-        conn.send_bytes(json.dumps(answer, default=str).encode())
-    finally:
-        conn.close()
+    return json.dumps(answer, default=str).encode()
 
 
 def _limit(limits: Limits) -> landlock.Restriction:

@@ -84,14 +84,20 @@ def answers(base: str) -> bool:
 
 
 def workers_of(master: int) -> list[int]:
-    """The workers (granian's or gunicorn's): the master's children running the same command line."""
-    own = Path(f"/proc/{master}/cmdline").read_bytes()
+    """The workers (granian's or gunicorn's): the master's children running the same command
+    line, but for the trial sandbox's zygote."""
+    return [pid for pid, name in children_of(master) if name != "trial-zygote"]
+
+
+def children_of(parent: int) -> list[tuple[int, str]]:
+    """``(pid, process name)`` of the children of ``parent`` running its command line."""
+    own = Path(f"/proc/{parent}/cmdline").read_bytes()
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == master and (stat.parent / "cmdline").read_bytes() == own:
-                children.append(int(stat.parent.name))
+            if int(fields[1]) == parent and (stat.parent / "cmdline").read_bytes() == own:
+                children.append((int(stat.parent.name), (stat.parent / "comm").read_text().strip()))
         except (OSError, IndexError, ValueError):
             continue
     return children

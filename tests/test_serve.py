@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve_helpers import ENGINES, running_server
+from tests.serve_helpers import ENGINES, children_of, running_server, workers_of
 
 
 def _request(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
@@ -162,27 +162,62 @@ def test_a_malformed_chunked_body_is_a_json_400(server: str) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path, engine: str) -> None:
-    """An upload's first trial starts the sandbox (about a second): SIGTERM sent meanwhile must
-    not cut it; the upload answers 201 and the server then exits cleanly."""
+    """An upload whose body is still arriving when SIGTERM comes must not be cut: it answers 201
+    and the server then exits cleanly."""
     import pickle
     import signal
-    import threading
-    import uuid
 
     from tests.factories import fitted_logreg
 
     with running_server(tmp_path, engine=engine) as running:
-        boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n\r\n"
-                ).encode() + pickle.dumps(fitted_logreg()) + f"\r\n--{boundary}--\r\n".encode()
-        request = urllib.request.Request(f"{running['base']}/models/late/versions", data=body, headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Authorization": f"Bearer {running['token']}"})
-        answers: list[int] = []
-        sender = threading.Thread(target=lambda: answers.append(urllib.request.urlopen(request, timeout=60).status))
-        sender.start()
-        time.sleep(0.3)  # the request is in a worker, its trial starting
-        running["process"].send_signal(signal.SIGTERM)
-        sender.join(60)
-        assert answers == [201]
+        body = _multipart({"file": ("m.pkl", pickle.dumps(fitted_logreg()))})
+        host, port = running["base"].removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as sock:
+            sock.sendall(f"POST /models/late/versions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         f"Content-Type: multipart/form-data; boundary={_BOUNDARY}\r\n"
+                         f"Authorization: Bearer {running['token']}\r\nContent-Length: {len(body)}\r\n\r\n"
+                         .encode() + body[:100])
+            time.sleep(0.5)  # the request is in a worker, reading its body
+            running["process"].send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            sock.sendall(body[100:])
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
         assert running["process"].wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_trial_sandbox_is_warm_before_the_first_upload(tmp_path: Path, engine: str) -> None:
+    """The master forks the sandbox's zygote before its workers: it is there before any upload,
+    every worker's trials run under it, and no worker starts an interpreter of its own."""
+    import pickle
+
+    from tests.factories import fitted_logreg
+
+    with running_server(tmp_path, engine=engine) as running:
+        zygotes = [pid for pid, name in children_of(running["master"]) if name == "trial-zygote"]
+        assert len(zygotes) == 1
+        for _ in range(4):  # with two workers, both are all but certain to take one
+            request = urllib.request.Request(
+                f"{running['base']}/models/warm/versions", method="POST",
+                data=_multipart({"file": ("m.pkl", pickle.dumps(fitted_logreg()))}),
+                headers={"Content-Type": f"multipart/form-data; boundary={_BOUNDARY}",
+                         "Authorization": f"Bearer {running['token']}"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 201
+        assert [pid for pid, name in children_of(running["master"]) if name == "trial-zygote"] == zygotes
+        for worker in workers_of(running["master"]):
+            tasks = Path(f"/proc/{worker}/task")
+            spawned = [pid for path in tasks.glob("*/children") for pid in path.read_text().split()]
+            assert spawned == [], "a worker started a sandbox of its own"
+
+
+_BOUNDARY = "b0undary"
+
+
+def _multipart(files: dict[str, tuple[str, bytes]]) -> bytes:
+    parts = [f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"; filename="{name}"\r\n\r\n'.encode()
+             + data + b"\r\n" for key, (name, data) in files.items()]
+    return b"".join(parts) + f"--{_BOUNDARY}--\r\n".encode()

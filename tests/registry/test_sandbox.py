@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from modelyard.app import create_app
-from modelyard.registry import sandbox
+from modelyard.registry import sandbox, zygote
 from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
 from tests.conftest import admin_client
 from tests.factories import fitted_logreg
@@ -90,7 +90,7 @@ def test_bombs_over_http_are_422_and_the_server_keeps_serving(config: dict[str, 
     assert client.post("/predict", json=SETOSA).json["predictions"] == [0]
 
 
-def _probe(conn: Any, directory: str, port: int, other_pid: int) -> None:
+def _probe(payload: bytes, directory: str, port: int, other_pid: int) -> bytes:
     """In a sandbox child: take the trial's limits, then try every way to touch the world."""
     import json
     import os
@@ -119,8 +119,7 @@ def _probe(conn: Any, directory: str, port: int, other_pid: int) -> None:
         except OSError:
             results[name] = "denied"
     results["abi"] = restriction.abi
-    conn.send_bytes(json.dumps(results).encode())
-    conn.close()
+    return json.dumps(results).encode()
 
 
 def test_the_trial_child_can_change_no_file_open_no_connection_and_signal_no_process(tmp_path: Path) -> None:
@@ -136,14 +135,9 @@ def test_the_trial_child_can_change_no_file_open_no_connection_and_signal_no_pro
     listener.listen()
     other = subprocess.Popen(["sleep", "30"])
     try:
-        context = sandbox._context()
-        receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_probe, args=(sender, str(tmp_path), listener.getsockname()[1], other.pid))
-        child.start()
-        sender.close()
-        assert receiver.poll(30)
-        results = json.loads(receiver.recv_bytes())
-        child.join(10)
+        answer = zygote.run(_probe, b"", (str(tmp_path), listener.getsockname()[1], other.pid),
+                            timeout=30, answer_limit=1 << 16)
+        results = json.loads(answer)
     finally:
         other.kill()
         listener.close()
