@@ -8,8 +8,8 @@ default engine, micro-batching off and on) and on gunicorn. wrk drives each with
 connections and duration. Printed: req/s, p50, p99, and the ratios (from each target's best
 round, and again from its median round; p99s as the median over rounds); then 100-row batches
 (rows/s), a 1,000-row batch against the bare in-process predict, the memory (PSS) of each
-engine's processes, the cold load of a version, and 1,000 models hit round-robin through a cache
-bounded to 100.
+engine's processes, the cold load of a version, uploads (each worker's first, later ones, and a
+~48 MB forest in MB/s), and 1,000 models hit round-robin through a cache bounded to 100.
 
     .venv/bin/python bench/run.py            # needs wrk (apt-get install wrk)
     .venv/bin/python bench/run.py --quick    # shorter runs, for a smoke test
@@ -409,6 +409,7 @@ def main() -> int:
               f"p99 {result.p99_ms:6.2f} ms")
 
     results["cold_load"] = cold_load(work, args)
+    results["uploads"] = uploads(work, args)
     results["round_robin"] = round_robin(work, args, table)
     results["table"] = [asdict(r) for r in table]
 
@@ -439,6 +440,10 @@ def main() -> int:
     c = results["cold_load"]
     print(f"cold load of a {c['estimator']} ({c['size_bytes']:,} bytes): first request {c['first_ms']:.1f} ms, "
           f"then {c['warm_ms']:.2f} ms")
+    u = results["uploads"]
+    print(f"uploads on a fresh server: first ones {', '.join(f'{ms:.0f}' for ms in u['first_ms'])} ms, "
+          f"later {u['later_median_ms']:.0f} ms ({u['small_bytes']:,} bytes); a {u['large_bytes'] / 1e6:.0f} MB "
+          f"forest in {min(u['large_s']):.2f} s, {u['large_mb_per_s']:.0f} MB/s")
     rr = results["round_robin"]
     print(f"{rr['models']} models round-robin, cache of {rr['cache_entries']}: {rr['requests_per_s']:.0f} req/s, "
           f"non-2xx {rr['non_2xx']}, errors {rr['errors']}, RSS at the end {rr['rss_bytes'] / 2**20:.0f} MiB")
@@ -470,6 +475,35 @@ def cold_load(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         warm = sequential_latency_ms(port, "/models/forest/1/predict", body, 50)
     return {"estimator": "RandomForestClassifier(200 trees)", "size_bytes": len(data), "first_ms": first,
             "warm_ms": warm, "status": status}
+
+
+def uploads(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Uploads on a freshly started server: the first small ones (each worker's first: the trial
+    sandbox is warm or it is not), the later ones, and a ~48 MB forest's throughput in MB/s."""
+    from sklearn.datasets import load_iris, make_classification
+    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    iris = load_iris()
+    small = pickle.dumps(LogisticRegression(max_iter=500).fit(iris.data, iris.target))
+    X, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
+    large = pickle.dumps(ExtraTreesClassifier(n_estimators=20 if args.quick else 65, random_state=0).fit(X, y))
+    port = free_port()
+    env = modelyard_env(work / "uploads", MODELYARD_SERVER_PORT=str(port), MODELYARD_SERVER_WORKERS=str(args.workers),
+                        MODELYARD_SERVER_THREADS=str(args.threads))
+
+    def timed(name: str, data: bytes) -> float:
+        started = time.perf_counter()
+        upload(port, token, name, data)
+        return time.perf_counter() - started
+
+    with server([PYTHON, "-m", "modelyard.cli", "serve"], env, port, work / "uploads.log"):
+        token = (work / "uploads" / "admin.token").read_text().strip()
+        small_s = [timed("small", small) for _ in range(10)]
+        large_s = [timed("large", large) for _ in range(3)]
+    return {"small_bytes": len(small), "first_ms": [s * 1000 for s in small_s[:args.workers]],
+            "later_median_ms": statistics.median(small_s[args.workers:]) * 1000, "large_bytes": len(large),
+            "large_s": large_s, "large_mb_per_s": len(large) / min(large_s) / 1e6}
 
 
 def round_robin(work: Path, args: argparse.Namespace, table: list[Result]) -> dict[str, Any]:

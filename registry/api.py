@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +30,7 @@ from modelyard.registry.schemas import (
     UploadSchema,
     VersionSchema,
 )
+from modelyard.registry.storage import Data
 from modelyard.web.auth import authorize_alias_move, counts_as, current_actor, private, requires
 from modelyard.web.body import require_json, require_multipart
 from modelyard.web.context import runtime, session
@@ -166,9 +169,12 @@ class Versions(MethodView):
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
             example=form.get("example"),
         )
-        limits = rt.upload_limits
-        detail = service.register_version(session(), rt.store, name, data, spec,
-                                          actor=current_actor().name, limits=limits)
+        try:
+            detail = service.register_version(session(), rt.store, name, data, spec,
+                                              actor=current_actor().name, limits=rt.upload_limits)
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
         location = url_for("registry.VersionDetail", name=name, ref=str(detail.version))
         return detail, 201, {"Location": location}
 
@@ -368,11 +374,24 @@ class TokenDetail(MethodView):
         auth.revoke_token(session(), name)
 
 
-def _read_upload(stream: Any, max_bytes: int) -> bytes:
-    data: bytes = stream.read(max_bytes + 1)
-    if len(data) > max_bytes:
+_IN_MEMORY_BYTES = 1 << 20  # a smaller file is read into memory; a larger one is mapped
+
+
+def _read_upload(stream: Any, max_bytes: int) -> Data:
+    """The uploaded file's bytes. werkzeug has already streamed a large one to a temporary file
+    as it arrived; it is mapped read-only rather than read into this worker's memory."""
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    if size > max_bytes:
         raise TooLarge(f"the file is larger than the upload limit of {max_bytes} bytes",
                        errors={"max_bytes": max_bytes})
-    if not data:
+    if not size:
         raise InvalidArtifact("the file is empty")
+    if size > _IN_MEMORY_BYTES:
+        try:
+            return mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        except (AttributeError, OSError, ValueError):  # a stream with no file under it (io.UnsupportedOperation)
+            pass
+    data: bytes = stream.read()
     return data

@@ -19,6 +19,7 @@ from typing import Any
 
 from modelyard.registry import introspect, landlock, safety, zygote
 from modelyard.registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
+from modelyard.registry.storage import Data
 
 _ANSWER_LIMIT = 1 << 20
 
@@ -49,7 +50,7 @@ def trial(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str] = frozens
     return dataclasses.replace(info, load_warnings=loaded.warnings, pickled_with=loaded.pickled_with)
 
 
-def inspect_artifact(data: bytes, fmt: str, *, spec: Trial, limits: Limits) -> introspect.EstimatorInfo:
+def inspect_artifact(data: Data, fmt: str, *, spec: Trial, limits: Limits) -> introspect.EstimatorInfo:
     """Load ``data`` through the safety gate in a child, describe it and trial-predict (see
     :func:`registry.introspect.inspect`).
 

@@ -27,7 +27,7 @@ from modelyard.registry.refs import (
     validate_alias_name,
     validate_model_name,
 )
-from modelyard.registry.storage import ArtifactStore
+from modelyard.registry.storage import ArtifactStore, Data
 from modelyard.registry.upload import Prepared, VersionSpec, prepare_version
 
 T = TypeVar("T")
@@ -107,7 +107,7 @@ def delete_model(session: Session, store: ArtifactStore, name: str, *,
 
 
 def register_version(
-    session: Session, store: ArtifactStore, name: str, data: bytes, spec: VersionSpec, *,
+    session: Session, store: ArtifactStore, name: str, data: Data, spec: VersionSpec, *,
     actor: str = "anonymous", limits: sandbox.Limits | None = None,
 ) -> VersionView:
     """Store ``data`` as the next version of ``name`` (created if missing); one transaction.

@@ -8,23 +8,68 @@ renamed into place, so a reader never sees a partial blob. Every read verifies t
 from __future__ import annotations
 
 import hashlib
+import io
+import mmap
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from modelyard.registry.errors import ArtifactCorrupt, ArtifactMissing
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
+Data = bytes | mmap.mmap
+"""An artifact's bytes: in memory, or (an upload) a read-only map of the temporary file it was
+streamed to, so a large upload is not held in the worker's own memory."""
+
+
+def stream_of(data: Data) -> BinaryIO:
+    """A file object reading ``data`` from its start, without copying it whole."""
+    if isinstance(data, mmap.mmap):
+        return cast(BinaryIO, io.BufferedReader(_MapReader(data), buffer_size=_CHUNK))
+    return io.BytesIO(data)
+
+
+class _MapReader(io.RawIOBase):
+    """A read-only, seekable file over a map, with a position of its own (the map's position is
+    shared by every reader, so each read seeks it first). Holds no buffer export, so the map can
+    be closed while a reader is still referenced."""
+
+    def __init__(self, data: mmap.mmap) -> None:
+        super().__init__()
+        self._data = data
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._data.seek(self._position)
+        chunk = self._data.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
 
 class ArtifactStore(Protocol):
     """What the registry needs from a blob store, keyed by sha256."""
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: Data) -> str:
         """Store ``data`` and return its sha256 (idempotent)."""
 
     def open(self, sha256: str) -> bytes:
@@ -43,7 +88,7 @@ class ArtifactStore(Protocol):
         a Unix time); return how many."""
 
 
-def sha256_of(data: bytes) -> str:
+def sha256_of(data: Data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -58,7 +103,7 @@ class LocalArtifactStore:
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / "sha256" / sha256[:2] / sha256
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: Data) -> str:
         digest = sha256_of(data)
         target = self.path_for(digest)
         if target.is_file():

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.registry import introspect, safety, sandbox
-from modelyard.registry.errors import (
-    InvalidInput,
-)
+from modelyard.registry.errors import InvalidInput
+from modelyard.registry.storage import Data
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Prepared:
     labels: list[Any] | None
 
 
-def prepare_version(data: bytes, spec: VersionSpec, *, limits: sandbox.Limits | None) -> Prepared:
+def prepare_version(data: Data, spec: VersionSpec, *, limits: sandbox.Limits | None) -> Prepared:
     """Scan, load and inspect an artifact, and check what the uploader said against it.
 
     ``limits`` None is for trusted bytes only: they are loaded in this process.
@@ -52,8 +51,8 @@ def prepare_version(data: bytes, spec: VersionSpec, *, limits: sandbox.Limits | 
         safety.scan(data, fmt, max_expanded_bytes=(limits or sandbox.Limits()).max_expanded_bytes, extra=extra)
     trial = sandbox.Trial(list(spec.feature_names) if spec.feature_names is not None else None,
                           dict(spec.feature_aliases), spec.example)
-    if limits is None:
-        info = sandbox.trial(data, fmt, trial)
+    if limits is None:  # trusted bytes, never a large upload
+        info = sandbox.trial(data if isinstance(data, bytes) else bytes(data), fmt, trial)
     else:
         info = sandbox.inspect_artifact(data, fmt, spec=trial, limits=limits)
     names = _feature_names(spec, info)

@@ -21,6 +21,7 @@ from modelyard.registry.safety import structure
 from modelyard.registry.safety.allowlist import allowed_globals
 from modelyard.registry.safety.scanner import JOBLIB_WRAPPER, MAX_EXPANDED_BYTES, scan
 from modelyard.registry.safety.skops_schema import SKOPS_PLAIN, check_skops, checked_skops_names, skops_names
+from modelyard.registry.storage import Data
 
 __all__ = ["FORMATS", "FORMAT_SUFFIXES", "MAX_EXPANDED_BYTES", "Loaded", "allowed_globals", "check_skops",
            "detect_format", "load", "load_recorded", "resolve_format", "scan", "skops_names"]
@@ -55,25 +56,26 @@ _COMPRESSED_PREFIXES = (b"x", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00", b"
 _PICKLE_STARTS = (b"\x80", b"c", b"(", b"]", b"}", b")", b"N")
 
 
-def detect_format(data: bytes) -> str:
+def detect_format(data: Data) -> str:
     """Which format the bytes are, from their content: a zip is skops, a compressed container
     or a pickle with joblib's array wrappers is joblib, any other pickle is pickle."""
-    if data.startswith(b"PK\x03\x04"):
+    head = data[:16]
+    if head.startswith(b"PK\x03\x04"):
         return "skops"
-    if data.startswith(_COMPRESSED_PREFIXES) or data.startswith(b"ZF"):
+    if head.startswith(_COMPRESSED_PREFIXES) or head.startswith(b"ZF"):
         return "joblib"
-    if b"NumpyArrayWrapper" in data:
+    if data.find(b"NumpyArrayWrapper") != -1:
         return "joblib"
     return "pickle"
 
 
-def resolve_format(data: bytes, declared: str | None) -> str:
+def resolve_format(data: Data, declared: str | None) -> str:
     """The format to load ``data`` as; a declared format the content contradicts is an error.
 
     joblib reads plain pickles too, so a pickle declared as joblib is accepted as joblib.
     """
     detected = detect_format(data)
-    if detected == "pickle" and not data.startswith(_PICKLE_STARTS):
+    if detected == "pickle" and not data[:1].startswith(_PICKLE_STARTS):
         raise InvalidArtifact(
             f"not a model file: expected pickle, joblib or skops (the file starts with {data[:12]!r})",
             errors={"file": "not a model file"},

@@ -21,6 +21,7 @@ from typing import Any
 
 from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
 from modelyard.registry.safety.allowlist import allowed_globals
+from modelyard.registry.storage import Data, stream_of
 
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 
@@ -114,7 +115,7 @@ class _CountingReader(io.RawIOBase):
         return data
 
 def scan(
-    data: bytes, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPANDED_BYTES,
+    data: Data, fmt: str = "pickle", *, max_expanded_bytes: int = MAX_EXPANDED_BYTES,
     extra: frozenset[str] = frozenset(),
 ) -> set[str]:
     """Return the globals a pickle (or joblib) stream imports; raise if any is not allowed.
@@ -132,12 +133,12 @@ def scan(
     return found.found
 
 
-def _scan(data: bytes, fmt: str, found: _Offenders, max_expanded_bytes: int) -> None:
+def _scan(data: Data, fmt: str, found: _Offenders, max_expanded_bytes: int) -> None:
     if fmt == "joblib":
         from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
         try:
-            with _validate_fileobject_and_memmap(io.BytesIO(data), "", None) as (fileobj, _mmap):
+            with _validate_fileobject_and_memmap(stream_of(data), "", None) as (fileobj, _mmap):
                 if isinstance(fileobj, str):
                     raise InvalidArtifact("joblib files written before joblib 0.10 are not accepted")
                 reader = _CountingReader(fileobj, max_expanded_bytes)
@@ -150,7 +151,7 @@ def _scan(data: bytes, fmt: str, found: _Offenders, max_expanded_bytes: int) -> 
         except (OSError, EOFError, ValueError) as exc:  # corrupt compressed container
             raise InvalidArtifact(f"not a valid joblib file: {exc}") from None
     else:
-        stream = io.BytesIO(data)
+        stream = stream_of(data)
         try:
             _walk(stream, found, joblib=False, depth=0)
         except RecursionError:

@@ -5,22 +5,21 @@ is written with are accepted. skops's own list of untrusted types is a second op
 
 from __future__ import annotations
 
-import io
-
 from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
 from modelyard.registry.safety.allowlist import allowed_globals
+from modelyard.registry.storage import Data, stream_of
 
 _SKOPS_SCHEMA_LIMIT = 64 << 20
 
 
-def skops_names(data: bytes) -> list[str]:
+def skops_names(data: Data) -> list[str]:
     """Every ``module.name`` a skops file's schema refers to (types, functions, objects), read
     from its ``schema.json`` without loading anything."""
     import json
     import zipfile
 
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(stream_of(data)) as archive:
             info = archive.getinfo("schema.json")
             if info.file_size > _SKOPS_SCHEMA_LIMIT:
                 raise InvalidArtifact("the skops schema is larger than 64 MiB")
@@ -65,13 +64,13 @@ _SKOPS_REFUSED_LOADERS = {
 }
 
 
-def check_skops(data: bytes, *, extra: frozenset[str] = frozenset()) -> list[str]:
+def check_skops(data: Data, *, extra: frozenset[str] = frozenset()) -> list[str]:
     """The names a skops file refers to, all allowed; raises UnsafeArtifact naming every one
     that is not (see :func:`load`)."""
     return checked_skops_names(data, allowed_globals(extra))
 
 
-def checked_skops_names(data: bytes, allowed: frozenset[str]) -> list[str]:
+def checked_skops_names(data: Data, allowed: frozenset[str]) -> list[str]:
     import skops.io
 
     names = skops_names(data)
@@ -80,7 +79,7 @@ def checked_skops_names(data: bytes, allowed: frozenset[str]) -> list[str]:
         raise UnsafeArtifact(refused)
     # skops's own view as a second opinion: anything it calls untrusted must be allowed too.
     try:
-        untrusted = skops.io.get_untrusted_types(data=data)
+        untrusted = skops.io.get_untrusted_types(data=data if isinstance(data, bytes) else bytes(data))
     except Exception as exc:  # noqa: BLE001 - whatever skops cannot read is not a skops model
         raise InvalidArtifact(f"not a valid skops file: {type(exc).__name__}: {exc}") from None
     refused = [n for n in untrusted if n not in allowed]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import tempfile
 from typing import Any
 
 import joblib
+import numpy as np
 import pandas as pd
 import pytest
 import skops.io
@@ -98,6 +100,62 @@ def test_every_format_is_accepted_and_predicts(client: FlaskClient, fmt: str, da
     assert response.json["format"] == fmt
     answer = client.post("/models/formats/latest/predict", json=SETOSA)
     assert answer.status_code == 200 and answer.json["predictions"] == [0]
+
+
+def _large_model() -> Any:
+    """A fitted model of a few MiB that compresses poorly (random training rows): past the size
+    under which an upload is read into memory, in every format."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rows = np.random.default_rng(0).normal(size=(60000, 4))
+    return KNeighborsClassifier(n_neighbors=3).fit(rows, (rows[:, 0] > 0).astype(int))
+
+
+@pytest.mark.parametrize(
+    "fmt, dump",
+    [("pickle", pickle.dumps), ("joblib", joblib_bytes), ("joblib", lambda m: joblib_bytes(m, compress=3)),
+     ("skops", skops.io.dumps)],
+    ids=["pickle", "joblib", "joblib-zlib", "skops"],
+)
+def test_a_large_upload_is_mapped_from_its_temporary_file_and_stored_whole(
+        client: FlaskClient, runtime: Runtime, fmt: str, dump: Any) -> None:
+    """werkzeug streams a large file to a temporary file; the upload maps it rather than read it
+    into memory, and every step (scan, sandbox, store) reads the map."""
+    import hashlib
+    import mmap
+
+    from modelyard.registry import api
+
+    model = _large_model()
+    data = dump(model)
+    assert len(data) > api._IN_MEMORY_BYTES
+    spool = tempfile.SpooledTemporaryFile(max_size=1024 * 500)
+    spool.write(data)
+    mapped = api._read_upload(spool, len(data))
+    assert isinstance(mapped, mmap.mmap) and mapped[:] == data
+    mapped.close()
+    assert api._read_upload(io.BytesIO(data), len(data)) == data  # no file under it: read
+    response = upload(client, "large", data)
+    assert response.status_code == 201, response.json
+    assert response.json["format"] == fmt
+    assert response.json["sha256"] == hashlib.sha256(data).hexdigest() and response.json["size_bytes"] == len(data)
+    assert runtime.store.open(response.json["sha256"]) == data
+    rows = [[0.5, 0.1, 0.2, 0.3], [-0.5, 0.1, 0.2, 0.3]]
+    answer = client.post("/models/large/latest/predict", json={"inputs": rows})
+    assert answer.status_code == 200 and answer.json["predictions"] == model.predict(np.array(rows)).tolist()
+
+
+def test_a_hostile_file_past_the_in_memory_size_is_refused_by_the_scan(client: FlaskClient, runtime: Runtime) -> None:
+    import os as os_module
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return os_module.system, ("true",)
+
+    data = pickle.dumps([b"x" * (2 << 20), Payload()])
+    response = upload(client, "hostile-large", data)
+    assert response.status_code == 422 and "system" in response.json["message"], response.json
+    assert client.get("/models/hostile-large").status_code == 404
 
 
 def test_plain_pickle_declared_as_joblib_is_accepted(client: FlaskClient) -> None:
