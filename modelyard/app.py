@@ -49,9 +49,10 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     # array; sklearn's reminder that the array has no column names is noise here.
     warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
     db, batching = settings.database, settings.batching
-    engine = make_engine(db.url, pool_size=db.pool_size, max_overflow=db.max_overflow, echo=db.echo)
+    engine = make_engine(db.url, pool_size=db.pool_size, max_overflow=db.max_overflow, pool_timeout=db.pool_timeout,
+                         pool_recycle=db.pool_recycle, connect_timeout=db.connect_timeout, echo=db.echo)
     sessions = make_session_factory(engine)
-    store = make_store(settings.artifacts.store, settings.artifacts.root)
+    store = make_store(settings.artifacts.store, settings.artifacts.root, engine)
     options = Options(max_rows=settings.serving.max_rows, batching_models=frozenset(batching.models),
                       batch_max_rows=batching.max_rows, batch_max_wait_s=batching.max_wait_ms / 1000,
                       extra_globals=extra_globals)

@@ -95,7 +95,7 @@ def _gc(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database.url)
     try:
         upgrade_to_head(engine)
-        store = make_store(settings.artifacts.store, settings.artifacts.root)
+        store = make_store(settings.artifacts.store, settings.artifacts.root, engine)
         with make_session_factory(engine)() as session:
             report = maintenance.collect_orphans(session, store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
     finally:

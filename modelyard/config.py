@@ -54,6 +54,9 @@ class DatabaseSettings:
     url: str
     pool_size: int
     max_overflow: int
+    pool_timeout: float
+    pool_recycle: int
+    connect_timeout: int
     echo: bool
 
 
@@ -243,6 +246,10 @@ _POSITIVE = {
     ("server", "workers"),
     ("server", "threads"),
     ("server", "timeout"),
+    ("database", "pool_size"),
+    ("database", "pool_timeout"),
+    ("database", "pool_recycle"),
+    ("database", "connect_timeout"),
     ("cache", "max_entries"),
     ("cache", "max_bytes"),
     ("upload", "max_bytes"),
@@ -255,7 +262,7 @@ _POSITIVE = {
 }
 _CHOICES = {
     ("server", "engine"): {"granian", "gunicorn"},
-    ("artifacts", "store"): {"local"},
+    ("artifacts", "store"): {"local", "database"},
     ("logging", "level"): {"DEBUG", "INFO", "WARNING", "ERROR"},
     ("auth", "anonymous_role"): {"none", *ROLES},
 }
@@ -272,6 +279,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"[{section}] {key}: must be one of {sorted(choices)}, got {config[section][key]!r}"
             )
+    if config["database"]["max_overflow"] < 0:
+        raise ConfigError(f"[database] max_overflow: must not be negative, got {config['database']['max_overflow']}")
     if config["server"]["backpressure"] < 0:
         raise ConfigError(f"[server] backpressure: must not be negative, got {config['server']['backpressure']}")
     if config["batching"]["max_wait_ms"] < 0:

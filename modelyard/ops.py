@@ -15,6 +15,7 @@ from modelyard.registry.errors import ModelyardError
 from modelyard.registry.refs import DEFAULT_ALIAS
 from modelyard.web.auth import private
 from modelyard.web.context import runtime, session
+from modelyard.web.errors import unavailable
 
 blp = Blueprint("ops", __name__, description="Health, readiness and server information")
 
@@ -40,12 +41,14 @@ def readyz() -> ResponseReturnValue:
         checks["database"] = "ok"
         version, _entry = rt.predictor.loaded(session, default_model, DEFAULT_ALIAS)
         checks["default_model"] = f"ok: {default_model} version {version} loaded"
-    except SQLAlchemyError as exc:
-        ready = False
-        checks["database"] = f"unavailable: {type(exc).__name__}"
     except ModelyardError as exc:
         ready = False
         checks["default_model"] = f"unavailable: {exc.message}"
+    except Exception as exc:  # the database, through the pool or a driver's own connection
+        if not isinstance(exc, SQLAlchemyError) and unavailable(exc) is None:
+            raise
+        ready = False
+        checks["database"] = f"unavailable: {type(exc).__name__}"
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
     return jsonify(body), 200 if ready else 503
 

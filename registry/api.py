@@ -30,7 +30,7 @@ from modelyard.registry.schemas import (
     UploadSchema,
     VersionSchema,
 )
-from modelyard.registry.storage import Data
+from modelyard.registry.storage import Data, chunks_of
 from modelyard.web.auth import authorize_alias_move, counts_as, current_actor, private, requires
 from modelyard.web.body import require_json, require_multipart
 from modelyard.web.context import runtime, session
@@ -232,7 +232,10 @@ class VersionArtifact(MethodView):
         if artifact.data is None:
             response = Response(status=304)
         else:
-            response = Response(artifact.data, mimetype="application/octet-stream")
+            data = artifact.data
+            body = data if isinstance(data, bytes) else chunks_of(data)
+            response = Response(body, mimetype="application/octet-stream")
+            response.content_length = len(data)
             response.headers["Content-Disposition"] = f'attachment; filename="{artifact.filename}"'
         response.set_etag(artifact.sha256)
         return response

@@ -55,8 +55,15 @@ def utcnow() -> dt.datetime:
 WRITE = "modelyard_write"
 
 
-def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: float = 10.0,
+                pool_recycle: int = 1800, connect_timeout: int = 5, echo: bool = False) -> Engine:
     """Build the engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
+
+    On PostgreSQL each worker process keeps its own pool (``pool_size`` + ``max_overflow``
+    connections at most: with N servers of W workers, plan for N x W x that on the server),
+    checks a connection before using it (a restarted server costs no failed request), and waits
+    at most ``connect_timeout`` seconds for an unreachable server, so readiness answers 503
+    quickly instead of hanging.
 
     On SQLite a write transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up
     front (waiting up to the busy timeout) instead of failing with "database is locked" when a
@@ -70,8 +77,12 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: b
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    parsed = make_url(url)
+    if "connect_timeout" not in parsed.query:  # in the URL, so connections made outside the pool have it too
+        parsed = parsed.update_query_dict({"connect_timeout": str(connect_timeout)})
     return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        parsed, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
+        pool_recycle=pool_recycle, pool_pre_ping=True,
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -172,3 +173,29 @@ class RegistryState(Base):
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class ArtifactBlob(Base):
+    """An artifact kept in the registry's database (``[artifacts] store = "database"``), so
+    servers on several hosts share artifacts as they share the registry: its digest, size and
+    when it was last put (garbage collection spares what uploads in flight just put). Its bytes
+    are in ``artifact_chunks``; the blob row is written with them, in one transaction."""
+
+    __tablename__ = "artifact_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    last_put: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (CheckConstraint("length(sha256) = 64", name="sha256_length"),)
+
+
+class ArtifactChunk(Base):
+    """One piece of a blob, in order: a blob is read and written a chunk at a time, so a large
+    model never needs a second copy of itself in memory."""
+
+    __tablename__ = "artifact_chunks"
+
+    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("artifact_blobs.sha256"), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

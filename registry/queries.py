@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from modelyard.registry import safety
 from modelyard.registry.models import Alias, Event, Model, ModelVersion
 from modelyard.registry.refs import get_model, resolve_version
-from modelyard.registry.storage import ArtifactStore
+from modelyard.registry.storage import ArtifactStore, Data
 
 
 def model_exists(session: Session, name: str) -> bool:
@@ -174,7 +174,7 @@ def model_aliases(session: Session, name: str) -> dict[str, int]:
 class Artifact:
     sha256: str
     filename: str
-    data: bytes | None  # None when the caller already holds this sha256
+    data: Data | None  # None when the caller already holds this sha256
 
 
 def get_artifact(

@@ -15,12 +15,15 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from modelyard.registry.errors import ArtifactCorrupt, ArtifactMissing
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
+CHUNK_BYTES = 1 << 20
 
 Data = bytes | mmap.mmap
 """An artifact's bytes: in memory, or (an upload) a read-only map of the temporary file it was
@@ -30,8 +33,14 @@ streamed to, so a large upload is not held in the worker's own memory."""
 def stream_of(data: Data) -> BinaryIO:
     """A file object reading ``data`` from its start, without copying it whole."""
     if isinstance(data, mmap.mmap):
-        return cast(BinaryIO, io.BufferedReader(_MapReader(data), buffer_size=_CHUNK))
+        return cast(BinaryIO, io.BufferedReader(_MapReader(data), buffer_size=CHUNK_BYTES))
     return io.BytesIO(data)
+
+
+def chunks_of(data: Data) -> Iterator[bytes]:
+    """``data`` a chunk at a time (a response body that never copies a map whole)."""
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield data[start:start + CHUNK_BYTES]
 
 
 class _MapReader(io.RawIOBase):
@@ -72,8 +81,9 @@ class ArtifactStore(Protocol):
     def put(self, data: Data) -> str:
         """Store ``data`` and return its sha256 (idempotent)."""
 
-    def open(self, sha256: str) -> bytes:
-        """Return the blob's bytes after checking their digest; raise ArtifactMissing/Corrupt."""
+    def open(self, sha256: str) -> Data:
+        """Return the blob's bytes after checking their digest; raise ArtifactMissing/Corrupt.
+        Read them with :func:`stream_of` (a large blob may be a map, not bytes)."""
 
     def exists(self, sha256: str) -> bool: ...
 
@@ -92,6 +102,12 @@ def sha256_of(data: Data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_digest(sha256: str) -> None:
+    """Refuse anything but a sha256 hex digest as a blob's key."""
+    if not _SHA256.match(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+
+
 class LocalArtifactStore:
     """Blobs in a directory on the local filesystem."""
 
@@ -99,8 +115,7 @@ class LocalArtifactStore:
         self.root = Path(root)
 
     def path_for(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        check_digest(sha256)
         return self.root / "sha256" / sha256[:2] / sha256
 
     def put(self, data: Data) -> str:
@@ -169,7 +184,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_store(kind: str, root: str) -> ArtifactStore:
+def make_store(kind: str, root: str, engine: Engine | None = None) -> ArtifactStore:
+    """The configured artifact store: ``local`` (files under ``root``) or ``database`` (the
+    registry's own database, through ``engine``; see :mod:`registry.dbstore`)."""
     if kind == "local":
         return LocalArtifactStore(root)
+    if kind == "database" and engine is not None:
+        from modelyard.registry.dbstore import DatabaseArtifactStore  # it imports the models
+
+        return DatabaseArtifactStore(engine)
     raise ValueError(f"unknown artifact store {kind!r}")

@@ -31,7 +31,7 @@ from modelyard.serving.service import Predictor
 from modelyard.web.auth import authorize
 from modelyard.web.body import mimetype_of, read_body, require_json
 from modelyard.web.context import Observation, Observer
-from modelyard.web.errors import answer_for, error_body, error_headers
+from modelyard.web.errors import answer_for, error_body, error_headers, unavailable
 
 log = logging.getLogger("modelyard")
 
@@ -82,9 +82,13 @@ class PredictHandler:
             return Answer(status, orjson.dumps(body), [_JSON, *headers.items()])
         except HTTPException as error:  # the body over the limit, or the client gone mid-body
             return _error(error.code or 400, error.description or "")
-        except Exception:
-            log.exception("unhandled error")
-            return _error(500, "internal server error")
+        except Exception as error:
+            mapped = unavailable(error)
+            if mapped is None:
+                log.exception("unhandled error")
+                return _error(500, "internal server error")
+            status, body, headers = answer_for(mapped)
+            return Answer(status, orjson.dumps(body), [_JSON, *headers.items()])
         finally:
             if db is not None:
                 db.close()

@@ -38,3 +38,26 @@ def make_version(
         if alias:
             service.set_alias(session, name, alias, str(version.version))
     return version
+
+
+def tamper(store: Any, digest: str, data: bytes) -> None:
+    """Change a stored blob's bytes behind the store's back, in whichever store holds it (the
+    local file, or the database's first chunk)."""
+    from sqlalchemy import update
+
+    from modelyard.registry.dbstore import DatabaseArtifactStore
+    from modelyard.registry.models import ArtifactChunk
+    from modelyard.registry.storage import LocalArtifactStore
+
+    if isinstance(store, LocalArtifactStore):
+        store.path_for(digest).write_bytes(data)
+        return
+    assert isinstance(store, DatabaseArtifactStore)
+    with store.engine.begin() as conn:
+        conn.execute(update(ArtifactChunk).where(ArtifactChunk.sha256 == digest, ArtifactChunk.seq == 0)
+                     .values(data=data))
+
+
+def stored_digests(store: Any) -> set[str]:
+    """Every blob a store holds."""
+    return {sha for sha, _ in store.digests()}

@@ -38,7 +38,8 @@ def running_server(tmp_path: Path, *, engine: str = "granian", workers: int = 2,
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
                MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"),
                MODELYARD_SERVER_PORT=str(port), MODELYARD_SERVER_ENGINE=engine,
-               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env_extra)
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    env.update(env_extra)
     argv = [sys.executable, "-m", "modelyard.cli", "serve", "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
 
@@ -46,7 +47,7 @@ def running_server(tmp_path: Path, *, engine: str = "granian", workers: int = 2,
         return len(workers_of(process.pid)) >= workers and answers(base)
 
     with serving(argv, env, tmp_path / "server.log", ready=ready, timeout=60) as process:
-        token = (tmp_path / "admin.token").read_text().strip()
+        token = Path(env["MODELYARD_AUTH_ADMIN_TOKEN_FILE"]).read_text().strip()
         yield {"base": base, "token": token, "master": process.pid, "dir": metrics_dir,
                "log": tmp_path / "server.log", "process": process}
 

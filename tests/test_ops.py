@@ -33,8 +33,12 @@ def test_readyz_without_the_default_model_is_503(config: dict[str, Any]) -> None
     assert "model 'iris' not found" in response.json["checks"]["default_model"]
 
 
-def test_readyz_with_the_database_gone_is_503(config: dict[str, Any], tmp_path: Any) -> None:
-    app = create_app(config)
+def test_readyz_with_the_sqlite_file_gone_is_503(tmp_path: Any) -> None:
+    """SQLite only, by what it does (the file turned into a directory); PostgreSQL out of reach is
+    test_a_postgresql_out_of_reach_is_503_and_recovered_from."""
+    from tests.conftest import config_in
+
+    app = create_app(config_in(tmp_path))
     app.extensions[EXTENSION].engine.dispose()  # drop pooled connections to the old file
     db = tmp_path / "registry.db"
     for path in tmp_path.glob("registry.db*"):
@@ -171,3 +175,100 @@ def test_request_metrics_count_every_label_set_past_the_bound_cache(monkeypatch:
             metrics.observe(Observation("serving.predict", "POST", 200, 0.001, "predict", model, version))
     assert len(metrics._bound) <= 3
     assert all(count(*labels) - before[labels] == 3 for labels in sets)
+
+
+class _Proxy:
+    """A TCP relay on a loopback port to the real PostgreSQL: stopping it leaves the port closed
+    (the database unreachable for whoever points there) without touching the shared server."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._sockets: list[Any] = []
+        self._listener: Any = None
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        import socket
+
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept a close alone would leave blocked
+        except OSError:
+            pass
+        self._listener.close()
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._sockets.clear()
+
+    def _accept(self, listener: Any) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+
+def test_a_postgresql_out_of_reach_is_503_and_recovered_from(tmp_path: Any, pg_url: str) -> None:
+    """readyz and every route answer a JSON 503 while the database cannot be reached (its port
+    closed), and 200 again, with no restart, once it can."""
+    from tests.conftest import config_in
+
+    proxy = _Proxy(("127.0.0.1", 5432))
+    proxy.start()
+    url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+    app = create_app(config_in(tmp_path, database={"url": url, "connect_timeout": 2}))
+    client, probe = admin_client(app), app.test_client()  # a load balancer's probe sends no token
+    setosa = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
+    try:
+        assert probe.get("/readyz").status_code == 200
+        assert client.post("/predict", json=setosa).status_code == 200
+        proxy.stop()
+        ready = probe.get("/readyz")
+        assert ready.status_code == 503, ready.json
+        assert ready.json["checks"]["database"].startswith("unavailable"), ready.json
+        for response in (client.post("/predict", json=setosa), client.get("/models"),
+                         client.post("/models/iris/versions/1/promote")):
+            assert response.status_code == 503, response.data
+            assert response.json == {"code": 503, "status": "Service Unavailable",
+                                     "message": "the registry database is unavailable; try again"}
+        proxy.start()
+        assert probe.get("/readyz").status_code == 200
+        assert client.post("/predict", json=setosa).json["predictions"] == [0]
+        assert client.get("/models").status_code == 200
+    finally:
+        proxy.stop()
+        app.extensions[EXTENSION].engine.dispose()

@@ -74,3 +74,37 @@ def test_a_promotion_by_another_process_on_postgresql_is_served_at_once(tmp_path
                 assert _served_versions(server) == {1}
         finally:
             engine.dispose()
+
+
+def test_the_generation_read_survives_its_connection_being_cut_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """Each server thread's generation read holds a connection of its own with a statement
+    prepared on it: when PostgreSQL drops it (a restart, an idle timeout), the next request opens
+    and prepares a new one, and a promotion is still answered at once."""
+    import io
+
+    from sqlalchemy import create_engine, text
+
+    from modelyard.app import create_app
+    from modelyard.web.context import EXTENSION
+    from tests.conftest import admin_client, config_in
+
+    app = create_app(config_in(tmp_path, database={"url": pg_url}))
+    client = admin_client(app)
+    setosa = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
+    assert client.post("/predict", json=setosa).json["version"] == 1
+    form = {"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl"), "features": json.dumps(list(setosa))}
+    uploaded = client.post("/models/iris/versions", data=form, content_type="multipart/form-data")
+    assert uploaded.status_code == 201, uploaded.json
+    killer = create_engine(pg_url)
+    try:
+        for promoted in (2, 1):
+            with killer.connect() as conn:
+                cut = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+            assert cut and cut >= 1
+            assert client.post(f"/models/iris/versions/{promoted}/promote").status_code == 200
+            answer = client.post("/predict", json=setosa)
+            assert answer.status_code == 200 and answer.json["version"] == promoted
+    finally:
+        killer.dispose()
+        app.extensions[EXTENSION].engine.dispose()

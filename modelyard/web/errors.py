@@ -85,10 +85,32 @@ class Api(flask_smorest.Api):  # type: ignore[misc]
 
 
 def install(app: Flask) -> None:
-    """Domain errors answer with their status; anything unexpected is a logged JSON 500.
-    (HTTPExceptions, 404 405 413 ..., are answered by :class:`Api` in the same shape.)"""
+    """Domain errors answer with their status; a database that cannot be reached is a 503;
+    anything else unexpected is a logged JSON 500. (HTTPExceptions, 404 405 413 ..., are answered
+    by :class:`Api` in the same shape.)"""
     app.register_error_handler(ModelyardError, _domain_error)
     app.register_error_handler(Exception, _unexpected_error)
+
+
+def unavailable(error: Exception) -> Unavailable | None:
+    """The 503 an unexpected error stands for, when it says the registry database cannot be
+    reached or has no connection free (SQLAlchemy's, or a driver's own from a connection used
+    outside the pool); None for anything else. The cause is logged here: the client reads only
+    that the database is unavailable."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(error, sa_exc.TimeoutError):
+        mapped = Unavailable("the registry database has no free connection; try again")
+    elif isinstance(error, sa_exc.OperationalError | sa_exc.DisconnectionError) or (
+            type(error).__name__ == "OperationalError" and type(error).__module__.split(".")[0] in _DRIVERS):
+        mapped = Unavailable("the registry database is unavailable; try again")
+    else:
+        return None
+    log.warning("database error: %s: %s", type(error).__name__, (str(error).splitlines() or [""])[0])
+    return mapped
+
+
+_DRIVERS = {"psycopg", "psycopg2", "sqlite3"}
 
 
 def _first_field_error(errors: Any) -> str | None:
@@ -113,6 +135,9 @@ def _domain_error(error: ModelyardError) -> tuple[Response, int, dict[str, str]]
     return jsonify(body), status, headers
 
 
-def _unexpected_error(error: Exception) -> tuple[Response, int]:
+def _unexpected_error(error: Exception) -> tuple[Response, int, dict[str, str]]:
+    mapped = unavailable(error)
+    if mapped is not None:
+        return _domain_error(mapped)
     log.exception("unhandled error")
-    return jsonify(error_body(500, "internal server error")), 500
+    return jsonify(error_body(500, "internal server error")), 500, {}

@@ -11,7 +11,6 @@ index arrays compiled predict code follows without bounds checks.
 
 from __future__ import annotations
 
-import io
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from modelyard.registry.safety import structure
 from modelyard.registry.safety.allowlist import allowed_globals
 from modelyard.registry.safety.scanner import JOBLIB_WRAPPER, MAX_EXPANDED_BYTES, scan
 from modelyard.registry.safety.skops_schema import SKOPS_PLAIN, check_skops, checked_skops_names, skops_names
-from modelyard.registry.storage import Data
+from modelyard.registry.storage import Data, stream_of
 
 __all__ = ["FORMATS", "FORMAT_SUFFIXES", "MAX_EXPANDED_BYTES", "Loaded", "allowed_globals", "check_skops",
            "detect_format", "load", "load_recorded", "resolve_format", "scan", "skops_names"]
@@ -90,7 +89,7 @@ def resolve_format(data: Data, declared: str | None) -> str:
     )
 
 
-def load(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Any:
+def load(data: Data, fmt: str, *, extra: frozenset[str] = frozenset()) -> Any:
     """Unpickle ``data`` through the safety gate for its format.
 
     pickle: the opcode scan, then the restricted unpickler. joblib: joblib's own reader (which
@@ -105,7 +104,7 @@ def load(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Any:
     allowed = allowed_globals(extra)
     if fmt == "pickle":
         scan(data, extra=extra)
-        loaded = _guarded(lambda: _RestrictedUnpickler(io.BytesIO(data), allowed).load(), fmt)
+        loaded = _guarded(lambda: _RestrictedUnpickler(stream_of(data), allowed).load(), fmt)
     elif fmt == "joblib":
         scan(data, "joblib", extra=extra)
         loaded = _guarded(lambda: _load_joblib(data, allowed), fmt)
@@ -124,7 +123,7 @@ class Loaded:
     pickled_with: str | None  # the scikit-learn version that wrote the file, when it says
 
 
-def load_recorded(data: bytes, fmt: str, *, extra: frozenset[str] = frozenset()) -> Loaded:
+def load_recorded(data: Data, fmt: str, *, extra: frozenset[str] = frozenset()) -> Loaded:
     """:func:`load`, keeping the warnings loading raised and the scikit-learn version the file
     was written with (estimators keep it in their state; a mismatch is an
     ``InconsistentVersionWarning``). Catching warnings touches process-wide filter state; loads
@@ -156,7 +155,7 @@ def _guarded(loader: Any, fmt: str) -> Any:
         raise InvalidArtifact(f"the {fmt} file could not be loaded: {type(exc).__name__}: {exc}") from None
 
 
-def _load_joblib(data: bytes, allowed: frozenset[str]) -> Any:
+def _load_joblib(data: Data, allowed: frozenset[str]) -> Any:
     import numpy as np
     from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
@@ -195,15 +194,15 @@ def _load_joblib(data: bytes, allowed: frozenset[str]) -> Any:
 
         dispatch[pickle.BUILD[0]] = load_build
 
-    with _validate_fileobject_and_memmap(io.BytesIO(data), "", None) as (fileobj, _mmap):
+    with _validate_fileobject_and_memmap(stream_of(data), "", None) as (fileobj, _mmap):
         if isinstance(fileobj, str):
             raise InvalidArtifact("joblib files written before joblib 0.10 are not accepted")
         return RestrictedNumpyUnpickler("", fileobj, ensure_native_byte_order=True).load()
 
 
 
-def _load_skops(data: bytes, allowed: frozenset[str]) -> Any:
+def _load_skops(data: Data, allowed: frozenset[str]) -> Any:
     import skops.io
 
     names = checked_skops_names(data, allowed)
-    return skops.io.loads(data, trusted=[n for n in names if n not in SKOPS_PLAIN])
+    return skops.io.load(stream_of(data), trusted=[n for n in names if n not in SKOPS_PLAIN])

@@ -18,6 +18,7 @@ from sqlalchemy import update
 
 from modelyard.registry.models import ModelVersion
 from modelyard.web.context import Runtime
+from tests.factories import tamper
 
 OLD_PICKLE = Path(__file__).resolve().parent.parent / "fixtures" / "logreg-sklearn-1.5.2.pkl"
 SETOSA = [[5.1, 3.5, 1.4, 0.2]]
@@ -101,12 +102,13 @@ def test_check_needs_admin(client: FlaskClient, anon: FlaskClient, role: str, st
     assert anon.post("/admin/check").status_code == 401
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
-        "MODELYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
-        "MODELYARD_ARTIFACTS_ROOT": str(tmp_path / "artifacts"),
-        "MODELYARD_AUTH_ADMIN_TOKEN_FILE": str(tmp_path / "admin.token"),
+        "MODELYARD_DATABASE_URL": config["database"]["url"],
+        "MODELYARD_ARTIFACTS_STORE": config["artifacts"].get("store", "local"),
+        "MODELYARD_ARTIFACTS_ROOT": config["artifacts"]["root"],
+        "MODELYARD_AUTH_ADMIN_TOKEN_FILE": config["auth"]["admin_token_file"],
     }
     return subprocess.run([str(Path(sys.executable).parent / "modelyard"), "check", *args], env=env,
                           capture_output=True,
@@ -121,12 +123,12 @@ def test_cli_check_prints_each_version_and_exits_0_without_broken_ones(config: d
     app = create_app(config)
     upload_old(admin_client(app))
     app.extensions[EXTENSION].engine.dispose()
-    done = _cli(tmp_path)
+    done = _cli(config)
     assert done.returncode == 0, done.stderr
     assert "iris v1\tok" in done.stdout
     assert "old v1\twarning\tInconsistentVersionWarning" in done.stdout
     assert "1 ok, 1 warning, 0 broken" in done.stdout
-    as_json = _cli(tmp_path, "--json")
+    as_json = _cli(config, "--json")
     assert json.loads(as_json.stdout)["counts"] == {"ok": 1, "warning": 1, "broken": 0}
 
 
@@ -137,10 +139,9 @@ def test_cli_check_exits_1_when_a_version_is_broken(config: dict[str, Any], tmp_
     app = create_app(config)
     rt = app.extensions[EXTENSION]
     sha = json.loads(json.dumps(app.test_client().get("/models/iris/versions/1").json))["sha256"]
+    tamper(rt.store, sha, b"tampered")
     rt.engine.dispose()
-    blob = Path(config["artifacts"]["root"]) / "sha256" / sha[:2] / sha
-    blob.write_bytes(b"tampered")
-    done = _cli(tmp_path)
+    done = _cli(config)
     assert done.returncode == 1
     assert "iris v1\tbroken\t" in done.stdout
     assert "failed its checksum" in done.stdout

@@ -17,7 +17,9 @@ from sqlalchemy import event, func, select
 
 from modelyard.registry import queries, refs
 from modelyard.registry.models import Event, ModelVersion
+from modelyard.registry.storage import LocalArtifactStore
 from modelyard.web.context import Runtime
+from tests.conftest import config_in
 from tests.factories import fitted_logreg
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
@@ -25,6 +27,12 @@ SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.w
 
 class Injected(RuntimeError):
     pass
+
+
+@pytest.fixture(params=["local", "database"])
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Every failure here is tried with the artifacts on the local disk and in the database."""
+    return config_in(tmp_path, artifacts={"store": request.param, "root": str(tmp_path / "artifacts")})
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def _state(runtime: Runtime) -> tuple[int, int]:
 
 
 def _blobs(runtime: Runtime) -> set[str]:
-    return {p.name for p in (runtime.store.root / "sha256").rglob("*") if p.is_file()}  # type: ignore[attr-defined]
+    return {sha for sha, _ in runtime.store.digests()}
 
 
 def _assert_previous_state_served(client: FlaskClient) -> None:
@@ -92,8 +100,15 @@ def test_failed_commit_keeps_a_blob_another_version_uses(client: FlaskClient, ru
 def test_failed_artifact_write_leaves_no_row(client: FlaskClient, runtime: Runtime) -> None:
     data = pickle.dumps(fitted_logreg())
     sha = hashlib.sha256(data).hexdigest()
-    # A directory where the blob must go: the rename into place fails like a full disk would.
-    runtime.store.path_for(sha).mkdir(parents=True)  # type: ignore[attr-defined]
+    if isinstance(runtime.store, LocalArtifactStore):
+        # A directory where the blob must go: the rename into place fails like a full disk would.
+        runtime.store.path_for(sha).mkdir(parents=True)
+    else:
+        def refuse(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.startswith("INSERT INTO artifact_chunks"):
+                raise Injected("the database refuses the blob's bytes")
+
+        event.listen(runtime.engine, "before_cursor_execute", refuse)
     before = _state(runtime)
     response = _upload(client, "iris", data)
     assert response.status_code == 500
@@ -129,8 +144,19 @@ def test_a_blob_removed_by_a_failed_upload_of_the_same_bytes_is_stored_again(run
     sha256 = hashlib.sha256(data).hexdigest()
     a_stored, b_done = threading.Event(), threading.Event()
 
-    def pause_a(*_args: Any) -> None:  # A's first database use comes right after its put
-        if threading.current_thread().name == "upload-a" and not a_stored.is_set():
+    checking = threading.local()
+
+    def pause_a(*_args: Any) -> None:
+        """A's first database use once its blob is stored (the database store's own writes
+        check out connections too)."""
+        if threading.current_thread().name != "upload-a" or a_stored.is_set() or getattr(checking, "now", False):
+            return
+        checking.now = True
+        try:
+            stored = runtime.store.exists(sha256)
+        finally:
+            checking.now = False
+        if stored:
             a_stored.set()
             assert b_done.wait(30)
 
@@ -258,27 +284,41 @@ def _send_ignoring_errors(request: Any) -> None:
 
 
 def test_the_start_removes_old_orphans_and_partial_writes_but_spares_fresh_ones(config: dict[str, Any]) -> None:
+    import datetime as dt
     import os
     import time
 
+    from sqlalchemy import update
+
     from modelyard.app import create_app
-    from modelyard.registry.storage import LocalArtifactStore
+    from modelyard.registry.db import make_engine, upgrade_to_head
+    from modelyard.registry.models import ArtifactBlob
+    from modelyard.registry.storage import make_store
     from modelyard.web.context import EXTENSION
 
-    store = LocalArtifactStore(config["artifacts"]["root"])
+    engine = make_engine(config["database"]["url"])
+    upgrade_to_head(engine)
+    store = make_store(config["artifacts"]["store"], config["artifacts"]["root"], engine)
     old = store.put(b"left by an upload killed two hours ago")
     fresh = store.put(b"an upload still committing")
     two_hours_ago = time.time() - 7200
-    os.utime(store.path_for(old), (two_hours_ago, two_hours_ago))
-    partial = store.path_for(old).parent / ".tmp-killed"
-    partial.write_bytes(b"half")
-    os.utime(partial, (two_hours_ago, two_hours_ago))
+    partial = None
+    if isinstance(store, LocalArtifactStore):
+        os.utime(store.path_for(old), (two_hours_ago, two_hours_ago))
+        partial = store.path_for(old).parent / ".tmp-killed"
+        partial.write_bytes(b"half")
+        os.utime(partial, (two_hours_ago, two_hours_ago))
+    else:  # a put killed half-way is a rolled-back transaction: only whole orphans can be left
+        with engine.begin() as conn:
+            conn.execute(update(ArtifactBlob).where(ArtifactBlob.sha256 == old)
+                         .values(last_put=dt.datetime.fromtimestamp(two_hours_ago, dt.UTC)))
     app = create_app(config)
     app.extensions[EXTENSION].engine.dispose()
-    assert not store.exists(old) and not partial.exists()
+    assert not store.exists(old) and (partial is None or not partial.exists())
     assert store.exists(fresh)
     iris = app.test_client().get("/models/iris/versions/1").json["sha256"]
     assert store.exists(iris)
+    engine.dispose()
 
 
 def test_putting_a_stored_blob_again_refreshes_its_time(tmp_path: Path) -> None:

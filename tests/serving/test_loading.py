@@ -7,9 +7,10 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from modelyard.registry.storage import stream_of
 from modelyard.serving.service import cache_key
 from modelyard.web.context import Runtime
-from tests.factories import make_version
+from tests.factories import make_version, tamper
 
 SETOSA = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
 
@@ -28,8 +29,8 @@ def test_each_version_is_loaded_once(client: FlaskClient, runtime: Runtime) -> N
 
 def test_tampered_artifact_is_refused(client: FlaskClient, runtime: Runtime) -> None:
     version = make_version(runtime, "flowers")
-    path = runtime.store.path_for(version.sha256)  # type: ignore[attr-defined]
-    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    original = stream_of(runtime.store.open(version.sha256)).read()
+    tamper(runtime.store, version.sha256, original[:-1] + b"!")
     response = client.post("/models/flowers/1/predict", json=SETOSA)
     assert response.status_code == 503
     assert "checksum" in response.json["message"]
