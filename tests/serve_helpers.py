@@ -29,7 +29,9 @@ def free_port() -> int:
 def running_server(tmp_path: Path, *, engine: str = "granian", workers: int = 2, database_url: str | None = None,
                    **env_extra: str) -> Iterator[dict[str, Any]]:
     """``{"base", "token", "master", "dir", "log", "process"}`` of a server on a fresh registry in
-    ``tmp_path``, run by ``engine`` (granian or gunicorn)."""
+    ``tmp_path``, run by ``engine`` (granian or gunicorn). SQLite unless ``database_url`` says
+    otherwise: these tests are about the server processes; servers on PostgreSQL are
+    tests/test_serve_cluster.py's and tests/test_serve_promotion.py's."""
     port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir(exist_ok=True)

@@ -20,6 +20,8 @@ MODELYARD = str(Path(sys.executable).parent / "modelyard")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
+    """SQLite: these check the commands themselves; `check`'s on PostgreSQL is in
+    tests/registry/test_check.py, the server's in tests/test_serve_cluster.py."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(MODELYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}",
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),

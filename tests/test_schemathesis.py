@@ -27,6 +27,8 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[tuple[Flask, Any, str]]:
+    # SQLite only: the OpenAPI contract does not depend on the backend, and every route's
+    # behaviour is tested on both backends by the HTTP tests.
     tmp = Path(tempfile.mkdtemp(prefix="modelyard-schemathesis-"))
     app = create_app({
         "database": {"url": f"sqlite:///{tmp / 'registry.db'}"},

@@ -28,6 +28,8 @@ FORMATS = ("pickle", "joblib", "skops")
 
 @pytest.fixture(scope="module")
 def catalogue_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    # SQLite only: what is checked here (scan, sandbox, structure checks, predictions) happens
+    # before and apart from the database; uploads through PostgreSQL are tests/registry/test_upload.py's.
     app = create_app(config_in(tmp_path_factory.mktemp("catalogue")))
     yield app
     app.extensions[EXTENSION].engine.dispose()

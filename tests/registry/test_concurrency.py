@@ -100,18 +100,14 @@ def test_concurrent_uploads_with_threads_new_model(app: Flask) -> None:
     _check(app, "racing", _threads(app, "racing"))
 
 
-def test_concurrent_uploads_with_processes_sqlite(config: dict[str, Any]) -> None:
+def test_concurrent_uploads_with_processes(config: dict[str, Any]) -> None:
     app = create_app(config)
     _check(app, "racing", _processes(config, "racing"))
-
-
-def test_concurrent_uploads_with_threads_postgresql(pg_config: dict[str, Any]) -> None:
-    app = create_app(pg_config)
-    _check(app, "racing", _threads(app, "racing"))
     app.extensions[EXTENSION].engine.dispose()
 
 
-def test_concurrent_uploads_with_processes_postgresql(pg_config: dict[str, Any]) -> None:
+def test_concurrent_uploads_with_processes_on_postgresql_with_local_artifacts(pg_config: dict[str, Any]) -> None:
+    """The one combination ``config`` does not give: PostgreSQL with the artifacts on a disk."""
     app = create_app(pg_config)
     _check(app, "racing", _processes(pg_config, "racing"))
     app.extensions[EXTENSION].engine.dispose()

@@ -36,6 +36,8 @@ def hostile(markers: Path) -> list[corpus.Case]:
 @pytest.fixture(scope="module")
 def corpus_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     tmp = tmp_path_factory.mktemp("corpus-app")
+    # SQLite only: the safety gate refuses or admits a file before the database is touched; the
+    # refusal storing nothing is checked on both backends in tests/registry/test_upload.py.
     app = create_app(config_in(tmp, upload={"trial_memory_bytes": 512 << 20, "max_expanded_bytes": 64 << 20,
                                             "trial_timeout_seconds": 20.0}))
     yield app

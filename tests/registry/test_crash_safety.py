@@ -29,10 +29,14 @@ class Injected(RuntimeError):
     pass
 
 
-@pytest.fixture(params=["local", "database"])
+@pytest.fixture(params=["sqlite-local", "sqlite-database", "postgresql-database"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """Every failure here is tried with the artifacts on the local disk and in the database."""
-    return config_in(tmp_path, artifacts={"store": request.param, "root": str(tmp_path / "artifacts")})
+    """Every failure here is tried with the artifacts on the local disk and in the database, and
+    with the database on SQLite and on PostgreSQL."""
+    backend, store = request.param.split("-")
+    database = {"url": request.getfixturevalue("pg_copy")} if backend == "postgresql" else {}
+    return config_in(tmp_path, artifacts={"store": store, "root": str(tmp_path / "artifacts")},
+                     **({"database": database} if database else {}))
 
 
 @pytest.fixture
