@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Response, jsonify, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
 from modelyard.registry import auth, maintenance, queries, refs, service, upload
@@ -19,6 +18,7 @@ from modelyard.registry.schemas import (
     AliasSetSchema,
     ArgumentsParser,
     CheckReportSchema,
+    EventListArgs,
     EventSchema,
     ModelCreateSchema,
     ModelListArgs,
@@ -28,14 +28,16 @@ from modelyard.registry.schemas import (
     TokenCreateSchema,
     TokenSchema,
     UploadSchema,
+    VersionListArgs,
     VersionSchema,
 )
 from modelyard.registry.storage import Data, chunks_of
 from modelyard.web.auth import authorize_alias_move, counts_as, current_actor, private, requires
 from modelyard.web.body import require_json, require_multipart
 from modelyard.web.context import runtime, session
+from modelyard.web.paging import PagedBlueprint, page_of
 
-blp = Blueprint("registry", __name__, description="Registered models, their versions and aliases")
+blp = PagedBlueprint("registry", __name__, description="Registered models, their versions and aliases")
 blp.ARGUMENTS_PARSER = ArgumentsParser()
 
 _UPLOAD_ENDPOINT = "registry.Versions"
@@ -63,18 +65,13 @@ class Models(MethodView):
     def get(self, pagination_parameters: PaginationParameters, **filters: Any) -> Any:
         """List models
 
-        Ordered by name; `q` filters by name substring, `tag` by `key:value`. Pagination
-        metadata is in the `X-Pagination` header.
+        Ordered by name; `q` filters by name substring (any case), `tag` by `key:value`.
+        Pagination metadata is in the `X-Pagination` header; `cursor` pages cost the same at any depth.
         """
-        page, total = queries.list_models(
-            session(),
-            q=filters.get("q"),
-            tag=filters.get("tag"),
-            offset=pagination_parameters.first_item,
-            limit=pagination_parameters.page_size,
-        )
-        pagination_parameters.item_count = total
-        return page
+        page = queries.list_models(session(), q=filters.get("q"), tag=filters.get("tag"),
+                                   offset=pagination_parameters.first_item, limit=pagination_parameters.page_size,
+                                   after=filters.get("cursor"))
+        return page_of(pagination_parameters, page, "models", by_cursor="cursor" in filters)
 
     @requires("uploader")
     @blp.arguments(ModelCreateSchema)
@@ -125,20 +122,18 @@ class ModelDetail(MethodView):
 @blp.route("/models/<name>/versions")
 class Versions(MethodView):
     @requires("reader")
+    @blp.arguments(VersionListArgs, location="query", as_kwargs=True)
     @blp.response(200, VersionSchema(many=True))
     @blp.paginate()
-    def get(self, name: str, pagination_parameters: PaginationParameters) -> Any:
+    def get(self, name: str, pagination_parameters: PaginationParameters, **args: Any) -> Any:
         """List a model's versions
 
-        Newest first. Pagination metadata is in the `X-Pagination` header.
+        Newest first. Pagination metadata is in the `X-Pagination` header; `cursor` pages cost the
+        same at any depth.
         """
-        page, total = queries.list_versions(
-            session(), name,
-            offset=pagination_parameters.first_item,
-            limit=pagination_parameters.page_size,
-        )
-        pagination_parameters.item_count = total
-        return page
+        page = queries.list_versions(session(), name, offset=pagination_parameters.first_item,
+                                     limit=pagination_parameters.page_size, before=args.get("cursor"))
+        return page_of(pagination_parameters, page, "versions", by_cursor="cursor" in args)
 
     @counts_as("upload")
     @requires("uploader")
@@ -310,19 +305,18 @@ class AliasRollback(MethodView):
 class Events(MethodView):
     @requires("reader")
     @private("events")
+    @blp.arguments(EventListArgs, location="query", as_kwargs=True)
     @blp.response(200, EventSchema(many=True))
     @blp.paginate()
-    def get(self, name: str, pagination_parameters: PaginationParameters) -> Any:
+    def get(self, name: str, pagination_parameters: PaginationParameters, **args: Any) -> Any:
         """A model's audit history
 
         Newest first; every change with its actor, time, before and after. Kept after the
-        model is deleted.
+        model is deleted. Pages by number or by `cursor`, as the other lists.
         """
-        page, total = queries.list_events(
-            session(), name, offset=pagination_parameters.first_item, limit=pagination_parameters.page_size
-        )
-        pagination_parameters.item_count = total
-        return page
+        page = queries.list_events(session(), name, offset=pagination_parameters.first_item,
+                                   limit=pagination_parameters.page_size, before=args.get("cursor"))
+        return page_of(pagination_parameters, page, "events", by_cursor="cursor" in args)
 
 
 @blp.route("/admin/check")

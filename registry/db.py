@@ -120,20 +120,40 @@ _MIGRATION_LOCK_ID = 0x6D6F64656C
 
 def upgrade_to_head(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (the only way the schema changes)."""
+    run_migrations(engine, "upgrade", "head")
+
+
+def run_migrations(engine: Engine, action: str, target: str) -> None:
+    """Run Alembic's ``upgrade`` or ``downgrade`` to ``target`` on ``engine``, one server at a
+    time on PostgreSQL (an advisory lock), with foreign keys off on SQLite.
+
+    A batch migration on SQLite copies a table, drops the old one and renames the copy; with
+    foreign keys on, the drop deletes (CASCADE) or refuses (RESTRICT) every row that references
+    it. SQLite obeys the pragma only outside a transaction; the keys are checked after the
+    migration and turned on again before the connection goes back to the pool.
+    """
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
+        postgresql, sqlite = conn.dialect.name == "postgresql", conn.dialect.name == "sqlite"
+        if postgresql:
             conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             conn.commit()
+        if sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         try:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            getattr(command, action)(cfg, target)
             conn.commit()
+            if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise RuntimeError("after the migration, rows have foreign keys that point at nothing")
         finally:
-            if conn.dialect.name == "postgresql":
+            if sqlite:
+                conn.rollback()
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+            if postgresql:
                 conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
                 conn.commit()

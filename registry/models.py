@@ -43,6 +43,9 @@ class Model(Base):
     tags: Mapped[JSONDict]
     # Highest version number ever allocated: numbers are never reused, even after a delete.
     last_version: Mapped[int] = mapped_column(default=0)
+    # How many versions exist now, kept by the writes that add and delete them, so a list of
+    # models never counts a model's versions row by row.
+    version_count: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[Created]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -56,6 +59,20 @@ class Model(Base):
     )
 
     __table_args__ = (CheckConstraint("last_version >= 0", name="last_version_non_negative"),)
+
+
+class ModelTag(Base):
+    """One ``key: value`` of a model's tags, kept beside the model's ``tags`` object (which the
+    API shows) so that the list finds the models with a tag through an index instead of reading
+    every model's JSON. Written with the object, in the same transaction (``service``)."""
+
+    __tablename__ = "model_tags"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))
+
+    __table_args__ = (Index("ix_model_tags_key_value", "key", "value"),)
 
 
 class ModelVersion(Base):

@@ -6,53 +6,74 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from modelyard.registry import safety
-from modelyard.registry.models import Alias, Event, Model, ModelVersion
+from modelyard.registry.models import Alias, Event, Model, ModelTag, ModelVersion
 from modelyard.registry.refs import get_model, resolve_version
 from modelyard.registry.storage import ArtifactStore, Data
+
+T = TypeVar("T")
 
 
 def model_exists(session: Session, name: str) -> bool:
     return session.scalar(select(Model.id).where(Model.name == name)) is not None
 
 
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: its items, how many match in all, and the keyset key the next page
+    starts after (None on the last page). A page read by key costs the same deep in the list as
+    at its start, and is not counted (``total`` None: a count reads every matching row); one
+    read by offset costs more the deeper it goes."""
+
+    items: list[T]
+    total: int | None
+    next_key: str | int | None
+
+
 def list_models(
     session: Session, *, q: str | None = None, tag: tuple[str, str] | None = None,
-    offset: int = 0, limit: int = 10,
-) -> tuple[list[ModelView], int]:
-    """A page of model views ordered by name, filtered by name substring and one ``key:value``
-    tag, and the total count matching."""
-    query = select(Model)
+    offset: int = 0, limit: int = 10, after: str | None = None,
+) -> Page[ModelView]:
+    """Models ordered by name, filtered by a name substring (any case) and one ``key:value``
+    tag; the page is ``limit`` models from ``offset``, or after the name ``after``."""
+    conditions: list[ColumnElement[bool]] = []
     if q:
         escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Model.name.like(f"%{escaped}%", escape="\\"))
-    models = list(session.scalars(query.order_by(Model.name)))
+        conditions.append(Model.name.ilike(f"%{escaped}%", escape="\\"))
     if tag is not None:
-        # Tags are a small JSON object per model; filtering here keeps one query on every backend.
         key, value = tag
-        models = [m for m in models if (m.tags or {}).get(key) == value]
-    return describe_models(session, models[offset : offset + limit]), len(models)
+        conditions.append(Model.id.in_(select(ModelTag.model_id).where(ModelTag.key == key, ModelTag.value == value)))
+    total = None if after is not None else session.scalar(select(func.count()).select_from(Model).where(*conditions))
+    query = select(Model).where(*conditions).order_by(Model.name)
+    models: list[Model] = _page(session, query, Model.name > after if after is not None else None, offset, limit)
+    next_key = models[limit - 1].name if len(models) > limit else None
+    return Page(describe_models(session, models[:limit]), total, next_key)
 
 
 def list_versions(
-    session: Session, name: str, *, offset: int = 0, limit: int = 10
-) -> tuple[list[VersionView], int]:
-    """A page of a model's version views, newest first, and the total count."""
+    session: Session, name: str, *, offset: int = 0, limit: int = 10, before: int | None = None
+) -> Page[VersionView]:
+    """A model's versions, newest first: ``limit`` of them from ``offset``, or below the
+    version number ``before``."""
     model = get_model(session, name)
-    total = session.scalar(select(func.count()).where(ModelVersion.model_id == model.id)) or 0
-    versions = session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.model_id == model.id)
-        .order_by(ModelVersion.version.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return describe_versions(session, name, list(versions)), total
+    total = model.version_count
+    query = select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version.desc())
+    keyset = ModelVersion.version < before if before is not None else None
+    versions: list[ModelVersion] = _page(session, query, keyset, offset, limit)
+    next_key = versions[limit - 1].version if len(versions) > limit else None
+    return Page(describe_versions(session, name, versions[:limit]), total, next_key)
+
+
+def _page(session: Session, query: Select[Any], keyset: ColumnElement[bool] | None, offset: int,
+          limit: int) -> list[Any]:
+    """The page's rows and one more (whether a next page exists, without a second query)."""
+    query = query.where(keyset) if keyset is not None else query.offset(offset)
+    return list(session.scalars(query.limit(limit + 1)))
 
 
 def load_estimator(store: ArtifactStore, version: ModelVersion, *,
@@ -117,7 +138,7 @@ class VersionView:
 
 
 def describe_models(session: Session, models: Sequence[Model]) -> list[ModelView]:
-    """API views of ``models`` (aliases, latest version, count) in three queries, not 3N."""
+    """API views of ``models`` (aliases, latest version, count) in two queries, not 2N."""
     ids = [m.id for m in models]
     if not ids:
         return []
@@ -129,19 +150,17 @@ def describe_models(session: Session, models: Sequence[Model]) -> list[ModelView
         .order_by(Alias.name)
     ):
         aliases[model_id][alias] = number
-    stats = {
-        model_id: (latest, count)
-        for model_id, latest, count in session.execute(
-            select(ModelVersion.model_id, func.max(ModelVersion.version), func.count())
-            .where(ModelVersion.model_id.in_(ids))
-            .group_by(ModelVersion.model_id)
-        )
-    }
+    # One index lookup per model (its highest version), never a count of its versions: the
+    # count is kept on the model row.
+    latest: dict[int, int | None] = dict(session.execute(
+        select(Model.id, select(func.max(ModelVersion.version)).where(ModelVersion.model_id == Model.id)
+               .scalar_subquery())
+        .where(Model.id.in_(ids))
+    ).tuples().all())
     views = []
     for m in models:
-        latest, count = stats.get(m.id, (None, 0))
-        views.append(ModelView(m.name, m.description, m.tags, latest, count, aliases[m.id], m.created_at,
-                               m.updated_at))
+        views.append(ModelView(m.name, m.description, m.tags, latest[m.id], m.version_count, aliases[m.id],
+                               m.created_at, m.updated_at))
     return views
 
 
@@ -189,17 +208,24 @@ def get_artifact(
     return Artifact(version.sha256, filename, store.open(version.sha256))
 
 
-def list_events(session: Session, name: str, *, offset: int = 0, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
-    """A model's audit history, newest first. History outlives a deleted model; a name that
-    never had any raises ModelNotFound."""
-    total = session.scalar(select(func.count()).where(Event.model_name == name)) or 0
-    if total == 0:
+def list_events(
+    session: Session, name: str, *, offset: int = 0, limit: int = 10, before: int | None = None
+) -> Page[dict[str, Any]]:
+    """A model's audit history, newest first: ``limit`` events from ``offset``, or older than
+    the event id ``before``. History outlives a deleted model; a name that never had any raises
+    ModelNotFound."""
+    if before is None:
+        total: int | None = session.scalar(select(func.count()).where(Event.model_name == name))
+        if not total:
+            get_model(session, name)
+    else:
+        total = None
+    query = select(Event).where(Event.model_name == name).order_by(Event.id.desc())
+    events: list[Event] = _page(session, query, Event.id < before if before is not None else None, offset, limit)
+    if not events and total is None and session.scalar(select(Event.id).where(Event.model_name == name)) is None:
         get_model(session, name)
-    events = session.scalars(
-        select(Event).where(Event.model_name == name).order_by(Event.id.desc()).offset(offset).limit(limit)
-    )
-    return [
+    return Page([
         {"id": e.id, "model": e.model_name, "action": e.action, "version": e.version, "alias": e.alias,
          "actor": e.actor, "at": e.at, "before": e.before, "after": e.after}
-        for e in events
-    ], total
+        for e in events[:limit]
+    ], total, events[limit - 1].id if len(events) > limit else None)

@@ -17,6 +17,7 @@ from modelyard.registry.auth import ROLES
 from modelyard.registry.refs import DEFAULT_ALIAS
 from modelyard.registry.safety import FORMATS
 from modelyard.web.body import parse_json
+from modelyard.web.paging import Cursor
 
 _DESCRIPTION = validate.Length(max=10_000)
 MAX_EXAMPLE_ROWS = 100  # an upload's example is kept with the version and shown in its detail
@@ -180,7 +181,8 @@ class EventSchema(ma.Schema):
 
 
 class ModelListArgs(ma.Schema):
-    q = fields.String(metadata={"description": "Only models whose name contains this substring"})
+    q = fields.String(metadata={"description": "Only models whose name contains this substring (any case)"})
+    cursor = Cursor("models", str)
     tag = fields.String(
         validate=validate.Regexp(r"^[^:]+:.*$", error="tag filter must read key:value"),
         metadata={"description": "Only models with this tag, as key:value"},
@@ -192,6 +194,14 @@ class ModelListArgs(ma.Schema):
             key, _, value = data["tag"].partition(":")
             data["tag"] = (key, value)
         return data
+
+
+class VersionListArgs(ma.Schema):
+    cursor = Cursor("versions", int)
+
+
+class EventListArgs(ma.Schema):
+    cursor = Cursor("events", int)
 
 
 class ModelSchema(ma.Schema):

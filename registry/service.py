@@ -18,7 +18,7 @@ from modelyard.registry import introspect, sandbox
 from modelyard.registry.db import begin_write, utcnow
 from modelyard.registry.errors import AliasNotFound, ModelExists, NoRollbackHistory, VersionInUse
 from modelyard.registry.maintenance import discard_unreferenced
-from modelyard.registry.models import Alias, Event, Model, ModelVersion, RegistryState
+from modelyard.registry.models import Alias, Event, Model, ModelTag, ModelVersion, RegistryState
 from modelyard.registry.queries import ModelView, VersionView, aliases_of, model_detail, model_exists, version_detail
 from modelyard.registry.refs import (
     DEFAULT_ALIAS,
@@ -78,7 +78,7 @@ def update_model(
         if description is not None:
             model.description = description
         if tags is not None:
-            model.tags = dict(tags)
+            _set_tags(session, model, tags)
         model.updated_at = utcnow()
         _record(session, name, "model.updated", actor, before=before,
                 after={"description": model.description, "tags": model.tags})
@@ -175,6 +175,7 @@ def delete_version(
         if pointing:
             raise VersionInUse(name, version.version, pointing)
         session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))
+        session.execute(update(Model).where(Model.id == version.model_id).values(version_count=Model.version_count - 1))
         _record(session, name, "version.deleted", actor, version=version.version,
                 before={"sha256": version.sha256, "estimator": version.estimator})
         return RemovedVersion(name, version.version, version.sha256)
@@ -284,9 +285,6 @@ def seed_model(
         raise
 
 
-# --- steps -------------------------------------------------------------------------------------
-
-
 def _write(session: Session, step: Callable[[], T], *, on_conflict: Callable[[], Exception] | None = None) -> T:
     """Run ``step`` in one write transaction, commit, and return what it returned; roll back
     on any error.
@@ -315,11 +313,19 @@ def _write(session: Session, step: Callable[[], T], *, on_conflict: Callable[[],
 
 
 def _create_model(session: Session, name: str, *, description: str, tags: dict[str, str], actor: str) -> Model:
-    model = Model(name=name, description=description, tags=dict(tags))
+    model = Model(name=name, description=description)
     session.add(model)
     session.flush()
+    _set_tags(session, model, tags)
     _record(session, name, "model.created", actor, after={"description": description, "tags": tags})
     return model
+
+
+def _set_tags(session: Session, model: Model, tags: dict[str, str]) -> None:
+    """Replace a model's tags: the object the API shows and the indexed rows the list filters on."""
+    model.tags = dict(tags)
+    session.execute(delete(ModelTag).where(ModelTag.model_id == model.id))
+    session.add_all(ModelTag(model_id=model.id, key=k, value=v) for k, v in tags.items())
 
 
 def _add_version(
@@ -329,7 +335,7 @@ def _add_version(
     number = session.execute(
         update(Model)
         .where(Model.id == model.id)
-        .values(last_version=Model.last_version + 1, updated_at=utcnow())
+        .values(last_version=Model.last_version + 1, version_count=Model.version_count + 1, updated_at=utcnow())
         .returning(Model.last_version)
     ).scalar_one()
     spec, info = prepared.spec, prepared.info
