@@ -1,5 +1,5 @@
 """``modelyard`` command line: serve (granian or gunicorn), debug (Flask's server), migrate, config, token,
-check and gc."""
+check, gc and db copy."""
 
 from __future__ import annotations
 
@@ -47,7 +47,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="spare blobs put more recently than this (uploads still committing); default 3600")
     gc.add_argument("--dry-run", action="store_true", help="report the orphans, remove nothing")
 
+    db = commands.add_parser("db", help="the registry database as a whole")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    copy = db_commands.add_parser(
+        "copy", help="copy the configured registry (rows and artifacts) to another database: a move from "
+                     "SQLite to PostgreSQL, or a consistent backup while the server runs")
+    copy.add_argument("--to", required=True, metavar="URL",
+                      help="target database, e.g. postgresql+psycopg://user@host/db or sqlite:///backup.db")
+    copy.add_argument("--to-store", choices=("database", "local"), default="database",
+                      help="where the target keeps artifacts: in its database (default; one file for a SQLite "
+                           "backup, shared by every host for PostgreSQL) or as files under --to-root")
+    copy.add_argument("--to-root", metavar="DIR", help="artifact directory of the target (--to-store local)")
+    copy.add_argument("--replace", action="store_true", help="empty a target that is not empty, then copy")
+
     args = parser.parse_args(argv)
+    if getattr(args, "to_store", None) == "local" and not args.to_root:
+        parser.error("--to-store local needs --to-root DIR")
     try:
         return _run(args)
     except ConfigError as exc:
@@ -83,6 +98,37 @@ def _run(args: argparse.Namespace) -> int:
         return _check(args)
     elif args.command == "gc":
         return _gc(args)
+    elif args.command == "db":
+        return _db_copy(args)
+    return 0
+
+
+def _db_copy(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from modelyard.registry.copy import copy_registry
+    from modelyard.registry.db import make_engine
+    from modelyard.registry.errors import ModelyardError
+    from modelyard.registry.storage import make_store
+
+    settings = load_config()
+    source, target = make_engine(settings.database.url), make_engine(args.to)
+    shown = make_url(args.to).render_as_string(hide_password=True)
+    try:
+        report = copy_registry(source, make_store(settings.artifacts.store, settings.artifacts.root, source),
+                               target, make_store(args.to_store, args.to_root or "", target), replace=args.replace)
+    except ModelyardError as exc:
+        print(f"modelyard: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        source.dispose()
+        target.dispose()
+    rows = ", ".join(f"{n} {table}" for table, n in report.rows.items())
+    print(f"copied {rows}; {report.artifacts} artifacts ({report.artifact_bytes:,} bytes, every sha256 checked "
+          f"on arrival) to {shown} in {report.seconds:.1f} s")
+    store = "MODELYARD_ARTIFACTS_STORE=database" if args.to_store == "database" else \
+        f"MODELYARD_ARTIFACTS_STORE=local MODELYARD_ARTIFACTS_ROOT={args.to_root}"
+    print(f"serve it with: MODELYARD_DATABASE_URL='{shown}' {store} modelyard serve")
     return 0
 
 

@@ -78,6 +78,8 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_ti
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):  # psycopg 3 is the driver modelyard installs
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if "connect_timeout" not in parsed.query:  # in the URL, so connections made outside the pool have it too
         parsed = parsed.update_query_dict({"connect_timeout": str(connect_timeout)})
     return create_engine(

@@ -152,11 +152,11 @@ def describe_models(session: Session, models: Sequence[Model]) -> list[ModelView
         aliases[model_id][alias] = number
     # One index lookup per model (its highest version), never a count of its versions: the
     # count is kept on the model row.
-    latest: dict[int, int | None] = dict(session.execute(
+    latest: dict[int, int | None] = {model_id: number for model_id, number in session.execute(
         select(Model.id, select(func.max(ModelVersion.version)).where(ModelVersion.model_id == Model.id)
                .scalar_subquery())
         .where(Model.id.in_(ids))
-    ).tuples().all())
+    )}
     views = []
     for m in models:
         views.append(ModelView(m.name, m.description, m.tags, latest[m.id], m.version_count, aliases[m.id],
