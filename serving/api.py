@@ -13,6 +13,8 @@ from modelyard.serving.routes import (
     BLUEPRINT,
     DEFAULT_ENDPOINT,
     DEFAULT_VIEW,
+    MODEL_ENDPOINT,
+    MODEL_VIEW,
     PREDICT_ENDPOINT,
     PREDICT_KIND,
     PREDICT_ROLE,
@@ -67,6 +69,10 @@ _PREDICT_DOC: dict[str, Any] = {
                     "predictions": {"type": "array", "items": {}},
                     "labels": {"type": "array", "items": {}},
                     "probabilities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                    "classes": {"type": "array", "items": {},
+                                "description": "With probabilities: the class of each probability column"},
+                    "class_labels": {"type": "array", "items": {},
+                                     "description": "With probabilities, when the version has labels: each column's"},
                     "target_value": {"description": "POST /predict with one record only"},
                 },
             }}},
@@ -100,6 +106,18 @@ def predict(name: str, ref: str) -> Response:
     `ref` is a version number (`3` or `v3`), an alias such as `production`, or `latest`.
     """
     return _answer(Route(PREDICT_ENDPOINT, name, ref))
+
+
+@blp.route("/models/<name>/predict", methods=["POST"], endpoint=MODEL_VIEW)
+@counts_as(PREDICT_KIND)
+@requires(PREDICT_ROLE)
+@_document
+def predict_model(name: str) -> Response:
+    """Predict with a model's production version
+
+    The same as `/models/<name>/production/predict`.
+    """
+    return _answer(Route(MODEL_ENDPOINT, name, DEFAULT_ALIAS))
 
 
 @blp.route("/predict", methods=["POST"], endpoint=DEFAULT_VIEW)

@@ -2,7 +2,8 @@
 
 Accepted shapes: one record ``{"feature": value, ...}``; a list of records or of rows;
 ``{"instances": [...]}`` (rows or records); ``{"inputs": [...]}``; ``{"dataframe_records": [...]}``;
-``{"dataframe_split": {"columns": [...], "data": [[...]]}}``. Records are matched to feature
+``{"dataframe_split": {"columns": [...], "data": [[...]]}}``, also bare (pandas'
+``to_json(orient="split")``, whose ``index`` is ignored). Records are matched to feature
 names and the version's feature aliases. Every problem is an :class:`InvalidInput` naming it.
 No pandas and no schema library here: this runs on every request.
 """
@@ -151,6 +152,8 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
     if isinstance(body, dict):
         if "dataframe_split" in body and len(body) == 1:
             return Decoded(_from_split(body["dataframe_split"], spec, max_rows), False)
+        if _is_bare_split(body, spec):  # pandas' DataFrame.to_json(orient="split") as it comes
+            return Decoded(_from_split(body, spec, max_rows), False)
         for key in _WRAPPERS:
             if key in body and len(body) == 1 and key not in spec.column_of:
                 return Decoded(_from_items(body[key], spec, max_rows, where=key, fast=not may_hold_booleans), False)
@@ -161,6 +164,14 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
         "the body must be a JSON object (one record, or instances/inputs/dataframe_split) "
         "or a list of records or rows"
     )
+
+
+def _is_bare_split(body: dict[str, Any], spec: FeatureSpec) -> bool:
+    """``{"columns": [...], "index": [...], "data": [[...]]}``, unless those are the version's own
+    feature names (then the body is one record)."""
+    keys = set(body)
+    return ({"columns", "data"} <= keys <= {"columns", "data", "index"} and isinstance(body["columns"], list)
+            and isinstance(body["data"], list) and not keys & set(spec.column_of))
 
 
 def _from_items(items: Any, spec: FeatureSpec, max_rows: int, *, where: str, fast: bool = False) -> Matrix:

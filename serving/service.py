@@ -36,6 +36,7 @@ class LoadedModel:
     features: FeatureSpec
     label_of: dict[Any, Any] | None
     has_proba: bool
+    classes: tuple[Any, ...]  # the probability columns' classes, in order (empty: not a classifier)
     predict: Predict  # the estimator's predict, or the same answer without per-call checks
     fast_path: bool  # predict skips scikit-learn's per-call checks (see serving.fastpath)
     load_warnings: tuple[str, ...] = ()  # what this process's load raised
@@ -124,6 +125,9 @@ class Predictor:
             result["labels"] = [model.label_of.get(p) for p in predictions]
         if proba:
             result["probabilities"] = plain(model.estimator.predict_proba(decoded.X))
+            result["classes"] = list(model.classes)  # which class each probability column is
+            if model.label_of is not None:
+                result["class_labels"] = [model.label_of.get(c) for c in model.classes]
         return Prediction(result, decoded.single_record)
 
     def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]:
@@ -172,6 +176,7 @@ class Predictor:
                                        allow_nan=version.allow_nan, text=text),
             label_of=label_of,
             has_proba=version.has_proba,
+            classes=tuple(classes) if flat else (),
             load_warnings=tuple(loaded_file.warnings),
         )
         return loaded, version.size_bytes

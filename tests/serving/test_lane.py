@@ -66,6 +66,8 @@ def _requests(app: Flask) -> list[tuple[str, str, dict[str, Any]]]:
         ("missing feature", "/predict", {"json": {"sepal.length": 1}}),
         ("boolean", "/predict", {"json": {**SETOSA, "petal.width": True}}),
         ("unknown model", "/models/nope/1/predict", {"json": SETOSA}),
+        ("no ref", "/models/iris/predict", {"json": SETOSA}),
+        ("no ref, unknown model", "/models/nope/predict", {"json": SETOSA}),
         ("unknown model, malformed body", "/models/nope/1/predict", {"data": "{", "headers": JSON}),
         ("unknown version", "/models/iris/9/predict", {"json": SETOSA}),
         ("unknown alias", "/models/iris/staging/predict", {"json": SETOSA}),
@@ -104,7 +106,8 @@ def test_the_lane_answers_as_the_flask_views_do(small_app: Flask) -> None:
         "proba unsupported": 422, "proba not a flag": 422, "proba off": 200, "text body": 415,
         "no content type": 415, "malformed": 400, "empty body": 400, "too deep": 422, "too large": 413,
         "too many rows": 413, "missing feature": 422, "boolean": 422, "unknown model": 404,
-        "unknown model, malformed body": 400, "unknown version": 404, "unknown alias": 404,
+        "no ref": 200, "no ref, unknown model": 404, "unknown model, malformed body": 400, "unknown version": 404,
+        "unknown alias": 404,
         "a registry word as ref": 404, "non-ascii name": 404, "bad scheme": 401, "unknown token": 401,
         "reader token": 403, "reader token, bad body": 403,
     }
@@ -144,7 +147,7 @@ def test_options_lists_post(anon: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize("path", ["/predict/", "/models/iris/1/predict/", "/models//1/predict", "/models/iris//predict",
-                                  "/models/iris/1/2/predict", "/models/iris/predict", "/predictx", "/x/predict"])
+                                  "/models/iris/1/2/predict", "/models//predict", "/predictx", "/x/predict"])
 def test_other_paths_are_not_the_lanes(anon: FlaskClient, path: str) -> None:
     assert match(path) is None
     with flask_only(anon.application):
@@ -229,10 +232,11 @@ def test_the_route_table_names_the_endpoints_flask_routes_to(app: Flask) -> None
     from modelyard.serving.routes import match
 
     adapter = app.url_map.bind("localhost")
-    for path in ("/predict", "/models/iris/production/predict", "/models/iris/3/predict"):
+    for path in ("/predict", "/models/iris/production/predict", "/models/iris/3/predict", "/models/iris/predict"):
         route = match(path)
         assert route is not None
         endpoint, arguments = adapter.match(path, method="POST")
         assert endpoint == route.endpoint
         assert arguments.get("name") == route.name and arguments.get("ref", route.ref) == route.ref
-    assert match("/models/iris/predict") is None and match("/predictions") is None
+    assert match("/models/iris/predict") == ("serving.predict_model", "iris", "production")
+    assert match("/models//predict") is None and match("/predictions") is None

@@ -89,6 +89,49 @@ def test_proba_on_a_model_with_predict_proba(client: FlaskClient, runtime: Runti
     assert len(probabilities) == 2 and all(len(p) == 3 for p in probabilities)
     assert all(abs(sum(p) - 1) < 1e-9 for p in probabilities)
     assert max(range(3), key=lambda i: probabilities[1][i]) == 2
+    # Which class each probability column is: the class values, and their labels.
+    assert response.json["classes"] == [0, 1, 2]
+    assert response.json["class_labels"] == ["setosa", "versicolor", "virginica"]
+
+
+def test_proba_names_string_classes_without_labels(client: FlaskClient, runtime: Runtime) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    names = [["setosa", "versicolor", "virginica"][i] for i in y]
+    make_version(runtime, "named", LogisticRegression(max_iter=500).fit(X, names), labels=None)
+    answer = client.post("/models/named/1/predict?proba=true", json=[VIRGINICA]).json
+    assert answer["classes"] == ["setosa", "versicolor", "virginica"]
+    assert "class_labels" not in answer
+    assert answer["predictions"] == [answer["classes"][max(range(3), key=lambda i: answer["probabilities"][0][i])]]
+
+
+def test_a_model_without_a_ref_answers_with_its_production_version(client: FlaskClient, runtime: Runtime) -> None:
+    make_version(runtime, "flowers", alias="production")
+    make_version(runtime, "flowers")
+    response = client.post("/models/flowers/predict", json=VIRGINICA)
+    assert response.status_code == 200
+    assert response.json["version"] == 1 and response.json["predictions"] == [2]
+    assert "target_value" not in response.json  # the tutorial's field is POST /predict's
+    missing = client.post("/models/nothing/predict", json=VIRGINICA)
+    assert missing.status_code == 404 and missing.json["message"] == "model 'nothing' not found"
+    make_version(runtime, "staged")
+    unpromoted = client.post("/models/staged/predict", json=VIRGINICA)
+    assert unpromoted.status_code == 404 and "production" in unpromoted.json["message"]
+
+
+def test_a_bare_pandas_split_body_is_a_dataframe_split(client: FlaskClient) -> None:
+    """What ``DataFrame.to_json(orient="split")`` gives, sent as is, columns in another order."""
+    import pandas as pd
+
+    frame = pd.DataFrame([VIRGINICA, SETOSA])[["petal.width", "sepal.length", "petal.length", "sepal.width"]]
+    response = client.post("/models/iris/1/predict", data=frame.to_json(orient="split"),
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.json
+    assert response.json["predictions"] == [2, 0]
+    bad = client.post("/models/iris/1/predict", json={"columns": ["nope"], "index": [0], "data": [[1]]})
+    assert bad.status_code == 422 and "nope" in bad.json["message"]
 
 
 def test_proba_false_omits_probabilities(client: FlaskClient, runtime: Runtime) -> None:
