@@ -27,7 +27,10 @@ from modelyard.serving.api import blp as serving_blp
 from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
 from modelyard.serving.http import PredictHandler, PredictLane
+from modelyard.serving.protocols import v2
+from modelyard.serving.routes import V2_PREFIX
 from modelyard.serving.service import Options, Predictor
+from modelyard.serving.v2_api import blp as v2_blp
 from modelyard.web import errors, observe
 from modelyard.web.auth import authorize_request
 from modelyard.web.context import EXTENSION, Runtime, close_session
@@ -106,10 +109,10 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     app.teardown_appcontext(close_session)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
     api = errors.Api(app)
-    for blp in (ops.blp, registry_blp, serving_blp):
+    for blp in (ops.blp, registry_blp, serving_blp, v2_blp):
         api.register_blueprint(blp)
     app.register_blueprint(ops.docs_assets)
-    errors.install(app)
+    errors.install(app, {V2_PREFIX: v2.error_body})
     observer = rt.observers[0] if len(rt.observers) == 1 else rt.observe  # one call less per predict
     app.wsgi_app = PredictLane(app.wsgi_app, handler, observer)  # type: ignore[method-assign]
     return app

@@ -49,6 +49,14 @@ class MalformedBody(ModelyardError):
         super().__init__(f"the body is not valid JSON: {detail}")
 
 
+class UnreadableBody(MalformedBody):
+    """A body that parses but is not in the form its protocol reads (400)."""
+
+    def __init__(self, message: str, *, errors: dict[str, Any] | None = None) -> None:
+        self.detail = message
+        ModelyardError.__init__(self, message, errors=errors)
+
+
 class UnsupportedMediaType(ModelyardError):
     """The body is not of the media type the route takes (415)."""
 

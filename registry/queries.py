@@ -185,6 +185,13 @@ def version_detail(session: Session, name: str, ref: str) -> VersionView:
     return describe_versions(session, name, [resolve_version(session, name, ref)])[0]
 
 
+def version_numbers(session: Session, name: str) -> list[int]:
+    """A model's version numbers, oldest first."""
+    model = get_model(session, name)
+    return list(session.scalars(select(ModelVersion.version).where(ModelVersion.model_id == model.id)
+                                .order_by(ModelVersion.version)))
+
+
 def model_aliases(session: Session, name: str) -> dict[str, int]:
     return aliases_of(session, get_model(session, name))
 

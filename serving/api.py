@@ -12,7 +12,12 @@ from modelyard.registry.refs import DEFAULT_ALIAS
 from modelyard.serving.routes import (
     BLUEPRINT,
     DEFAULT_ENDPOINT,
+    DEFAULT_INVOCATIONS_ENDPOINT,
+    DEFAULT_INVOCATIONS_VIEW,
     DEFAULT_VIEW,
+    INVOCATIONS_ENDPOINT,
+    INVOCATIONS_VIEW,
+    MLFLOW,
     MODEL_ENDPOINT,
     MODEL_VIEW,
     PREDICT_ENDPOINT,
@@ -131,6 +136,57 @@ def predict_default() -> Response:
     prediction.
     """
     return _answer(Route(DEFAULT_ENDPOINT, None, DEFAULT_ALIAS))
+
+
+_INVOCATIONS_DOC: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {
+        "application/json": {
+            "schema": {"type": "object", "description": "Exactly one of dataframe_split, dataframe_records, "
+                                                        "instances, inputs (and optionally params)"},
+            "examples": {
+                "dataframe_split": {"value": {"dataframe_split": {
+                    "columns": ["sepal.length", "sepal.width", "petal.length", "petal.width"],
+                    "data": [[5.1, 3.5, 1.4, 0.2]]}}},
+                "dataframe_records": {"value": {"dataframe_records": [
+                    {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}]}},
+                "inputs": {"value": {"inputs": [[5.1, 3.5, 1.4, 0.2]]}},
+            }},
+        "text/csv": {"schema": {"type": "string"},
+                     "example": "sepal.length,sepal.width,petal.length,petal.width\n5.1,3.5,1.4,0.2\n"},
+    }},
+    "responses": {
+        "200": {"description": "As MLflow's scoring server answers",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "predictions": {"type": "array", "items": {}}}}}}},
+        **{key: value for key, value in _PREDICT_DOC["responses"].items() if key != "200"},
+    },
+}
+
+
+def _document_invocations(view: Any) -> Any:
+    view._apidoc = {"manual_doc": _INVOCATIONS_DOC}
+    return view
+
+
+@blp.route("/models/<name>/<ref>/invocations", methods=["POST"], endpoint=INVOCATIONS_VIEW)
+@counts_as(PREDICT_KIND)
+@requires(PREDICT_ROLE)
+@_document_invocations
+def invocations(name: str, ref: str) -> Response:
+    """Predict with MLflow's scoring protocol
+
+    The body `mlflow models serve` takes (JSON or CSV); the answer is `{"predictions": [...]}`.
+    """
+    return _answer(Route(INVOCATIONS_ENDPOINT, name, ref, MLFLOW))
+
+
+@blp.route("/invocations", methods=["POST"], endpoint=DEFAULT_INVOCATIONS_VIEW)
+@counts_as(PREDICT_KIND)
+@requires(PREDICT_ROLE)
+@_document_invocations
+def invocations_default() -> Response:
+    """Predict with MLflow's scoring protocol, the default model's production version"""
+    return _answer(Route(DEFAULT_INVOCATIONS_ENDPOINT, None, DEFAULT_ALIAS, MLFLOW))
 
 
 def _answer(route: Route) -> Response:

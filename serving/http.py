@@ -24,12 +24,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from modelyard.registry.auth import AuthPolicy
-from modelyard.registry.errors import ModelyardError
-from modelyard.serving.protocols import native
-from modelyard.serving.routes import PREDICT_KIND, PREDICT_ROLE, Route, match
+from modelyard.registry.errors import ModelyardError, UnsupportedMediaType
+from modelyard.serving.protocols import mlflow, native, v2
+from modelyard.serving.routes import MLFLOW, NATIVE, PREDICT_KIND, PREDICT_ROLE, V2, Route, match
 from modelyard.serving.service import Predictor
 from modelyard.web.auth import authorize
-from modelyard.web.body import mimetype_of, read_body, require_json
+from modelyard.web.body import mimetype_of, read_body
 from modelyard.web.context import Observation, Observer
 from modelyard.web.errors import answer_for, error_body, error_headers, unavailable
 
@@ -79,16 +79,16 @@ class PredictHandler:
                 return self._predict(environ, name, route, session, arrival)
         except ModelyardError as error:
             status, body, headers = answer_for(error)
-            return Answer(status, orjson.dumps(body), [_JSON, *headers.items()])
+            return _error(status, body["message"], body.get("errors"), route.protocol, headers)
         except HTTPException as error:  # the body over the limit, or the client gone mid-body
-            return _error(error.code or 400, error.description or "")
+            return _error(error.code or 400, error.description or "", protocol=route.protocol)
         except Exception as error:
             mapped = unavailable(error)
             if mapped is None:
                 log.exception("unhandled error")
-                return _error(500, "internal server error")
+                return _error(500, "internal server error", protocol=route.protocol)
             status, body, headers = answer_for(mapped)
-            return Answer(status, orjson.dumps(body), [_JSON, *headers.items()])
+            return _error(status, body["message"], None, route.protocol, headers)
         finally:
             if db is not None:
                 db.close()
@@ -96,11 +96,23 @@ class PredictHandler:
     def _predict(self, environ: dict[str, Any], name: str, route: Route, session: Callable[[], Session],
                  arrival: Any) -> Answer:
         authorize(session, environ.get("HTTP_AUTHORIZATION"), self._auth, role=PREDICT_ROLE)
-        require_json(mimetype_of(environ.get("CONTENT_TYPE", "")))
+        protocol = _PROTOCOLS[route.protocol]
+        mimetype = mimetype_of(environ.get("CONTENT_TYPE", ""))
+        if not protocol.accepts(mimetype):
+            raise UnsupportedMediaType(mimetype, expected=protocol.MEDIA_TYPES)
         raw = read_body(environ, self._max_body_bytes)
-        version, body = native.answer(self._predictor, session, name, route, raw, environ.get("QUERY_STRING", ""),
-                                      arrival)
+        if route.protocol == V2:
+            reply = v2.answer(self._predictor, session, name, route, raw, environ.get(v2.HEADER_LENGTH), arrival)
+            return Answer(200, reply.body, reply.headers, name, str(reply.version))
+        if route.protocol == MLFLOW:
+            version, body = mlflow.answer(self._predictor, session, name, route, raw, mimetype, arrival)
+        else:
+            version, body = native.answer(self._predictor, session, name, route, raw,
+                                          environ.get("QUERY_STRING", ""), arrival)
         return Answer(200, body, [_JSON], name, str(version))
+
+
+_PROTOCOLS: dict[str, Any] = {NATIVE: native, MLFLOW: mlflow, V2: v2}
 
 
 class PredictLane:
@@ -126,6 +138,9 @@ class PredictLane:
         return [answer.body]
 
 
-def _error(status: int, message: str, errors: Any = None) -> Answer:
-    headers = [_JSON, *error_headers(status).items()]
-    return Answer(status, orjson.dumps(error_body(status, message, errors)), headers)
+def _error(status: int, message: str, errors: Any = None, protocol: str = NATIVE,
+           headers: dict[str, str] | None = None) -> Answer:
+    """An error in the shape of the route's protocol: ours, or the Open Inference Protocol's."""
+    body = v2.error_body(message) if protocol == V2 else error_body(status, message, errors)
+    extra = headers if headers is not None else error_headers(status)
+    return Answer(status, orjson.dumps(body), [_JSON, *extra.items()])

@@ -60,6 +60,8 @@ class Options:
 class Prediction:
     answer: dict[str, Any]  # ready to serialize as JSON
     single_record: bool  # the body was one bare record
+    predicted: Any = None  # the estimator's own output, for a protocol that types its tensors
+    probabilities: Any = None
 
 
 def cache_key(name: str, version: int, sha256: str) -> CacheKey:
@@ -107,7 +109,13 @@ class Predictor:
         without ``predict_proba``, TooLarge (413).
         """
         number, entry = self.loaded(session, name, ref)
-        model: LoadedModel = entry.value
+        return self.predict_loaded(name, number, entry.value, body, proba=proba, may_hold_booleans=may_hold_booleans,
+                                   arrival=arrival)
+
+    def predict_loaded(self, name: str, number: int, model: LoadedModel, body: Any, *, proba: bool = False,
+                       may_hold_booleans: bool = True, arrival: Arrival | None = None) -> Prediction:
+        """:meth:`predict` with the version already resolved and loaded (:meth:`loaded`), for a
+        protocol that reads the version's features to build ``body``."""
         _configure_this_thread()
         if proba and not model.has_proba:
             raise InvalidInput(
@@ -123,12 +131,14 @@ class Predictor:
         result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
         if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
             result["labels"] = [model.label_of.get(p) for p in predictions]
+        probabilities = None
         if proba:
-            result["probabilities"] = plain(model.estimator.predict_proba(decoded.X))
+            probabilities = model.estimator.predict_proba(decoded.X)
+            result["probabilities"] = plain(probabilities)
             result["classes"] = list(model.classes)  # which class each probability column is
             if model.label_of is not None:
                 result["class_labels"] = [model.label_of.get(c) for c in model.classes]
-        return Prediction(result, decoded.single_record)
+        return Prediction(result, decoded.single_record, predicted, probabilities)
 
     def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]:
         """Whether this process has the version loaded, how long loading took, when it last served."""

@@ -32,6 +32,12 @@ def requires(role: str) -> Callable[[F], F]:
     return mark
 
 
+def public(view: F) -> F:
+    """Mark a view anyone may call, as the open blueprints' are (a protocol's health checks)."""
+    view.required_role = None  # type: ignore[attr-defined]
+    return view
+
+
 def private(kind: str) -> Callable[[F], F]:
     """Mark a read that needs a token (any role) while ``kind`` is in ``[auth] private_reads``:
     an anonymous caller predicts and reads model metadata, nothing more."""

@@ -5,12 +5,15 @@ the same ``(status, message)`` its way."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable, Mapping
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
 import flask_smorest
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from modelyard.registry.auth import Forbidden, Unauthorized
@@ -84,12 +87,30 @@ class Api(flask_smorest.Api):  # type: ignore[misc]
         return payload, code, headers
 
 
-def install(app: Flask) -> None:
+Renderer = Callable[[str], dict[str, Any]]
+
+
+def install(app: Flask, shapes: Mapping[str, Renderer] | None = None) -> None:
     """Domain errors answer with their status; a database that cannot be reached is a 503;
     anything else unexpected is a logged JSON 500. (HTTPExceptions, 404 405 413 ..., are answered
-    by :class:`Api` in the same shape.)"""
+    by :class:`Api` in the same shape.) Under a path prefix of ``shapes`` (a protocol's), every
+    error's message is rendered that protocol's way instead."""
     app.register_error_handler(ModelyardError, _domain_error)
     app.register_error_handler(Exception, _unexpected_error)
+    if shapes:
+        app.after_request(partial(_reshape, dict(shapes)))
+
+
+def _reshape(shapes: dict[str, Renderer], response: Response) -> Response:
+    if response.status_code < 400 or not response.is_json:
+        return response
+    for prefix, render in shapes.items():
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            body = response.get_json(silent=True)
+            if isinstance(body, dict) and "message" in body:
+                response.set_data(json.dumps(render(body["message"])))
+            break
+    return response
 
 
 def unavailable(error: Exception) -> Unavailable | None:

@@ -59,7 +59,7 @@ class Cursor(ma.fields.Field):  # type: ignore[type-arg]
         return {"type": "string"}
 
 
-class CursorMetadataSchema(PaginationMetadataSchema):  # type: ignore[misc]
+class CursorMetadataSchema(PaginationMetadataSchema):
     next_cursor = ma.fields.String(metadata={"description": "The `cursor` of the next page; absent on the last."})
 
 
@@ -73,7 +73,7 @@ def page_of(params: PaginationParameters, page: Page[Any], kind: str, *, by_curs
     return page.items
 
 
-class PagedBlueprint(Blueprint):  # type: ignore[misc]
+class PagedBlueprint(Blueprint):
     """A blueprint whose lists also answer with a next cursor (``X-Pagination`` and ``Link``)."""
 
     def _set_pagination_metadata(self, page_params: PaginationParameters, result: Any,

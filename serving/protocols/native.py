@@ -13,7 +13,10 @@ from modelyard.serving.batching import Arrival
 from modelyard.serving.decode import read_rows
 from modelyard.serving.routes import Route
 from modelyard.serving.service import Predictor, Sessions
-from modelyard.web.body import parse_json, query_flag
+from modelyard.web.body import is_json, parse_json, query_flag
+
+MEDIA_TYPES = "application/json"
+accepts = is_json
 
 
 def answer(predictor: Predictor, session: Sessions, name: str, route: Route, raw: bytes, query: str,

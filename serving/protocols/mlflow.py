@@ -1,0 +1,101 @@
+"""MLflow's scoring protocol (``mlflow models serve``'s ``/invocations``): a JSON body with exactly
+one of ``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs`` (and optionally
+``params``, which scikit-learn's predict has no use for), or a ``text/csv`` body whose header row
+names the columns; answered ``{"predictions": [...]}`` as MLflow's server does. Errors keep
+modelyard's JSON shape."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+import orjson
+
+from modelyard.registry.errors import InvalidInput, UnreadableBody
+from modelyard.serving.batching import Arrival
+from modelyard.serving.decode import Rows, read_rows
+from modelyard.serving.routes import Route
+from modelyard.serving.service import Predictor, Sessions
+from modelyard.web.body import is_json, parse_json
+
+INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+CSV = "text/csv"
+MEDIA_TYPES = f"application/json or {CSV}"
+
+
+def accepts(mimetype: str) -> bool:
+    return mimetype == CSV or is_json(mimetype)
+
+
+def answer(predictor: Predictor, session: Sessions, name: str, route: Route, raw: bytes, mimetype: str,
+           arrival: Arrival | None) -> tuple[int, bytes]:
+    """``(version that answered, JSON answer)`` for an ``/invocations`` request."""
+    if mimetype == CSV:
+        body: Any = _from_csv(raw)
+    else:
+        rows = read_rows(raw)  # rows of numbers under "inputs" or "instances": the quick way
+        body = rows if rows is not None and rows.wrapper is not None else _one_input(parse_json(raw))
+    hold_booleans = isinstance(body, Rows) or b"true" in raw or b"false" in raw
+    result = predictor.predict(session, name, route.ref, body, may_hold_booleans=hold_booleans, arrival=arrival)
+    return result.answer["version"], orjson.dumps({"predictions": result.answer["predictions"]})
+
+
+def _one_input(body: Any) -> dict[str, Any]:
+    """The body's one input field, as the decoder reads it; MLflow's 400 for none or several."""
+    keys = sorted(body) if isinstance(body, dict) else []
+    given = [key for key in keys if key in INPUT_KEYS]
+    if len(given) != 1 or set(keys) - {*INPUT_KEYS, "params"}:
+        raise UnreadableBody(
+            f"the body must be a JSON object with exactly one of the fields {', '.join(INPUT_KEYS)} "
+            f"(and optionally params); got {_describe(body, keys)}",
+            errors={"fields": keys})
+    key = given[0]
+    value = body[key]
+    if key in ("instances", "inputs") and isinstance(value, dict):
+        value = _columns(value, key)  # a dict of columns: {"a": [1, 2], "b": [3, 4]}
+        return {"dataframe_split": value}
+    return {key: value}
+
+
+def _columns(columns: dict[str, Any], key: str) -> dict[str, Any]:
+    values = list(columns.values())
+    if not all(isinstance(v, list) for v in values) or len({len(v) for v in values}) > 1:
+        raise InvalidInput(f"{key} as an object must map each column to a list of values, all of one length")
+    return {"columns": list(columns), "data": [list(row) for row in zip(*values, strict=True)]}
+
+
+def _describe(body: Any, keys: list[str]) -> str:
+    if not isinstance(body, dict):
+        return f"a JSON {type(body).__name__}"
+    return f"the fields {', '.join(keys)}" if keys else "an empty object"
+
+
+def _from_csv(raw: bytes) -> dict[str, Any]:
+    """A CSV body (pandas' ``to_csv(index=False)``) as ``dataframe_split``: the header row names
+    the columns; a cell that reads as a number is one, an empty cell is missing."""
+    try:
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UnreadableBody(f"the CSV body could not be read: {exc}") from None
+    rows = [row for row in rows if row]
+    if not rows:
+        raise UnreadableBody("the CSV body is empty: it needs a header row naming the columns")
+    return {"dataframe_split": {"columns": rows[0], "data": [[_cell(v) for v in row] for row in rows[1:]]}}
+
+
+def _cell(text: str) -> Any:
+    """A number when the cell reads as a finite one, None when empty, else the text itself
+    (which a numeric feature then refuses by name)."""
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
