@@ -7,7 +7,8 @@ under granian (the fastest a Python answer gets on this machine); modelyard on g
 default engine, micro-batching off and on) and on gunicorn. wrk drives each with the same
 connections and duration. Printed: req/s, p50, p99, and the ratios (from each target's best
 round, and again from its median round; p99s as the median over rounds); then 100-row batches
-(rows/s), a 1,000-row batch against the bare in-process predict, the memory (PSS) of each
+(rows/s), the Open Inference Protocol's /v2 infer and MLflow's /invocations beside the native
+route (single rows), a 1,000-row batch against the bare in-process predict, the memory (PSS) of each
 engine's processes, the cold load of a version, uploads (each worker's first, later ones, and a
 ~48 MB forest in MB/s), and 1,000 models hit round-robin through a cache bounded to 100.
 
@@ -301,6 +302,9 @@ def main() -> int:
     tutorial_body = json.dumps(TUTORIAL_RECORD).encode()
     rows100 = json.dumps({"inputs": [list(RECORD.values())] * 100}).encode()
     rows1000 = json.dumps({"inputs": [list(RECORD.values())] * 1000}).encode()
+    v2_body = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
+                                      "data": list(RECORD.values())}]}).encode()
+    mlflow_body = json.dumps({"dataframe_records": [RECORD]}).encode()
     results: dict[str, Any] = {"settings": {"workers": args.workers, "threads": args.threads,
                                             "connections": args.connections, "seconds": args.seconds}}
     table: list[Result] = []
@@ -330,6 +334,8 @@ def main() -> int:
         ("modelyard /predict, batching on", "on", "/predict", tutorial_body),
         ("modelyard /predict, gunicorn", "gunicorn", "/predict", tutorial_body),
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
+        ("modelyard /v2 infer, batching off", "off", "/v2/models/iris/infer", v2_body),
+        ("modelyard /invocations, batching off", "off", "/invocations", mlflow_body),
         ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
         ("modelyard 100-row batches, batching on", "on", "/models/iris/production/predict", rows100),
     ]
@@ -398,6 +404,13 @@ def main() -> int:
                 "modelyard_over_floor": chosen[name].requests_per_s / floor.requests_per_s,
                 "p99_over_floor_p99": p99[name] / p99["floor (constant JSON)"],
             }
+    # The protocols against the native route, single rows, same server (issue 17: within 15%).
+    rate = {name: result.requests_per_s for name, result in best.items()}
+    native_rate = rate["modelyard /predict, batching off"]
+    results["ratios_protocols"] = {
+        "v2_infer_over_native": rate["modelyard /v2 infer, batching off"] / native_rate,
+        "invocations_over_native": rate["modelyard /invocations, batching off"] / native_rate,
+    }
     results["rows_per_s_100_row_batches"] = {
         batching: best[f"modelyard 100-row batches, batching {batching}"].requests_per_s * 100
         for batching in ("off", "on")}
@@ -427,6 +440,9 @@ def main() -> int:
               f"modelyard/Flask floor on granian {r['modelyard_over_flask_floor_granian']:.2f}x, "
               f"p99 modelyard/Flask floor on granian {r['p99_over_flask_floor_granian_p99']:.2f}x, "
               f"modelyard on gunicorn/floor on gunicorn {r['modelyard_gunicorn_over_floor_gthread']:.2f}x")
+    r = results["ratios_protocols"]
+    print(f"protocols, single row, against POST /predict: /v2 infer {r['v2_infer_over_native']:.2f}x, "
+          f"/invocations {r['invocations_over_native']:.2f}x")
     pss = results["pss_bytes"]
     print(f"memory (PSS, master + workers): granian {pss['granian'] / 2**20:.0f} MiB, "
           f"gunicorn {pss['gunicorn'] / 2**20:.0f} MiB")

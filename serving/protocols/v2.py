@@ -130,7 +130,8 @@ def _from_json(data: Any, datatype: str, name: str) -> np.ndarray:
         array = np.array(data, dtype=DTYPES[datatype])
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"input {name!r}: its data is not {datatype} values in lists") from None
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    # JSON numbers are finite (orjson refuses the rest); narrowing to FP32 or FP16 may overflow.
+    if datatype in ("FP32", "FP16") and not np.isfinite(array).all():
         raise InvalidInput(f"input {name!r}: its data holds NaN or infinity")
     return array.ravel()
 
@@ -216,10 +217,10 @@ def _tensor(name: str, value: Any, binary: bool) -> tuple[dict[str, Any], bytes 
 
 def datatype_of(dtype: np.dtype[Any]) -> str:
     """The protocol's name for a NumPy dtype (strings and objects are BYTES)."""
-    for name, candidate in DTYPES.items():
-        if candidate is not np.object_ and dtype == np.dtype(candidate):
-            return name
-    return "BYTES"
+    return _NAMES.get(dtype, "BYTES")
+
+
+_NAMES = {np.dtype(candidate): name for name, candidate in DTYPES.items() if candidate is not np.object_}
 
 
 def value_datatype(values: list[Any] | None) -> str:
