@@ -3,6 +3,7 @@ router (OPTIONS, 405). Requests are answered by :mod:`serving.http`, in front of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, request
@@ -94,48 +95,47 @@ _PREDICT_DOC["responses"].update({
 })
 
 
-def _document(view: Any) -> Any:
-    """Attach the OpenAPI description the way flask-smorest's ``doc`` does, without wrapping
-    the view: the predict route stays one plain function call."""
-    view._apidoc = {"manual_doc": _PREDICT_DOC}
-    return view
+def predict_view(doc: dict[str, Any]) -> Callable[[Any], Any]:
+    """The marks every predict view carries, of any protocol: counted as a predict, the
+    predictor role, and its OpenAPI description attached the way flask-smorest's ``doc`` does,
+    without wrapping the view (the predict route stays one plain function call)."""
+
+    def mark(view: Any) -> Any:
+        view._apidoc = {"manual_doc": doc}
+        return counts_as(PREDICT_KIND)(requires(PREDICT_ROLE)(view))
+
+    return mark
 
 
 @blp.route("/models/<name>/<ref>/predict", methods=["POST"], endpoint=PREDICT_VIEW)
-@counts_as(PREDICT_KIND)
-@requires(PREDICT_ROLE)
-@_document
+@predict_view(_PREDICT_DOC)
 def predict(name: str, ref: str) -> Response:
     """Predict with a version, an alias or latest
 
     `ref` is a version number (`3` or `v3`), an alias such as `production`, or `latest`.
     """
-    return _answer(Route(PREDICT_ENDPOINT, name, ref))
+    return answer(Route(PREDICT_ENDPOINT, name, ref))
 
 
 @blp.route("/models/<name>/predict", methods=["POST"], endpoint=MODEL_VIEW)
-@counts_as(PREDICT_KIND)
-@requires(PREDICT_ROLE)
-@_document
+@predict_view(_PREDICT_DOC)
 def predict_model(name: str) -> Response:
     """Predict with a model's production version
 
     The same as `/models/<name>/production/predict`.
     """
-    return _answer(Route(MODEL_ENDPOINT, name, DEFAULT_ALIAS))
+    return answer(Route(MODEL_ENDPOINT, name, DEFAULT_ALIAS))
 
 
 @blp.route("/predict", methods=["POST"], endpoint=DEFAULT_VIEW)
-@counts_as(PREDICT_KIND)
-@requires(PREDICT_ROLE)
-@_document
+@predict_view(_PREDICT_DOC)
 def predict_default() -> Response:
     """Predict with the default model's production version
 
     The tutorial's route: a single record's answer also carries `target_value`, the first
     prediction.
     """
-    return _answer(Route(DEFAULT_ENDPOINT, None, DEFAULT_ALIAS))
+    return answer(Route(DEFAULT_ENDPOINT, None, DEFAULT_ALIAS))
 
 
 _INVOCATIONS_DOC: dict[str, Any] = {
@@ -163,33 +163,24 @@ _INVOCATIONS_DOC: dict[str, Any] = {
 }
 
 
-def _document_invocations(view: Any) -> Any:
-    view._apidoc = {"manual_doc": _INVOCATIONS_DOC}
-    return view
-
-
 @blp.route("/models/<name>/<ref>/invocations", methods=["POST"], endpoint=INVOCATIONS_VIEW)
-@counts_as(PREDICT_KIND)
-@requires(PREDICT_ROLE)
-@_document_invocations
+@predict_view(_INVOCATIONS_DOC)
 def invocations(name: str, ref: str) -> Response:
     """Predict with MLflow's scoring protocol
 
     The body `mlflow models serve` takes (JSON or CSV); the answer is `{"predictions": [...]}`.
     """
-    return _answer(Route(INVOCATIONS_ENDPOINT, name, ref, MLFLOW))
+    return answer(Route(INVOCATIONS_ENDPOINT, name, ref, MLFLOW))
 
 
 @blp.route("/invocations", methods=["POST"], endpoint=DEFAULT_INVOCATIONS_VIEW)
-@counts_as(PREDICT_KIND)
-@requires(PREDICT_ROLE)
-@_document_invocations
+@predict_view(_INVOCATIONS_DOC)
 def invocations_default() -> Response:
     """Predict with MLflow's scoring protocol, the default model's production version"""
-    return _answer(Route(DEFAULT_INVOCATIONS_ENDPOINT, None, DEFAULT_ALIAS, MLFLOW))
+    return answer(Route(DEFAULT_INVOCATIONS_ENDPOINT, None, DEFAULT_ALIAS, MLFLOW))
 
 
-def _answer(route: Route) -> Response:
+def answer(route: Route) -> Response:
     # Served here only when the app runs without the predict lane in front (see serving.http).
     answer = runtime().predict(request.environ, route)
     label_prediction(answer.model, answer.version)

@@ -7,29 +7,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from modelyard import __version__
 from modelyard.registry import queries
 from modelyard.registry.refs import DEFAULT_ALIAS
+from modelyard.serving.api import answer, predict_view
 from modelyard.serving.protocols import v2
 from modelyard.serving.routes import (
     INFER_ENDPOINT,
     INFER_VERSION_ENDPOINT,
     INFER_VERSION_VIEW,
     INFER_VIEW,
-    PREDICT_KIND,
-    PREDICT_ROLE,
     V2,
     V2_BLUEPRINT,
     V2_PREFIX,
     Route,
 )
-from modelyard.web.auth import counts_as, public, requires
+from modelyard.web.auth import public, requires
 from modelyard.web.context import runtime, session
-from modelyard.web.observe import label_prediction
 
 blp = Blueprint(V2_BLUEPRINT, __name__, url_prefix=V2_PREFIX,
                 description="Open Inference Protocol V2 (KServe, Triton): health, metadata, infer")
@@ -128,27 +126,18 @@ def version_ready(name: str, ref: str) -> Response:
     return _ready(name, ref)
 
 
-def _document(view: Any) -> Any:
-    view._apidoc = {"manual_doc": _INFER_DOC}
-    return view
-
-
 @blp.route("/models/<name>/infer", methods=["POST"], endpoint=INFER_VIEW)
-@counts_as(PREDICT_KIND)
-@requires(PREDICT_ROLE)
-@_document
+@predict_view(_INFER_DOC)
 def infer(name: str) -> Response:
     """Infer with a model's production version"""
-    return _answer(Route(INFER_ENDPOINT, name, DEFAULT_ALIAS, V2))
+    return answer(Route(INFER_ENDPOINT, name, DEFAULT_ALIAS, V2))
 
 
 @blp.route("/models/<name>/versions/<ref>/infer", methods=["POST"], endpoint=INFER_VERSION_VIEW)
-@counts_as(PREDICT_KIND)
-@requires(PREDICT_ROLE)
-@_document
+@predict_view(_INFER_DOC)
 def infer_version(name: str, ref: str) -> Response:
     """Infer with a version (a number or an alias)"""
-    return _answer(Route(INFER_VERSION_ENDPOINT, name, ref, V2))
+    return answer(Route(INFER_VERSION_ENDPOINT, name, ref, V2))
 
 
 def _metadata(name: str, ref: str) -> Response:
@@ -160,10 +149,3 @@ def _metadata(name: str, ref: str) -> Response:
 def _ready(name: str, ref: str) -> Response:
     number, _entry = runtime().predictor.loaded(session, name, ref)
     return jsonify(name=name, version=str(number), ready=True)
-
-
-def _answer(route: Route) -> Response:
-    # Served here only when the app runs without the predict lane in front (see serving.http).
-    answer = runtime().predict(request.environ, route)
-    label_prediction(answer.model, answer.version)
-    return Response(answer.body, status=answer.status, headers=answer.headers)

@@ -131,3 +131,27 @@ def test_errors_under_v2_read_error(server: dict[str, Any]) -> None:
             urllib.request.urlopen(server["base"] + path, timeout=30)
         assert caught.value.code == status
         assert set(json.loads(caught.value.read())) == {"error"}
+
+
+def _readme_block(marker: str) -> str:
+    """The README's Python example that mentions ``marker``."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
+    [block] = [b for b in blocks if marker in b]
+    return block
+
+
+@pytest.mark.parametrize(("marker", "expected"), [
+    ("tritonclient", "True [{'name': 'input', 'datatype': 'FP64', 'shape': [-1, 4]}]\n[0 2] 1\n"),
+    ("requests.post", "{'predictions': [0, 2]} {'predictions': [0, 2]} {'predictions': [0, 2]}\n"),
+])
+def test_the_readme_examples_run_as_written(server: dict[str, Any], marker: str, expected: str) -> None:
+    import subprocess
+    import sys
+
+    code = _readme_block(marker).replace("127.0.0.1:8080", server["base"].removeprefix("http://"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected

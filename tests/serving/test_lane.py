@@ -232,11 +232,17 @@ def test_the_route_table_names_the_endpoints_flask_routes_to(app: Flask) -> None
     from modelyard.serving.routes import match
 
     adapter = app.url_map.bind("localhost")
-    for path in ("/predict", "/models/iris/production/predict", "/models/iris/3/predict", "/models/iris/predict"):
+    for path in ("/predict", "/models/iris/production/predict", "/models/iris/3/predict", "/models/iris/predict",
+                 "/invocations", "/models/iris/3/invocations", "/v2/models/iris/infer",
+                 "/v2/models/iris/versions/production/infer"):
         route = match(path)
         assert route is not None
         endpoint, arguments = adapter.match(path, method="POST")
         assert endpoint == route.endpoint
         assert arguments.get("name") == route.name and arguments.get("ref", route.ref) == route.ref
-    assert match("/models/iris/predict") == ("serving.predict_model", "iris", "production")
+    assert match("/models/iris/predict") == ("serving.predict_model", "iris", "production", "native")
+    assert match("/v2/models/iris/versions/2/infer") == ("v2.infer_version", "iris", "2", "v2")
+    for other in ("/models/iris/invocations", "/v2/models/iris/versions/infer", "/v2/models//infer",
+                  "/v2/models/iris/other/2/infer", "/v2/models/iris/infer/x"):
+        assert match(other) is None, other
     assert match("/models//predict") is None and match("/predictions") is None
