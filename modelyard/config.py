@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,7 +28,8 @@ DEFAULT_CONFIG_FILE = Path(__file__).parent / "config.toml"
 ENV_PREFIX = "MODELYARD_"
 CONFIG_FILE_ENV = "MODELYARD_CONFIG"
 # Env vars with the prefix that are not config keys.
-_ENV_NOT_KEYS = {CONFIG_FILE_ENV}
+CLIENT_ENV = frozenset({"MODELYARD_URL", "MODELYARD_TOKEN"})  # modelyard.client's, not the server's
+_ENV_NOT_KEYS = {CONFIG_FILE_ENV, *CLIENT_ENV}
 # Settings holding a filesystem path (a SQLite URL counts): a relative one is resolved when read.
 _PATH_KEYS = (("artifacts", "root"), ("auth", "admin_token_file"), ("database", "url"))
 
@@ -203,7 +205,11 @@ def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
-        if section not in config or key not in config[section]:
+        if section not in config:
+            # Not one of ours (another tool's variable that shares the prefix): said, not fatal.
+            logging.getLogger("modelyard").warning("ignoring %s: modelyard has no config section [%s]", name, section)
+            continue
+        if key not in config[section]:  # a section of ours: a misspelt key must not pass unseen
             raise ConfigError(f"unknown config key in environment: {name}")
         config[section][key] = _check_value(config, section, key, _parse_env(config[section][key], raw, name))
 

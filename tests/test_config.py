@@ -78,7 +78,6 @@ def test_absolute_sqlite_path_is_kept(tmp_path: Path) -> None:
     "environ, overrides, fragment",
     [
         ({"MODELYARD_SERVER_PROT": "1"}, None, "MODELYARD_SERVER_PROT"),
-        ({"MODELYARD_NOPE_X": "1"}, None, "MODELYARD_NOPE_X"),
         ({"MODELYARD_SERVER_PORT": "eighty"}, None, "MODELYARD_SERVER_PORT"),
         ({"MODELYARD_DATABASE_ECHO": "perhaps"}, None, "MODELYARD_DATABASE_ECHO"),
         ({}, {"server": {"prot": 1}}, "[server] prot"),
@@ -140,3 +139,16 @@ def test_settings_are_typed_and_hold_every_key_of_the_defaults_file() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.server.port = 1  # type: ignore[misc]
     assert isinstance(settings.batching.max_wait_ms, float) and isinstance(settings.auth.private_reads, tuple)
+
+
+def test_variables_of_no_section_of_ours_pass_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """The client's MODELYARD_URL and MODELYARD_TOKEN, and another tool's MODELYARD_* variables,
+    must not stop a server; a misspelt key of a section of ours still does."""
+    with caplog.at_level("WARNING", logger="modelyard"):
+        config = load_config(environ={"MODELYARD_URL": "http://x", "MODELYARD_TOKEN": "t", "MODELYARD_NOPE_X": "1",
+                                      "MODELYARD_SERVER_PORT": "9000"})
+    assert config.server.port == 9000
+    assert [r.getMessage() for r in caplog.records] == [
+        "ignoring MODELYARD_NOPE_X: modelyard has no config section [nope]"]
+    with pytest.raises(ConfigError, match="MODELYARD_SERVER_PROT"):
+        load_config(environ={"MODELYARD_URL": "http://x", "MODELYARD_SERVER_PROT": "1"})
