@@ -1,5 +1,6 @@
-"""``modelyard`` command line: serve (granian or gunicorn), debug (Flask's server), migrate, config, token,
-check, gc and db copy."""
+"""``modelyard`` command line (click): serve (granian or gunicorn), debug (Flask's server), migrate,
+config, token, check, gc and db copy on this host; the commands that reach a server are
+``cli_client``'s."""
 
 from __future__ import annotations
 
@@ -10,64 +11,128 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
+
+from modelyard import cli_client
 from modelyard.config import ConfigError, load_config
 from modelyard.registry.auth import ROLES
 
 
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """modelyard: serve and manage the registry (serve, migrate, token, check, gc, db copy) on
+    this host, or reach a server from anywhere (models, versions, upload, predict, promote,
+    rollback, download, events; --url and --token, or MODELYARD_URL and MODELYARD_TOKEN)."""
+
+
+cli_client.register(cli)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="modelyard", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="serve the registry and the models (granian or gunicorn)")
-    serve.add_argument("--engine", choices=("granian", "gunicorn"), help="HTTP server (default: [server] engine)")
-    serve.add_argument("--host", help="address to bind (default: [server] host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default: [server] port, 8080)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
-    serve.add_argument("--threads", type=int, help="threads per worker (default: [server] threads)")
-
-    debug = commands.add_parser("debug", help="Flask's development server, for debugging only")
-    debug.add_argument("--port", type=int)
-
-    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
-
-    token = commands.add_parser("token", help="manage API tokens (create prints the token once)")
-    token_commands = token.add_subparsers(dest="token_command", required=True)
-    create = token_commands.add_parser("create", help="create a token and print it (only time it is shown)")
-    create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True, choices=ROLES)
-    token_commands.add_parser("list", help="list token names and roles")
-    revoke = token_commands.add_parser("revoke", help="revoke a token")
-    revoke.add_argument("--name", required=True)
-    commands.add_parser("config", help="print the effective configuration")
-    check = commands.add_parser("check", help="re-trial every stored version under the installed libraries "
-                                              "(exit status 1 when one is broken)")
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
-    gc = commands.add_parser("gc", help="remove artifact blobs no version refers to (left by a killed upload)")
-    gc.add_argument("--grace-seconds", type=float, default=3600.0,
-                    help="spare blobs put more recently than this (uploads still committing); default 3600")
-    gc.add_argument("--dry-run", action="store_true", help="report the orphans, remove nothing")
-
-    db = commands.add_parser("db", help="the registry database as a whole")
-    db_commands = db.add_subparsers(dest="db_command", required=True)
-    copy = db_commands.add_parser(
-        "copy", help="copy the configured registry (rows and artifacts) to another database: a move from "
-                     "SQLite to PostgreSQL, or a consistent backup while the server runs")
-    copy.add_argument("--to", required=True, metavar="URL",
-                      help="target database, e.g. postgresql+psycopg://user@host/db or sqlite:///backup.db")
-    copy.add_argument("--to-store", choices=("database", "local"), default="database",
-                      help="where the target keeps artifacts: in its database (default; one file for a SQLite "
-                           "backup, shared by every host for PostgreSQL) or as files under --to-root")
-    copy.add_argument("--to-root", metavar="DIR", help="artifact directory of the target (--to-store local)")
-    copy.add_argument("--replace", action="store_true", help="empty a target that is not empty, then copy")
-
-    args = parser.parse_args(argv)
-    if getattr(args, "to_store", None) == "local" and not args.to_root:
-        parser.error("--to-store local needs --to-root DIR")
+    """The ``modelyard`` command: its exit status (2 for bad usage or configuration, 1 for a
+    request the server refused, else the command's own)."""
     try:
-        return _run(args)
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="modelyard",
+                          standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        print("modelyard: aborted", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"modelyard: configuration error: {exc}", file=sys.stderr)
         return 2
+    return result if isinstance(result, int) else 0
+
+
+def _command(command: str, **values: Any) -> int:
+    return _run(argparse.Namespace(command=command, **values))
+
+
+@cli.command(help="serve the registry and the models (granian or gunicorn)")
+@click.option("--engine", type=click.Choice(["granian", "gunicorn"]), help="HTTP server (default: [server] engine)")
+@click.option("--host", help="address to bind (default: [server] host, 127.0.0.1)")
+@click.option("--port", type=int, help="port to bind (default: [server] port, 8080)")
+@click.option("--workers", type=int, help="worker processes (default: [server] workers)")
+@click.option("--threads", type=int, help="threads per worker (default: [server] threads)")
+def serve(**options: Any) -> int:
+    return _command("serve", **options)
+
+
+@cli.command(help="Flask's development server, for debugging only")
+@click.option("--port", type=int)
+def debug(port: int | None) -> int:
+    return _command("debug", port=port)
+
+
+@cli.command(help="upgrade the database schema to the newest revision")
+def migrate() -> int:
+    return _command("migrate")
+
+
+@cli.command(name="config", help="print the effective configuration")
+def config_command() -> int:
+    return _command("config")
+
+
+@cli.group(help="manage API tokens (create prints the token once)")
+def token() -> None:
+    pass
+
+
+@token.command(name="create", help="create a token and print it (only time it is shown)")
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice(ROLES))
+def token_create(name: str, role: str) -> int:
+    return _command("token", token_command="create", name=name, role=role)
+
+
+@token.command(name="list", help="list token names and roles")
+def token_list() -> int:
+    return _command("token", token_command="list")
+
+
+@token.command(name="revoke", help="revoke a token")
+@click.option("--name", required=True)
+def token_revoke(name: str) -> int:
+    return _command("token", token_command="revoke", name=name)
+
+
+@cli.command(help="re-trial every stored version under the installed libraries (exit status 1 when one is broken)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def check(as_json: bool) -> int:
+    return _command("check", json=as_json)
+
+
+@cli.command(help="remove artifact blobs no version refers to (left by a killed upload)")
+@click.option("--grace-seconds", type=float, default=3600.0, show_default=True,
+              help="spare blobs put more recently than this (uploads still committing)")
+@click.option("--dry-run", is_flag=True, help="report the orphans, remove nothing")
+def gc(grace_seconds: float, dry_run: bool) -> int:
+    return _command("gc", grace_seconds=grace_seconds, dry_run=dry_run)
+
+
+@cli.group(help="the registry database as a whole")
+def db() -> None:
+    pass
+
+
+@db.command(name="copy", help="copy the configured registry (rows and artifacts) to another database: a move from "
+                               "SQLite to PostgreSQL, or a consistent backup while the server runs")
+@click.option("--to", "to", required=True, metavar="URL",
+              help="target database, e.g. postgresql+psycopg://user@host/db or sqlite:///backup.db")
+@click.option("--to-store", type=click.Choice(["database", "local"]), default="database", show_default=True,
+              help="where the target keeps artifacts: in its database (one file for a SQLite backup, shared by "
+                   "every host for PostgreSQL) or as files under --to-root")
+@click.option("--to-root", metavar="DIR", help="artifact directory of the target (--to-store local)")
+@click.option("--replace", is_flag=True, help="empty a target that is not empty, then copy")
+def db_copy(to: str, to_store: str, to_root: str | None, replace: bool) -> int:
+    if to_store == "local" and not to_root:
+        raise click.UsageError("--to-store local needs --to-root DIR")
+    return _command("db", to=to, to_store=to_store, to_root=to_root, replace=replace)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,0 +1,261 @@
+"""The ``modelyard`` commands that reach a server through :mod:`modelyard.client`: models,
+versions, upload (with a progress bar on a terminal), promote, rollback, predict, download,
+events. Each takes ``--url`` and ``--token`` (or ``MODELYARD_URL`` and ``MODELYARD_TOKEN``),
+prints a table by default and the server's exact JSON with ``--json``, and exits 1 with the
+server's message when a request is refused (2 for bad usage, as click does)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from modelyard.client import FORMATS, Client, ClientError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_out = Console(soft_wrap=True)
+
+
+def register(group: click.Group) -> None:
+    for command in (models, versions, upload, promote, rollback, predict, download, events):
+        group.add_command(command)
+
+
+def _remote(command: F) -> F:
+    """``--url``, ``--token`` and ``--json`` on a command that calls the server, which gets a
+    ``client``; a refused request exits 1 with the server's message."""
+    return _remote_as("--json")(command)
+
+
+def _remote_as(output_flag: str) -> Callable[[F], F]:
+    """:func:`_remote` with another name for the exact-JSON flag (``predict`` takes its body
+    with ``--json BODY``, so its flag is ``--json-output``)."""
+
+    def decorate(command: F) -> F:
+        @click.option("--url", envvar="MODELYARD_URL", default="http://127.0.0.1:8080", show_default=True,
+                      help="the server (or MODELYARD_URL)")
+        @click.option("--token", envvar="MODELYARD_TOKEN", default=None, help="an API token (or MODELYARD_TOKEN)")
+        @click.option(output_flag, "as_json", is_flag=True, help="print the server's JSON exactly")
+        @functools.wraps(command)
+        def run(url: str, token: str | None, as_json: bool, **kwargs: Any) -> int:
+            try:
+                with Client(url, token=token) as client:
+                    shown = command(client, **kwargs)
+            except ClientError as exc:
+                click.echo(f"modelyard: {exc}", err=True)
+                return 1
+            if as_json:
+                click.echo(json.dumps(shown.data, indent=2, ensure_ascii=False))
+            else:
+                shown.render()
+            return 0
+
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
+class Shown:
+    """What a command answered: the server's JSON, and how to show it to a person."""
+
+    def __init__(self, data: Any, render: Callable[[], None]) -> None:
+        self.data = data
+        self.render = render
+
+
+def _json_option(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> Callable[[], None]:
+    def render() -> None:
+        table = Table(*columns, show_lines=False, header_style="bold")
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        _out.print(table)
+
+    return render
+
+
+def _aliases(aliases: dict[str, int] | list[str]) -> str:
+    if isinstance(aliases, dict):
+        return ", ".join(f"{a}={v}" for a, v in aliases.items())
+    return ", ".join(aliases)
+
+
+@click.group(help="the models of a server")
+def models() -> None:
+    pass
+
+
+@models.command(name="list", help="list models (every page), by name")
+@click.option("--q", help="only names containing this (any case)")
+@click.option("--tag", help="only models with this tag, as key:value")
+@_remote
+def models_list(client: Client, q: str | None, tag: str | None) -> Shown:
+    found = client.list_models(q=q, tag=tag)
+    return Shown(found, _table(["name", "latest", "versions", "aliases", "tags", "updated"], [
+        [m["name"], m["latest_version"], m["version_count"], _aliases(m["aliases"]),
+         ", ".join(f"{k}={v}" for k, v in m["tags"].items()), m["updated_at"]] for m in found]))
+
+
+@models.command(name="show", help="one model: its aliases, latest version, tags")
+@click.argument("name")
+@_remote
+def models_show(client: Client, name: str) -> Shown:
+    model = client.get_model(name)
+    return Shown(model, _table(["field", "value"], [
+        [key, _aliases(value) if key == "aliases" else json.dumps(value) if isinstance(value, dict) else value]
+        for key, value in model.items()]))
+
+
+@click.group(help="the versions of a model")
+def versions() -> None:
+    pass
+
+
+@versions.command(name="list", help="list a model's versions (every page), newest first")
+@click.argument("name")
+@_remote
+def versions_list(client: Client, name: str) -> Shown:
+    found = client.versions(name)
+    return Shown(found, _table(["version", "aliases", "estimator", "format", "bytes", "by", "at", "metrics"], [
+        [v["version"], _aliases(v["aliases"]), v["estimator"].rsplit(".", 1)[-1], v["format"], v["size_bytes"],
+         v["created_by"], v["created_at"], json.dumps(v["metadata"]["metrics"])] for v in found]))
+
+
+@click.command(help="upload a model file as the next version of --name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="the model (created if missing)")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="detected from the content when absent")
+@click.option("--description")
+@click.option("--metrics", help="JSON object, e.g. '{\"auc\": 0.91}'")
+@click.option("--params", help="JSON object of training parameters")
+@click.option("--tags", help="JSON object of string tags")
+@click.option("--features", help="JSON list of feature names, in column order")
+@click.option("--labels", help="JSON list of class labels, aligned with classes_")
+@click.option("--example", help="JSON rows or records the server's trial predicts")
+@click.option("--progress/--no-progress", default=None, help="a progress bar (default: on a terminal)")
+@_remote
+def upload(client: Client, file: Path, name: str, fmt: str | None, description: str | None, metrics: str | None,
+           params: str | None, tags: str | None, features: str | None, labels: str | None, example: str | None,
+           progress: bool | None) -> Shown:
+    err = Console(stderr=True, force_terminal=progress if progress is not None else None)
+    show = progress if progress is not None else err.is_terminal
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=err, disable=not show)
+    with bar:
+        task = bar.add_task(f"uploading {file.name}", total=file.stat().st_size)
+        version = client.upload(
+            file, name, format=fmt, description=description, metrics=_json_option(metrics, "--metrics"),
+            params=_json_option(params, "--params"), tags=_json_option(tags, "--tags"),
+            features=_json_option(features, "--features"), labels=_json_option(labels, "--labels"),
+            example=_json_option(example, "--example"),
+            progress=lambda done, _total: bar.update(task, completed=done))
+
+    def render() -> None:
+        _out.print(f"uploaded {version['name']} version {version['version']}: {version['estimator']} "
+                   f"({version['format']}, {version['size_bytes']:,} bytes, sha256 {version['sha256'][:12]})")
+        for warning in version.get("load_warnings") or []:
+            _out.print(f"  warning: {warning}")
+
+    return Shown(version, render)
+
+
+def _moved(move: dict[str, Any], name: str) -> Shown:
+    return Shown(move, lambda: _out.print(
+        f"{name}: {move['alias']} {move['previous_version'] if move['previous_version'] is not None else '(new)'} "
+        f"-> {move['version']}"))
+
+
+@click.command(help="point an alias (production by default) at a version")
+@click.argument("name")
+@click.argument("ref")
+@click.option("--alias", default="production", show_default=True)
+@_remote
+def promote(client: Client, name: str, ref: str, alias: str) -> Shown:
+    return _moved(client.promote(name, ref, alias), name)
+
+
+@click.command(help="move an alias back to where it pointed before its last move")
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+@_remote
+def rollback(client: Client, name: str, alias: str) -> Shown:
+    return _moved(client.rollback(name, alias), name)
+
+
+@click.command(help="predict with a version, an alias or latest (production by default)")
+@click.argument("name")
+@click.argument("ref", default="production")
+@click.option("--json", "body", metavar="BODY", help="a JSON body: records, rows, or {\"inputs\": ...}")
+@click.option("--csv", "csv_file", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="a CSV file whose header row names the columns ('-' for standard input)")
+@click.option("--proba", is_flag=True, help="also the class probabilities")
+@_remote_as("--json-output")
+def predict(client: Client, name: str, ref: str, body: str | None, csv_file: str | None, proba: bool) -> Shown:
+    if (body is None) == (csv_file is None):
+        raise click.UsageError("give the rows with exactly one of --json BODY or --csv FILE")
+    X = _json_option(body, "--json") if body is not None else _read_csv(csv_file or "-")
+    answer = client.predict(name, ref, X, proba=proba)
+    labels = answer.get("labels")
+    rows = [[i, p, labels[i] if labels else None] + ([answer["probabilities"][i]] if proba else [])
+            for i, p in enumerate(answer["predictions"])]
+    columns = ["row", "prediction", "label"] + (["probabilities"] if proba else [])
+
+    def render() -> None:
+        _out.print(f"{answer['model']} version {answer['version']}")
+        _table(columns, rows)()
+
+    return Shown(answer, render)
+
+
+def _read_csv(path: str) -> dict[str, Any]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
+    rows = [row for row in csv.reader(text.splitlines()) if row]
+    if not rows:
+        raise click.BadParameter("the CSV is empty: it needs a header row naming the columns", param_hint="--csv")
+
+    def cell(value: str) -> Any:
+        try:
+            return float(value) if value != "" else None
+        except ValueError:
+            return value
+
+    return {"dataframe_split": {"columns": rows[0], "data": [[cell(v) for v in row] for row in rows[1:]]}}
+
+
+@click.command(help="save a version's file, checked against its sha256")
+@click.argument("name")
+@click.argument("ref")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="where to save it")
+@_remote
+def download(client: Client, name: str, ref: str, output: Path) -> Shown:
+    saved = client.download(name, ref, output)
+    return Shown(saved, lambda: _out.print(f"saved {saved['path']} ({saved['size_bytes']:,} bytes, "
+                                           f"sha256 {saved['sha256']})"))
+
+
+@click.command(help="a model's audit history (every page), newest first")
+@click.argument("name")
+@_remote
+def events(client: Client, name: str) -> Shown:
+    found = client.events(name)
+    return Shown(found, _table(["at", "actor", "action", "version", "alias", "before", "after"], [
+        [e["at"], e["actor"], e["action"], e["version"], e["alias"],
+         json.dumps(e["before"]) if e["before"] else None, json.dumps(e["after"]) if e["after"] else None]
+        for e in found]))

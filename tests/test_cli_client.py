@@ -1,0 +1,147 @@
+"""The `modelyard` commands that reach a server, through the real entry point against a real
+`modelyard serve`: tables by default, --json parsed back, exit 1 with the server's message for a
+refused request and 2 for bad usage, and a 64 MB upload's progress bar."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelyard.client import Client
+from tests.factories import fitted_logreg
+from tests.serve_helpers import running_server
+
+pytestmark = pytest.mark.slow
+
+MODELYARD = str(Path(sys.executable).parent / "modelyard")
+VIRGINICA = {"sepal.length": 5.9, "sepal.width": 3.0, "petal.length": 5.1, "petal.width": 1.8}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with running_server(tmp_path_factory.mktemp("cli"), workers=1) as running:
+        yield running
+
+
+def _run(server: dict[str, Any], *args: str, token: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    environ["MODELYARD_URL"] = server["base"]  # the client's variables, as a shell would export them
+    if token:
+        environ["MODELYARD_TOKEN"] = server["token"]
+    environ.update(env)
+    return subprocess.run([MODELYARD, *args], capture_output=True, text=True, timeout=300, env=environ,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_upload_list_show_promote_predict_download_events(server: dict[str, Any], tmp_path: Path) -> None:
+    model_file = tmp_path / "flowers.pkl"
+    model_file.write_bytes(pickle.dumps(fitted_logreg()))
+    uploaded = _run(server, "upload", str(model_file), "--name", "cli-flowers", "--metrics", '{"accuracy": 0.97}',
+                    "--labels", '["setosa", "versicolor", "virginica"]', "--features", json.dumps(list(VIRGINICA)),
+                    "--example", json.dumps([VIRGINICA]))
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert uploaded.stdout.startswith("uploaded cli-flowers version 1: sklearn.linear_model._logistic.Logistic")
+    assert uploaded.stderr == ""  # no progress bar off a terminal
+
+    table = _run(server, "models", "list")
+    assert table.returncode == 0 and "cli-flowers" in table.stdout and "iris" in table.stdout
+    listed = json.loads(_run(server, "models", "list", "--json").stdout)
+    with Client(server["base"], token=server["token"]) as client:
+        assert listed == client.list_models()
+    shown = json.loads(_run(server, "models", "show", "cli-flowers", "--json").stdout)
+    assert shown["latest_version"] == 1 and shown["aliases"] == {}
+
+    promoted = _run(server, "promote", "cli-flowers", "1")
+    assert promoted.returncode == 0 and promoted.stdout.strip() == "cli-flowers: production (new) -> 1"
+    versions = json.loads(_run(server, "versions", "list", "cli-flowers", "--json").stdout)
+    assert [(v["version"], v["aliases"], v["metadata"]["metrics"]) for v in versions] == [
+        (1, ["production"], {"accuracy": 0.97})]
+
+    predicted = _run(server, "predict", "cli-flowers", "--json", json.dumps([VIRGINICA]))
+    assert predicted.returncode == 0, predicted.stderr
+    assert "virginica" in predicted.stdout and "version 1" in predicted.stdout
+    answer = json.loads(_run(server, "predict", "cli-flowers", "1", "--json", json.dumps([VIRGINICA]), "--proba",
+                             "--json-output").stdout)
+    assert answer["predictions"] == [2] and answer["class_labels"] == ["setosa", "versicolor", "virginica"]
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_text("petal.width,sepal.length,petal.length,sepal.width\n1.8,5.9,5.1,3.0\n0.2,5.1,1.4,3.5\n")
+    from_csv = _run(server, "predict", "cli-flowers", "production", "--csv", str(csv_file))
+    assert from_csv.returncode == 0, from_csv.stderr
+    assert from_csv.stdout.index("virginica") < from_csv.stdout.index("setosa")
+
+    saved = _run(server, "download", "cli-flowers", "1", "-o", str(tmp_path / "back.pkl"))
+    assert saved.returncode == 0, saved.stderr
+    assert (tmp_path / "back.pkl").read_bytes() == model_file.read_bytes()
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() in saved.stdout
+
+    history = json.loads(_run(server, "events", "cli-flowers", "--json").stdout)
+    assert [e["action"] for e in history] == ["alias.set", "version.created", "model.created"]
+    rolled = _run(server, "rollback", "cli-flowers")
+    assert rolled.returncode == 1
+    assert rolled.stderr.startswith("modelyard: [409]") and "production" in rolled.stderr
+
+
+@pytest.mark.parametrize(("args", "status", "words"), [
+    (["models", "show", "nope"], 1, "modelyard: [404] model 'nope' not found"),
+    (["predict", "iris"], 2, "exactly one of --json BODY or --csv FILE"),
+    (["upload", "/nonexistent.pkl", "--name", "x"], 2, "does not exist"),
+    (["promote", "iris"], 2, "Missing argument"),
+    (["models", "list", "--tag", "novalue"], 1, "key:value"),
+])
+def test_refused_requests_exit_1_and_bad_usage_2(server: dict[str, Any], args: list[str], status: int,
+                                                 words: str) -> None:
+    result = _run(server, *args)
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert words in result.stderr
+
+
+def test_bad_json_options_and_bad_tokens(server: dict[str, Any], tmp_path: Path) -> None:
+    model_file = tmp_path / "m.pkl"
+    model_file.write_bytes(pickle.dumps(fitted_logreg()))
+    bad = _run(server, "upload", str(model_file), "--name", "x", "--metrics", "{accuracy")
+    assert bad.returncode == 2 and "--metrics" in bad.stderr and "not JSON" in bad.stderr
+    denied = _run(server, "upload", str(model_file), "--name", "x", token=False)
+    assert denied.returncode == 1 and "[401]" in denied.stderr
+    unreachable = _run(server, "models", "list", MODELYARD_URL="http://127.0.0.1:9")
+    assert unreachable.returncode == 1 and "could not reach the modelyard server" in unreachable.stderr
+
+
+def test_a_64_mb_upload_shows_its_progress(server: dict[str, Any], tmp_path: Path) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1_600_000, 4))
+    model = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(X, (X[:, 0] > 0).astype(np.int64))
+    big = tmp_path / "knn.pkl"
+    big.write_bytes(pickle.dumps(model, protocol=5))
+    size = big.stat().st_size
+    assert size > 60_000_000
+    result = _run(server, "upload", str(big), "--name", "knn", "--progress", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["size_bytes"] == size
+    assert "uploading knn.pkl" in result.stderr
+    assert f"{size / 1e6:.1f}/{size / 1e6:.1f} MB" in result.stderr  # the bar's last state: every byte sent
+
+
+def test_the_readme_notebook_example_runs_as_written(server: dict[str, Any], tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [code] = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:] if "notebook-iris" in block]
+    (tmp_path / "admin.token").write_text(server["token"])
+    code = code.replace("127.0.0.1:8080", server["base"].removeprefix("http://"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1 skops ['sepal length (cm)', 'sepal width (cm)']"
+    assert lines[1] == "[2, 2] ['virginica', 'virginica']"
+    assert lines[2] == "{'alias': 'production', 'version': 1, 'previous_version': None}"
+    assert lines[3] == "['notebook-iris']"
