@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from modelyard import __version__, metrics, ops
+from modelyard import __version__, metrics, ops, ui
 from modelyard.config import ConfigError, Settings, load_config
 from modelyard.registry import landlock, maintenance, sandbox, seed
 from modelyard.registry.api import blp as registry_blp
@@ -112,6 +112,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     for blp in (ops.blp, registry_blp, serving_blp, v2_blp):
         api.register_blueprint(blp)
     app.register_blueprint(ops.docs_assets)
+    app.register_blueprint(ui.bp)  # HTML pages: not in the OpenAPI document
     errors.install(app, {V2_PREFIX: v2.error_body})
     observer = rt.observers[0] if len(rt.observers) == 1 else rt.observe  # one call less per predict
     app.wsgi_app = PredictLane(app.wsgi_app, handler, observer)  # type: ignore[method-assign]

@@ -38,6 +38,7 @@ def test_the_wheel_holds_one_modelyard_package_with_its_defaults_and_migrations(
     shipped = {Path(name).name for name in names if name.startswith("modelyard/migrations/versions/")}
     assert shipped == {path.name for path in (ROOT / "migrations" / "versions").glob("*.py")}
     assert "modelyard/registry/service.py" in names and "modelyard/serving/service.py" in names
+    assert {"modelyard/ui/templates/base.html", "modelyard/ui/static/ui.js", "modelyard/ui/static/ui.css"} <= set(names)
 
 
 def test_a_fresh_venv_serves_the_tutorial_from_an_empty_directory(wheel: Path, tmp_path: Path) -> None:
@@ -66,6 +67,8 @@ def test_a_fresh_venv_serves_the_tutorial_from_an_empty_directory(wheel: Path, t
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.load(response)
         assert answer["model"] == "iris" and answer["labels"] == ["setosa"] and answer["target_value"] == 0
+        with urllib.request.urlopen(f"{base}/ui/models/iris", timeout=10) as page:  # templates shipped too
+            assert b"production" in page.read()
     # The data landed in the working directory, not inside site-packages.
     assert (work / "registry.db").is_file() and (work / "admin.token").is_file()
     assert any((work / "artifacts").iterdir())

@@ -19,7 +19,8 @@ from modelyard.web.context import runtime, session
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Endpoints anyone may call: liveness, readiness, server info, the OpenAPI document and docs.
-_OPEN_BLUEPRINTS = ("ops", "api-docs", "docs-assets")
+# (the UI's pages check the reader role themselves, answering a token form; its assets are open)
+_OPEN_BLUEPRINTS = ("ops", "api-docs", "docs-assets", "ui")
 
 
 def requires(role: str) -> Callable[[F], F]:

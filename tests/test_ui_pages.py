@@ -1,0 +1,71 @@
+"""The UI's pages through the test client on both backends: what they show, what they escape,
+and the API's read rules (the browser itself: tests/test_ui.py)."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+from modelyard.web.context import Runtime
+from tests.factories import make_version
+
+
+def test_hostile_names_and_values_are_escaped(client: FlaskClient, anon: FlaskClient, runtime: Runtime) -> None:
+    make_version(runtime, "flowers", metrics={"<b>acc</b>": 0.5, "f1": 0.7})
+    make_version(runtime, "flowers", metrics={"<b>acc</b>": 0.6, "f1": 0.8})
+    client.patch("/models/flowers", json={"description": "<script>alert(1)</script>",
+                                          "tags": {"x": "\"><img src=x onerror=alert(1)>"}})
+    for page in ("/ui/", "/ui/models/flowers", "/ui/models/flowers/versions/1", "/ui/models/flowers/compare"):
+        html = anon.get(page).get_data(as_text=True)
+        assert "<script>alert" not in html and "<img src=x" not in html and "<b>acc" not in html, page
+    model = anon.get("/ui/models/flowers").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in model
+    assert model.count('<svg class="chart"') == 2  # one chart per metric, drawn on the server
+
+
+def test_missing_models_and_versions_are_html_404s(anon: FlaskClient) -> None:
+    for page, words in (("/ui/models/nope", "model 'nope' not found"),
+                        ("/ui/models/iris/versions/9", "no version or alias '9'")):
+        response = anon.get(page)
+        assert response.status_code == 404 and response.mimetype == "text/html"
+        assert words in response.get_data(as_text=True).replace("&#39;", "'")
+
+
+def test_the_audit_log_needs_a_token_as_in_the_api(client: FlaskClient, anon: FlaskClient) -> None:
+    anonymous = anon.get("/ui/models/iris").get_data(as_text=True)
+    assert 'id="events-need-token"' in anonymous and "data-needs-token" in anonymous
+    assert 'id="events"' not in anonymous
+    with_token = client.get("/ui/models/iris").get_data(as_text=True)
+    assert 'id="events"' in with_token and "alias.set" in with_token
+
+
+def test_compare_without_example_rows_says_so(anon: FlaskClient, runtime: Runtime) -> None:
+    make_version(runtime, "flowers")
+    make_version(runtime, "flowers")
+    html = anon.get("/ui/models/flowers/compare?a=1&b=2").get_data(as_text=True)
+    assert "no rows to compare on" in html
+
+
+def test_each_page_is_one_request_under_200_kb(anon: FlaskClient, runtime: Runtime) -> None:
+    for i in range(3):
+        make_version(runtime, "flowers", metrics={"accuracy": 0.5 + i / 100})
+    assets = sum(len(anon.get(f"/ui/static/{name}").data) for name in ("ui.css", "ui.js"))
+    for page in ("/ui/", "/ui/models/flowers", "/ui/models/flowers/versions/1", "/ui/models/flowers/compare"):
+        response = anon.get(page)
+        assert response.status_code == 200, page
+        html = response.get_data(as_text=True)
+        assert len(response.data) + assets < 200_000, page
+        assert "fetch(" not in html  # no per-row API calls: everything is in the page
+
+
+def test_search_and_tag_filter_use_the_lists_filters(client: FlaskClient, anon: FlaskClient, runtime: Runtime) -> None:
+    for name, team in (("fraud-a", "risk"), ("fraud-b", "growth"), ("churn", "risk")):
+        assert client.post("/models", json={"name": name, "tags": {"team": team}}).status_code == 201
+
+    def names(query: str) -> list[str]:
+        html = anon.get(f"/ui/?{query}").get_data(as_text=True)
+        return [n for n in ("fraud-a", "fraud-b", "churn", "iris") if f">{n}</a>" in html]
+
+    assert names("q=FRAUD") == ["fraud-a", "fraud-b"]
+    assert names("tag=team:risk") == ["fraud-a", "churn"]
+    assert names("q=fraud&tag=team:risk") == ["fraud-a"]
+    assert names("") == ["fraud-a", "fraud-b", "churn", "iris"]
