@@ -4,6 +4,7 @@ under test-output/ui/ (the folder this test writes, not in git)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -158,6 +159,14 @@ def test_browse_search_predict_compare_promote_roll_back(browser: Any, server: d
     page.wait_for_selector(".description >> text=Iris, kept by the UI test")
     assert page.locator("#message").inner_text() == "saved"
     assert _api(server, "GET", "/models/iris")["tags"] == {"team": "botany"}
+    _load(page, f"{base}/ui/models/iris/versions/2", "09-version-iris-2")
+    with page.expect_download() as download:  # the artifact is a private read: the token goes along
+        page.click("button[data-download]")
+    saved = download.value.path()
+    assert hashlib.sha256(Path(saved).read_bytes()).hexdigest() == second["sha256"]
+    assert download.value.suggested_filename == "iris-v2.pkl"
+
+    _load(page, f"{base}/ui/models/iris", "10-edited")
     page.fill("form[data-action=edit] input[name=tags]", "not json")
     page.click("form[data-action=edit] button")
     page.wait_for_selector("#message.error")
@@ -173,11 +182,11 @@ def test_a_registry_closed_to_anonymous_asks_for_a_token_first(browser: Any,
         assert response is not None and response.status == 401
         assert "A token is needed" in page.locator("h1").inner_text()
         assert "iris" not in page.content()
-        page.screenshot(path=str(SHOTS / "09-token-needed.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / "11-token-needed.png"), full_page=True)
         page.fill("#token", closed["token"])
         page.click("#token-form button[type=submit]")
         page.wait_for_selector("#models")
         assert "iris" in page.locator("#models").inner_text()
         assert closed["token"] not in page.url
-        page.screenshot(path=str(SHOTS / "10-models-with-token.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / "12-models-with-token.png"), full_page=True)
         page.close()
