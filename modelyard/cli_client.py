@@ -6,7 +6,6 @@ server's message when a request is refused (2 for bad usage, as click does)."""
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import sys
@@ -20,6 +19,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from modelyard.client import FORMATS, Client, ClientError
+from modelyard.registry.errors import UnreadableBody
+from modelyard.web.body import parse_csv
 
 F = TypeVar("F", bound=Callable[..., Any])
 _out = Console(soft_wrap=True)
@@ -225,18 +226,12 @@ def predict(client: Client, name: str, ref: str, body: str | None, csv_file: str
 
 
 def _read_csv(path: str) -> dict[str, Any]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
-    rows = [row for row in csv.reader(text.splitlines()) if row]
-    if not rows:
-        raise click.BadParameter("the CSV is empty: it needs a header row naming the columns", param_hint="--csv")
-
-    def cell(value: str) -> Any:
-        try:
-            return float(value) if value != "" else None
-        except ValueError:
-            return value
-
-    return {"dataframe_split": {"columns": rows[0], "data": [[cell(v) for v in row] for row in rows[1:]]}}
+    """A CSV file as the server reads a text/csv body (``web.body.parse_csv``), as dataframe_split."""
+    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    try:
+        return {"dataframe_split": parse_csv(raw)}
+    except UnreadableBody as exc:
+        raise click.BadParameter(exc.message, param_hint="--csv") from None
 
 
 @click.command(help="save a version's file, checked against its sha256")

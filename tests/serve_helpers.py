@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,21 @@ def answers(base: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def upload(base: str, token: str, name: str, data: bytes, **fields: str) -> dict[str, Any]:
+    """Upload ``data`` (and form ``fields``) as the next version of ``name`` to the server at
+    ``base``, as curl -F would; the new version's detail."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+             for key, value in fields.items()]
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="m.pkl"\r\n\r\n'.encode()
+    body = b"".join(parts) + head + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{base}/models/{name}/versions", data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        detail: dict[str, Any] = json.loads(response.read())
+        return detail
 
 
 def workers_of(master: int) -> list[int]:

@@ -16,28 +16,19 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.factories import fitted_logreg
-from tests.serve_helpers import running_server
+from tests.serve_helpers import running_server, upload
 
 pytestmark = pytest.mark.slow
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]])
 
 
-def _upload(base: str, token: str, name: str, data: bytes) -> None:
-    boundary = "modelyardtest"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n\r\n".encode()
-            + data + f"\r\n--{boundary}--\r\n".encode())
-    request = urllib.request.Request(f"{base}/models/{name}/versions", data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"})
-    urllib.request.urlopen(request, timeout=60).close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with running_server(tmp_path_factory.mktemp("v2"), workers=1) as running:
         data = pickle.dumps(fitted_logreg())
-        _upload(running["base"], running["token"], "flowers", data)
-        _upload(running["base"], running["token"], "flowers", data)
+        upload(running["base"], running["token"], "flowers", data)
+        upload(running["base"], running["token"], "flowers", data)
         promote = urllib.request.Request(f"{running['base']}/models/flowers/versions/1/promote", data=b"{}",
                                          method="POST", headers={"Content-Type": "application/json",
                                                                  "Authorization": f"Bearer {running['token']}"})

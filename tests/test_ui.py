@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.factories import fitted_logreg
-from tests.serve_helpers import running_server
+from tests.serve_helpers import running_server, upload
 
 pytestmark = pytest.mark.slow
 
@@ -61,15 +61,6 @@ def _api(server: dict[str, Any], method: str, path: str, body: bytes | None = No
         "Authorization": f"Bearer {server['token']}", "Content-Type": content_type})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read() or b"null")
-
-
-def _upload(server: dict[str, Any], name: str, estimator: Any, **fields: Any) -> Any:
-    boundary = "uitest"
-    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n\r\n{value}\r\n".encode()
-             for key, value in fields.items()]
-    head = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n\r\n"
-    body = b"".join(parts) + head.encode() + pickle.dumps(estimator) + f"\r\n--{boundary}--\r\n".encode()
-    return _api(server, "POST", f"/models/{name}/versions", body, f"multipart/form-data; boundary={boundary}")
 
 
 def _load(page: Any, url: str, shot: str) -> list[Any]:
@@ -122,7 +113,7 @@ def test_browse_search_predict_compare_promote_roll_back(browser: Any, server: d
     assert answer["predictions"] == [0, 2, 1] and answer["labels"] == ["setosa", "virginica", "versicolor"]
     page.screenshot(path=str(SHOTS / "03-version-iris-1.png"), full_page=True)
 
-    second = _upload(server, "iris", fitted_logreg(), example=json.dumps(EXAMPLE),
+    second = upload(server["base"], server["token"], "iris", pickle.dumps(fitted_logreg()), example=json.dumps(EXAMPLE),
                      features=json.dumps(list(EXAMPLE[0])), labels=json.dumps(["setosa", "versicolor", "virginica"]),
                      metadata=json.dumps({"metrics": {"accuracy": 0.97}}))
     assert second["version"] == 2

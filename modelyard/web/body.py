@@ -1,6 +1,6 @@
 """One set of body rules for every route: the media type (415), the size limit (413), a body
 the client could not finish sending (400), JSON that is malformed (400) or nested too deep (422),
-and yes/no query flags (422).
+and yes/no query flags (422); and CSV bodies read as columns and rows.
 
 The predict lane reads bodies from the WSGI environ itself (see ``serving.http``); Flask views
 have werkzeug read them, and check their media type here.
@@ -8,13 +8,16 @@ have werkzeug read them, and check their media type here.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from werkzeug.exceptions import BadRequest, ClientDisconnected
 
-from modelyard.registry.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
+from modelyard.registry.errors import InvalidInput, MalformedBody, TooLarge, UnreadableBody, UnsupportedMediaType
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
@@ -34,6 +37,34 @@ def parse_json(data: bytes) -> Any:
         if "depth limit" in str(exc):
             raise InvalidInput(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
         raise MalformedBody(str(exc)) from None
+
+
+def parse_csv(raw: bytes) -> dict[str, Any]:
+    """A CSV body (pandas' ``to_csv(index=False)``) as ``{"columns": [...], "data": [[...]]}``: the
+    header row names the columns; a cell that reads as a finite number is one, an empty cell is
+    missing (None), anything else stays text (which a numeric feature then refuses by name).
+    Raises UnreadableBody (400) for a body that is not UTF-8 CSV or has no header row."""
+    try:
+        rows = [row for row in csv.reader(io.StringIO(raw.decode("utf-8-sig"))) if row]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UnreadableBody(f"the CSV body could not be read: {exc}") from None
+    if not rows:
+        raise UnreadableBody("the CSV body is empty: it needs a header row naming the columns")
+    return {"columns": rows[0], "data": [[_cell(v) for v in row] for row in rows[1:]]}
+
+
+def _cell(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def truth(raw: str) -> bool | None:

@@ -6,9 +6,6 @@ modelyard's JSON shape."""
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from typing import Any
 
 import orjson
@@ -18,7 +15,7 @@ from modelyard.serving.batching import Arrival
 from modelyard.serving.decode import Rows, read_rows
 from modelyard.serving.routes import Route
 from modelyard.serving.service import Predictor, Sessions
-from modelyard.web.body import is_json, parse_json
+from modelyard.web.body import is_json, parse_csv, parse_json
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV = "text/csv"
@@ -33,7 +30,7 @@ def answer(predictor: Predictor, session: Sessions, name: str, route: Route, raw
            arrival: Arrival | None) -> tuple[int, bytes]:
     """``(version that answered, JSON answer)`` for an ``/invocations`` request."""
     if mimetype == CSV:
-        body: Any = _from_csv(raw)
+        body: Any = {"dataframe_split": parse_csv(raw)}
     else:
         rows = read_rows(raw)  # rows of numbers under "inputs" or "instances": the quick way
         body = rows if rows is not None and rows.wrapper is not None else _one_input(parse_json(raw))
@@ -70,32 +67,3 @@ def _describe(body: Any, keys: list[str]) -> str:
     if not isinstance(body, dict):
         return f"a JSON {type(body).__name__}"
     return f"the fields {', '.join(keys)}" if keys else "an empty object"
-
-
-def _from_csv(raw: bytes) -> dict[str, Any]:
-    """A CSV body (pandas' ``to_csv(index=False)``) as ``dataframe_split``: the header row names
-    the columns; a cell that reads as a number is one, an empty cell is missing."""
-    try:
-        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UnreadableBody(f"the CSV body could not be read: {exc}") from None
-    rows = [row for row in rows if row]
-    if not rows:
-        raise UnreadableBody("the CSV body is empty: it needs a header row naming the columns")
-    return {"dataframe_split": {"columns": rows[0], "data": [[_cell(v) for v in row] for row in rows[1:]]}}
-
-
-def _cell(text: str) -> Any:
-    """A number when the cell reads as a finite one, None when empty, else the text itself
-    (which a numeric feature then refuses by name)."""
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return number if math.isfinite(number) else text

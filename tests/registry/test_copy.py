@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from modelyard.registry.storage import make_store
 from modelyard.web.context import EXTENSION, Runtime
 from tests.conftest import admin_client, config_in
 from tests.factories import make_version, tamper
-from tests.serve_helpers import running_server
+from tests.serve_helpers import running_server, upload
 
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 ROWS = [{"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2},
@@ -172,16 +170,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _upload(base: str, token: str, name: str, data: bytes) -> int:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n\r\n".encode()
-            + data + f"\r\n--{boundary}--\r\n".encode())
-    request = urllib.request.Request(f"{base}/models/{name}/versions", data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return response.status
-
-
 def _check_consistent(url: str) -> tuple[int, int]:
     """A backup is one moment of the registry: each model's versions, its count and its
     version.created events agree, and every artifact it names is in it, whole. Returns
@@ -222,7 +210,7 @@ def test_an_online_backup_of_sqlite_is_consistent_under_concurrent_uploads(tmp_p
             while not stop.is_set():
                 try:
                     name = f"{prefix}-{i % 4}"  # new models and new versions of the same ones
-                    assert _upload(server["base"], server["token"], name, data) == 201
+                    assert upload(server["base"], server["token"], name, data)["name"] == name
                     uploaded.append(name)
                 except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                     failures.append(exc)
