@@ -28,7 +28,7 @@ _ANSWER_LIMIT = 1 << 20
 class Limits:
     timeout_seconds: float = 30.0
     memory_bytes: int = 4 << 30
-    max_expanded_bytes: int = 4 << 30  # what a compressed joblib file may expand to
+    max_expanded_bytes: int = 4 << 30  # what a compressed joblib file or a skops archive may expand to
     extra_globals: frozenset[str] = frozenset()  # [upload] extra_globals, admitted beside the allowlist
 
 

@@ -44,11 +44,12 @@ def prepare_version(data: Data, spec: VersionSpec, *, limits: sandbox.Limits | N
     """
     fmt = safety.resolve_format(data, spec.fmt)
     extra = (limits or sandbox.Limits()).extra_globals
+    expands = (limits or sandbox.Limits()).max_expanded_bytes
     # Cheap, and refuses hostile files before a child is started.
     if fmt == "skops":
-        safety.check_skops(data, extra=extra)
+        safety.check_skops(data, extra=extra, max_expanded_bytes=expands)
     else:
-        safety.scan(data, fmt, max_expanded_bytes=(limits or sandbox.Limits()).max_expanded_bytes, extra=extra)
+        safety.scan(data, fmt, max_expanded_bytes=expands, extra=extra)
     trial = sandbox.Trial(list(spec.feature_names) if spec.feature_names is not None else None,
                           dict(spec.feature_aliases), spec.example)
     if limits is None:  # trusted bytes, never a large upload

@@ -129,6 +129,10 @@ def scan(
     except (UnsafeArtifact, InvalidArtifact):
         found.raise_if_any()  # the offending globals met before the stream broke say more
         raise
+    except Exception as exc:  # noqa: BLE001 - whatever else the bytes make a reader raise (zlib.error,
+        # lzma.LZMAError, a decompressor's NotImplementedError ...) is a file that is not whole
+        found.raise_if_any()
+        raise InvalidArtifact(f"not a valid {fmt} file: {type(exc).__name__}: {exc}") from None
     found.raise_if_any()
     return found.found
 
@@ -148,8 +152,6 @@ def _scan(data: Data, fmt: str, found: _Offenders, max_expanded_bytes: int) -> N
             raise
         except RecursionError:
             raise InvalidArtifact("not a valid joblib file: nested too deeply") from None
-        except (OSError, EOFError, ValueError) as exc:  # corrupt compressed container
-            raise InvalidArtifact(f"not a valid joblib file: {exc}") from None
     else:
         stream = stream_of(data)
         try:

@@ -7,26 +7,25 @@ from __future__ import annotations
 
 from modelyard.registry.errors import InvalidArtifact, UnsafeArtifact
 from modelyard.registry.safety.allowlist import allowed_globals
-from modelyard.registry.storage import Data, stream_of
+from modelyard.registry.safety.archive import Archive
+from modelyard.registry.safety.scanner import MAX_EXPANDED_BYTES
+from modelyard.registry.storage import Data
 
 _SKOPS_SCHEMA_LIMIT = 64 << 20
 
 
-def skops_names(data: Data) -> list[str]:
+def skops_names(data: Data, *, max_expanded_bytes: int = MAX_EXPANDED_BYTES) -> list[str]:
     """Every ``module.name`` a skops file's schema refers to (types, functions, objects), read
-    from its ``schema.json`` without loading anything."""
+    from its ``schema.json`` without loading anything. The archive is checked whole first
+    (:mod:`registry.safety.archive`)."""
     import json
-    import zipfile
 
+    with Archive(data, what="skops archive", max_expanded_bytes=max_expanded_bytes) as archive:
+        raw = archive.read("schema.json", _SKOPS_SCHEMA_LIMIT)
     try:
-        with zipfile.ZipFile(stream_of(data)) as archive:
-            info = archive.getinfo("schema.json")
-            if info.file_size > _SKOPS_SCHEMA_LIMIT:
-                raise InvalidArtifact("the skops schema is larger than 64 MiB")
-            with archive.open(info) as fh:
-                schema = json.loads(fh.read(_SKOPS_SCHEMA_LIMIT + 1))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise InvalidArtifact(f"not a valid skops file: {exc}") from None
+        schema = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArtifact(f"skops archive: member 'schema.json' is not JSON: {exc}") from None
     names: list[str] = []
     seen: set[str] = set()
     stack = [schema]
@@ -34,8 +33,8 @@ def skops_names(data: Data) -> list[str]:
         node = stack.pop()
         if isinstance(node, dict):
             loader = node.get("__loader__")
-            if loader is not None and loader not in _SKOPS_LOADERS:
-                raise UnsafeArtifact(f"skops {loader}", _SKOPS_REFUSED_LOADERS.get(loader,
+            if loader is not None and not (isinstance(loader, str) and loader in _SKOPS_LOADERS):
+                raise UnsafeArtifact(f"skops {loader}", _SKOPS_REFUSED_LOADERS.get(str(loader),
                                                                                    "not a node modelyard reads"))
             module, cls = node.get("__module__"), node.get("__class__")
             if module is not None or cls is not None:
@@ -64,16 +63,18 @@ _SKOPS_REFUSED_LOADERS = {
 }
 
 
-def check_skops(data: Data, *, extra: frozenset[str] = frozenset()) -> list[str]:
+def check_skops(data: Data, *, extra: frozenset[str] = frozenset(),
+                max_expanded_bytes: int = MAX_EXPANDED_BYTES) -> list[str]:
     """The names a skops file refers to, all allowed; raises UnsafeArtifact naming every one
-    that is not (see :func:`load`)."""
-    return checked_skops_names(data, allowed_globals(extra))
+    that is not (see :func:`load`), InvalidArtifact for an archive that is not whole and plain."""
+    return checked_skops_names(data, allowed_globals(extra), max_expanded_bytes=max_expanded_bytes)
 
 
-def checked_skops_names(data: Data, allowed: frozenset[str]) -> list[str]:
+def checked_skops_names(data: Data, allowed: frozenset[str], *,
+                        max_expanded_bytes: int = MAX_EXPANDED_BYTES) -> list[str]:
     import skops.io
 
-    names = skops_names(data)
+    names = skops_names(data, max_expanded_bytes=max_expanded_bytes)
     refused = [n for n in names if n not in allowed and n not in SKOPS_PLAIN]
     if refused:
         raise UnsafeArtifact(refused)

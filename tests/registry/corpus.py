@@ -214,6 +214,8 @@ def hostile(marker_dir: Path) -> list[Case]:
         Case("skops-partial-node", _skops_tampered(touch("skops-partial-node"), "partial")),
         Case("skops-function-posix-system", _skops_tampered(touch("skops-function-posix-system"), "function")),  # CVE-2024-37065 shape
         Case("skops-object-node-untrusted-class", _skops_tampered(touch("skops-object-node-untrusted-class"), "object")),
+        # Archives zipfile and another reader would see differently, or zipfile cannot read at all.
+        *[Case(f"skops-zip-{how}", skops_broken(how)) for how in BROKEN_ZIPS],
     ]
     return [dataclasses.replace(case, refuses=REFUSES.get(case.name)) for case in cases]
 
@@ -320,6 +322,92 @@ def _skops_tampered(command: str, how: str) -> bytes:
                 content = json.dumps(schema).encode()
             dst.writestr(info.filename, content)
     return buffer.getvalue()
+
+
+# How a real skops file is broken, and what its refusal says.
+BROKEN_ZIPS = {
+    "schema-encrypted": "member 'schema.json' is encrypted",
+    "schema-strong-encryption": "member 'schema.json' is encrypted",
+    "masked-directory": "member 'schema.json' is encrypted",
+    "unsupported-method": "member 'schema.json' uses compression method 99",
+    "local-name-differs": "the local header disagrees with the central directory (name 'schema.jsoN')",
+    "local-crc-differs": "the local header disagrees with the central directory (CRC)",
+    "local-size-differs": "the local header disagrees with the central directory (sizes)",
+    "local-method-differs": "the local header disagrees with the central directory (compression method 8 against 0)",
+    "duplicate-member": "member names appear more than once: 'schema.json'",
+    "escaping-name": "member name '../../schema.json' escapes the archive",
+    "absolute-name": "member name '/etc/cron.d/model' escapes the archive",
+    "overlapping-members": "overlaps member 'inner.npy'",
+    "truncated-directory": "not a valid zip file",
+}
+
+
+def skops_broken(how: str) -> bytes:
+    """A real skops file (a fitted LogisticRegression) broken as ``how`` names (see BROKEN_ZIPS)."""
+    import warnings
+
+    data = bytearray(skops.io.dumps(LogisticRegression().fit([[0.0], [1.0]], [0, 1])))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+        local = archive.getinfo("schema.json").header_offset
+    central = data.find(b"PK\x01\x02")
+    while data[central + 46:central + 46 + len("schema.json")] != b"schema.json":
+        central = data.find(b"PK\x01\x02", central + 1)
+    both = (local + 6, central + 8)  # the flags field; the method follows it
+    if how in ("schema-encrypted", "schema-strong-encryption", "masked-directory"):
+        bit = {"schema-encrypted": 0x01, "schema-strong-encryption": 0x41, "masked-directory": 0x2000}[how]
+        for at in both:
+            data[at:at + 2] = (int.from_bytes(data[at:at + 2], "little") | bit).to_bytes(2, "little")
+    elif how == "unsupported-method":
+        for at in both:
+            data[at + 2:at + 4] = (99).to_bytes(2, "little")
+    elif how == "local-name-differs":
+        data[local + 30 + len("schema.json") - 1] = ord("N")
+    elif how == "local-crc-differs":
+        data[local + 14] ^= 0x01
+    elif how == "local-size-differs":
+        data[local + 22] ^= 0x01
+    elif how == "local-method-differs":
+        data[local + 8:local + 10] = (8).to_bytes(2, "little")
+    elif how == "truncated-directory":
+        del data[central + 20:]
+    elif how in ("duplicate-member", "escaping-name", "absolute-name"):
+        extra_name = {"duplicate-member": "schema.json", "escaping-name": "../../schema.json",
+                      "absolute-name": "/etc/cron.d/model"}[how]
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as archive:
+            warnings.simplefilter("ignore")  # zipfile warns of the duplicate it is asked to write
+            for name, content in members.items():
+                archive.writestr(name, content)
+            archive.writestr(zipfile.ZipInfo(extra_name), b'{"__class__": "system", "__module__": "posix", '
+                                                           b'"__loader__": "FunctionNode"}')
+        return buffer.getvalue()
+    elif how == "overlapping-members":
+        return _nested_zip(members["schema.json"])
+    else:
+        raise ValueError(how)
+    return bytes(data)
+
+
+def _nested_zip(schema: bytes) -> bytes:
+    """schema.json's stored data is itself a whole local record of another member (inner.npy), which
+    the central directory also lists: two members share bytes (the overlapping-files zip bomb)."""
+    import struct
+    import zlib
+
+    def local(name: bytes, content: bytes) -> bytes:
+        return struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0x21, zlib.crc32(content), len(content),
+                           len(content), len(name), 0) + name + content
+
+    def central(name: bytes, content: bytes, offset: int) -> bytes:
+        return struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0x21, zlib.crc32(content),
+                           len(content), len(content), len(name), 0, 0, 0, 0, 0o600 << 16, offset) + name
+
+    inner = local(b"inner.npy", schema)
+    outer = local(b"schema.json", inner)
+    directory = central(b"schema.json", inner, 0) + central(b"inner.npy", schema, 30 + len(b"schema.json"))
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 2, 2, len(directory), len(outer), 0)
+    return outer + directory + end
 
 
 def _extension_payload(command: str) -> bytes:

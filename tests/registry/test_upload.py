@@ -220,7 +220,7 @@ def test_feature_names_must_match_a_dataframe_fit(client: FlaskClient) -> None:
         (pickle.dumps(StandardScaler().fit(X)), "has no predict method"),
         (b"\x80\x05garbage", "not a valid pickle stream"),
         (pickle.dumps(fitted_logreg())[:-20], "not a valid pickle stream"),
-        (b"PK\x03\x04broken zip", "not a valid skops file"),
+        (b"PK\x03\x04broken zip", "skops archive: not a valid zip file"),
     ],
     ids=["dict", "transformer", "garbage", "truncated", "bad-zip"],
 )
