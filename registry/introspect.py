@@ -45,6 +45,8 @@ def describe(obj: Any) -> EstimatorInfo:
         raise InvalidArtifact(f"the artifact holds a {_qualname(obj)}, which has no predict method")
     names = getattr(obj, "feature_names_in_", None)
     n_features = getattr(obj, "n_features_in_", None)
+    if n_features is None:
+        n_features = fitted_width(obj)
     classes = getattr(obj, "classes_", None)
     return EstimatorInfo(
         estimator=_qualname(obj),
@@ -63,8 +65,9 @@ def inspect(
     """Describe a loaded estimator, decide how serving feeds it, and check that it predicts.
 
     The trial uses ``example`` (rows or records, as a client would send them) when given;
-    otherwise several probe rows (zeros, ones, standard normal draws), and the model is
-    refused only when every probe fails. A pipeline that starts with a text vectorizer takes
+    otherwise rows read off the model's fitted state (:func:`fitted_rows`), then several probe
+    rows (zeros, ones, standard normal draws), and the model is refused only when every one
+    fails. A pipeline that starts with a text vectorizer takes
     strings. A numeric float64 array is tried first; an estimator fitted on a DataFrame that
     refuses it (columns selected by name, string columns encoded) gets a DataFrame whose
     string columns hold a category the estimator knows. Raises InvalidArtifact when nothing
@@ -85,7 +88,7 @@ def inspect(
         candidates = [np.array(rows, dtype=np.float64)] if _all_numeric(rows) else []
     else:
         rows = None
-        candidates = probe_rows(n_features)
+        candidates = fitted_rows(estimator, n_features) + probe_rows(n_features)
     try:
         if not candidates:
             raise InvalidArtifact("the example holds strings")
@@ -107,6 +110,72 @@ def inspect(
         missing = [None if kind == NUMBER else sample for kind, sample in zip(types, samples)]
         allow_nan = NUMBER in types and _predicts(estimator, make_frame([missing], info.feature_names, types))
         return dataclasses.replace(info, input_kind="dataframe", feature_types=types, allow_nan=allow_nan)
+
+
+# Fitted state that holds points of the input space: training rows of neighbour models, support
+# vectors, centres and class means (2-D, a row each), per-feature statistics (1-D, one row), and
+# IsotonicRegression's thresholds (its one feature's values).
+_STATE_ROWS = ("_fit_X", "support_vectors_", "cluster_centers_", "centroids_", "means_", "theta_",
+               "subcluster_centers_", "X_fit_")
+_STATE_ROW = ("mean_", "center_", "location_", "data_min_", "data_max_", "statistics_")
+_STATE_COLUMN = ("X_thresholds_",)
+_ROWS_PER_ARRAY = 3
+
+
+def fitted_width(estimator: Any) -> int | None:
+    """How many features an estimator that does not say (no ``n_features_in_``) takes, when its
+    fitted state fixes it: IsotonicRegression's thresholds are one feature's values; a neighbour
+    model's training rows or a linear model's coefficients have one column a feature."""
+    for part in _input_side(estimator):
+        if any(getattr(part, name, None) is not None for name in _STATE_COLUMN):
+            return 1
+        for name in _STATE_ROWS:
+            value = getattr(part, name, None)
+            if isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[1] > 0:
+                return int(value.shape[1])
+        coef = getattr(part, "coef_", None)
+        if isinstance(coef, np.ndarray) and coef.ndim in (1, 2) and coef.shape[-1] > 0:
+            return int(coef.shape[-1])
+    return None
+
+
+def fitted_rows(estimator: Any, n_features: int) -> list[np.ndarray]:
+    """Rows a model with no ``example`` is tried on first, read off its own fitted state (where
+    a model answers, unlike zeros far from its data: a RadiusNeighborsClassifier finds no
+    neighbour there). Each candidate is a few finite rows of ``n_features`` numbers."""
+    found: list[np.ndarray] = []
+    for part in _input_side(estimator):
+        for name in _STATE_ROWS + _STATE_ROW + _STATE_COLUMN:
+            value = getattr(part, name, None)
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "iuf" or value.size == 0:
+                continue
+            if name in _STATE_COLUMN:
+                value = value.reshape(-1, 1)
+            elif name in _STATE_ROW:
+                value = value.reshape(1, -1)
+            if value.ndim != 2 or value.shape[1] != n_features:
+                continue
+            picks = np.unique(np.linspace(0, len(value) - 1, min(len(value), _ROWS_PER_ARRAY)).astype(int))
+            rows = np.asarray(value[picks], dtype=np.float64)
+            if np.isfinite(rows).all():
+                found.append(rows)
+    return found
+
+
+def _input_side(estimator: Any) -> Iterator[Any]:
+    """The estimator and what sees its raw input too: a pipeline's first step, a search's best
+    estimator, a wrapper's fitted inner estimator (each in turn)."""
+    seen: set[int] = set()
+    part = estimator
+    while part is not None and id(part) not in seen:
+        seen.add(id(part))
+        yield part
+        steps = getattr(part, "steps", None)
+        if steps:
+            part = steps[0][1]
+            continue
+        part = next((getattr(part, name) for name in ("best_estimator_", "estimator_")
+                     if getattr(part, name, None) is not None), None)
 
 
 def probe_rows(n_features: int) -> list[np.ndarray]:

@@ -203,7 +203,7 @@ def entries() -> list[Entry]:
     """Every catalogue entry, unfitted (``build`` fits)."""
     X = data()[0]
     special = [
-        Entry(name, build, X[:5, :1], fields={"features": ["x"]}) if name == "IsotonicRegression"
+        Entry(name, build, X[:5, :1]) if name == "IsotonicRegression"  # one feature, known from its thresholds
         else Entry(name, build, X[:5])
         for name, build in _special().items()
     ]

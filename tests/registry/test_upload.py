@@ -238,10 +238,13 @@ def _bounded_model() -> Any:
 
 
 def test_estimator_that_no_probe_row_can_predict_is_422_with_the_last_error(client: FlaskClient) -> None:
-    response = upload(client, "m", pickle.dumps(_bounded_model()), features=["x"])
+    from sklearn.neighbors import KNeighborsClassifier
+
+    never = KNeighborsClassifier(n_neighbors=5).fit([[0.0], [1.0], [2.0]], [0, 1, 0])  # 5 neighbours of 3 rows
+    response = upload(client, "m", pickle.dumps(never))
     assert response.status_code == 422
     assert "cannot predict from a numeric row" in response.json["message"]
-    assert "below the interpolation range" in response.json["message"]
+    assert "Expected n_neighbors <= n_samples_fit" in response.json["message"]
     assert "send an `example` field" in response.json["message"]
 
 
