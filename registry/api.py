@@ -32,7 +32,7 @@ from modelyard.registry.schemas import (
     VersionSchema,
 )
 from modelyard.registry.storage import Data, chunks_of
-from modelyard.web.auth import authorize_alias_move, counts_as, current_actor, private, requires
+from modelyard.web.auth import counts_as, current_actor, moves_alias, private, requires
 from modelyard.web.body import require_json, require_multipart
 from modelyard.web.context import runtime, session
 from modelyard.web.paging import PagedBlueprint, page_of
@@ -239,6 +239,7 @@ class VersionArtifact(MethodView):
 @blp.route("/models/<name>/versions/<ref>/promote")
 class Promote(MethodView):
     @requires("uploader")
+    @moves_alias
     @blp.arguments(PromoteSchema, required=False)
     @blp.response(200, AliasMoveSchema)
     def post(self, body: dict[str, Any], name: str, ref: str) -> Any:
@@ -248,7 +249,6 @@ class Promote(MethodView):
         pointed at before (`previous_version`, null when the alias is new).
         """
         alias = body.get("alias", refs.DEFAULT_ALIAS)
-        authorize_alias_move(alias)
         return service.promote(session(), name, ref, alias, actor=current_actor().name)
 
 
@@ -267,6 +267,7 @@ class Aliases(MethodView):
 @blp.route("/models/<name>/aliases/<alias>")
 class AliasDetail(MethodView):
     @requires("uploader")
+    @moves_alias
     @blp.arguments(AliasSetSchema)
     @blp.response(200, AliasMoveSchema)
     def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
@@ -275,20 +276,20 @@ class AliasDetail(MethodView):
         Body `{"version": 3}` (a number, `v3`, another alias or `latest`). `latest`, numbers
         and `v<number>` are reserved and cannot be alias names.
         """
-        authorize_alias_move(alias)
         return service.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
 
     @requires("uploader")
+    @moves_alias
     @blp.response(204)
     def delete(self, name: str, alias: str) -> None:
         """Remove an alias"""
-        authorize_alias_move(alias)
         service.delete_alias(session(), name, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/aliases/<alias>/rollback")
 class AliasRollback(MethodView):
     @requires("uploader")
+    @moves_alias
     @blp.response(200, AliasMoveSchema)
     @blp.alt_response(409, description="The alias has never moved, or its previous version is gone")
     def post(self, name: str, alias: str) -> Any:
@@ -297,7 +298,6 @@ class AliasRollback(MethodView):
         Moves the alias to where it pointed before its last move (from the audit log); a
         second rollback moves it forward again.
         """
-        authorize_alias_move(alias)
         return service.rollback_alias(session(), name, alias, actor=current_actor().name)
 
 

@@ -166,7 +166,7 @@ def require(actor: Actor, role: str, *, what: str | None = None) -> None:
         return
     need = f"{what} needs" if what else "this needs"
     if not actor.authenticated:
-        raise Unauthorized(f"{need} a token with role {role} or above")
+        raise Unauthorized(f"{need} a token with role {role} or above; send it as 'Authorization: Bearer <token>'")
     raise Forbidden(f"{need} role {role} or above; token {actor.name!r} has role {actor.role}")
 
 

@@ -73,10 +73,19 @@ class ModelNotFound(NotFound):
 
 
 class VersionNotFound(NotFound):
-    def __init__(self, name: str, ref: str) -> None:
+    def __init__(self, name: str, ref: str, hint: str = "") -> None:
         self.name = name
         self.ref = ref
-        super().__init__(f"model {name!r} has no version or alias {ref!r}")
+        super().__init__(f"model {name!r} has no version or alias {ref!r}" + (f": {hint}" if hint else ""))
+
+
+class NoVersions(VersionNotFound):
+    """A ref that names the model's default version, of a model that has none."""
+
+    def __init__(self, name: str, ref: str) -> None:
+        NotFound.__init__(self, f"model {name!r} has no versions yet: upload one first")
+        self.name = name
+        self.ref = ref
 
 
 class ArtifactMissing(Unavailable):

@@ -23,11 +23,16 @@ from sqlalchemy.orm import Session
 from modelyard.registry.errors import (
     InvalidName,
     ModelNotFound,
+    NoVersions,
     VersionNotFound,
 )
 from modelyard.registry.models import Alias, Model, ModelVersion
 
 DEFAULT_ALIAS = "production"  # what POST /predict serves, what promote moves, what the cache preloads
+# A model's default version, where a protocol path names no version (the Open Inference Protocol's
+# /v2/models/<name>/...): the production alias when the model has one, else its latest version, as
+# Triton and KServe answer for a model's default. No alias or version ref can be spelt this way.
+DEFAULT_VERSION = "@default"
 
 
 class Resolved(NamedTuple):
@@ -79,17 +84,27 @@ def resolve_version_key(session: Session, name: str, ref: str) -> Resolved:
 def _resolve(session: Session, query: Any, name: str, ref: str, *, scalar: bool = True) -> Any:
     query = query.join(Model, ModelVersion.model_id == Model.id).where(Model.name == name)
     number = parse_version_ref(ref)
+    latest = query.order_by(ModelVersion.version.desc()).limit(1)
     if number is not None:
-        query = query.where(ModelVersion.version == number)
+        queries = [query.where(ModelVersion.version == number)]
     elif ref.lower() == LATEST:
-        query = query.order_by(ModelVersion.version.desc()).limit(1)
+        queries = [latest]
     else:
-        query = query.join(Alias, Alias.version_id == ModelVersion.id).where(Alias.name == ref)
-    found = session.scalar(query) if scalar else session.execute(query).first()
-    if found is None:
-        get_model(session, name)
-        raise VersionNotFound(name, ref)
-    return found if scalar else tuple(found)
+        alias = ref if ref != DEFAULT_VERSION else DEFAULT_ALIAS
+        queries = [query.join(Alias, Alias.version_id == ModelVersion.id).where(Alias.name == alias)]
+        if ref == DEFAULT_VERSION:
+            queries.append(latest)
+    for each in queries:
+        found = session.scalar(each) if scalar else session.execute(each).first()
+        if found is not None:
+            return found if scalar else tuple(found)
+    get_model(session, name)
+    if ref == DEFAULT_VERSION:
+        raise NoVersions(name, ref)
+    raise VersionNotFound(name, ref, _HINT if ref == DEFAULT_ALIAS else "")
+
+
+_HINT = f"promote a version to {DEFAULT_ALIAS!r}, or name one: a number or {LATEST!r}"
 
 
 ALIAS_NAME = MODEL_NAME

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from modelyard.registry.refs import DEFAULT_ALIAS
+from modelyard.registry.refs import DEFAULT_ALIAS, DEFAULT_VERSION
 
 PREDICT_ROLE = "predictor"  # the least role that may predict
 PREDICT_KIND = "predict"  # what the observers count these requests as
@@ -28,7 +28,7 @@ MODEL_ENDPOINT = f"{BLUEPRINT}.{MODEL_VIEW}"  # POST /models/<name>/predict: its
 DEFAULT_ENDPOINT = f"{BLUEPRINT}.{DEFAULT_VIEW}"  # POST /predict
 INVOCATIONS_ENDPOINT = f"{BLUEPRINT}.{INVOCATIONS_VIEW}"  # POST /models/<name>/<ref>/invocations
 DEFAULT_INVOCATIONS_ENDPOINT = f"{BLUEPRINT}.{DEFAULT_INVOCATIONS_VIEW}"  # POST /invocations
-INFER_ENDPOINT = f"{V2_BLUEPRINT}.{INFER_VIEW}"  # POST /v2/models/<name>/infer
+INFER_ENDPOINT = f"{V2_BLUEPRINT}.{INFER_VIEW}"  # POST /v2/models/<name>/infer: its default version
 INFER_VERSION_ENDPOINT = f"{V2_BLUEPRINT}.{INFER_VERSION_VIEW}"  # POST /v2/models/<name>/versions/<ref>/infer
 
 NATIVE, MLFLOW, V2 = "native", "mlflow", "v2"
@@ -63,7 +63,7 @@ def match(path: str) -> Route | None:
         if parts is None:
             return None
         if len(parts) == 5:
-            return Route(INFER_ENDPOINT, parts[3], DEFAULT_ALIAS, V2)
+            return Route(INFER_ENDPOINT, parts[3], DEFAULT_VERSION, V2)
         if parts[4] == "versions":
             return Route(INFER_VERSION_ENDPOINT, parts[3], parts[5], V2)
     return None

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from modelyard import __version__
 from modelyard.registry import queries
-from modelyard.registry.refs import DEFAULT_ALIAS
+from modelyard.registry.refs import DEFAULT_VERSION
 from modelyard.serving.api import answer, predict_view
 from modelyard.serving.protocols import v2
 from modelyard.serving.routes import (
@@ -98,8 +98,8 @@ def server_metadata() -> Response:
 @_read
 @requires("reader")
 def model_metadata(name: str) -> Response:
-    """Model metadata: its production version's inputs and outputs, and every version"""
-    return _metadata(name, DEFAULT_ALIAS)
+    """Model metadata: its default version's (production, else the latest) inputs and outputs, and every version"""
+    return _metadata(name, DEFAULT_VERSION)
 
 
 @blp.route("/models/<name>/versions/<ref>")
@@ -114,8 +114,8 @@ def version_metadata(name: str, ref: str) -> Response:
 @_read
 @requires("reader")
 def model_ready(name: str) -> Response:
-    """Model readiness: its production version loads (and stays loaded)"""
-    return _ready(name, DEFAULT_ALIAS)
+    """Model readiness: its default version (production, else the latest) loads (and stays loaded)"""
+    return _ready(name, DEFAULT_VERSION)
 
 
 @blp.route("/models/<name>/versions/<ref>/ready")
@@ -129,8 +129,8 @@ def version_ready(name: str, ref: str) -> Response:
 @blp.route("/models/<name>/infer", methods=["POST"], endpoint=INFER_VIEW)
 @predict_view(_INFER_DOC)
 def infer(name: str) -> Response:
-    """Infer with a model's production version"""
-    return answer(Route(INFER_ENDPOINT, name, DEFAULT_ALIAS, V2))
+    """Infer with a model's default version: its production alias, else its latest version"""
+    return answer(Route(INFER_ENDPOINT, name, DEFAULT_VERSION, V2))
 
 
 @blp.route("/models/<name>/versions/<ref>/infer", methods=["POST"], endpoint=INFER_VERSION_VIEW)

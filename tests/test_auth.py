@@ -151,6 +151,33 @@ def test_protected_aliases_move_only_with_promoter(client: FlaskClient, app: Fla
     assert promoter.post("/models/iris/aliases/production/rollback").json["version"] == 1
 
 
+@pytest.mark.parametrize("method, url, kwargs", [
+    ("post", "/models/iris/versions/1/promote", {}),
+    ("post", "/models/iris/versions/1/promote", {"json": {"alias": "production"}}),
+    ("put", "/models/iris/aliases/production", {"json": {"version": 1}}),
+    ("delete", "/models/iris/aliases/production", {}),
+    ("post", "/models/iris/aliases/production/rollback", {}),
+])
+def test_a_protected_alias_refusal_names_the_role_it_needs_and_how_to_send_it(
+        anon: FlaskClient, client: FlaskClient, app: Flask, method: str, url: str, kwargs: dict[str, Any]) -> None:
+    needs = "moving the protected alias 'production' needs"
+    response = getattr(anon, method)(url, **kwargs)
+    assert response.status_code == 401
+    assert response.json["message"] == (f"{needs} a token with role promoter or above; "
+                                        "send it as 'Authorization: Bearer <token>'")
+    uploader = _as(app, _token(client, "u", "uploader"))
+    response = getattr(uploader, method)(url, **kwargs)
+    assert response.status_code == 403
+    assert response.json["message"] == f"{needs} role promoter or above; token 'u' has role uploader"
+
+
+def test_an_unprotected_alias_refusal_names_uploader(anon: FlaskClient) -> None:
+    response = anon.post("/models/iris/versions/1/promote", json={"alias": "staging"})
+    assert response.status_code == 401
+    assert response.json["message"] == ("this needs a token with role uploader or above; "
+                                        "send it as 'Authorization: Bearer <token>'")
+
+
 def test_audit_log_records_the_token_name(client: FlaskClient, app: Flask) -> None:
     ci = _as(app, _token(client, "ci-bot", "promoter"))
     assert _upload(ci, "iris").status_code == 201

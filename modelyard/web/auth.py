@@ -14,6 +14,9 @@ from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
 from modelyard.registry.auth import PRIVATE_READS, Actor, AuthPolicy, identify, require, require_token_for
+from modelyard.registry.errors import ModelyardError
+from modelyard.registry.refs import DEFAULT_ALIAS
+from modelyard.web.body import parse_json
 from modelyard.web.context import runtime, session
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +55,14 @@ def private(kind: str) -> Callable[[F], F]:
     return mark
 
 
+def moves_alias(view: F) -> F:
+    """Mark a view that moves an alias: the one its path names, or else its JSON body's ``alias``
+    (default ``production``). A protected alias needs a promoter, checked with the request's
+    auth, so a 401 or 403 names the role the move really needs."""
+    view.moves_alias = True  # type: ignore[attr-defined]
+    return view
+
+
 def counts_as(kind: str) -> Callable[[F], F]:
     """Mark a view whose requests the observers count apart ("upload", "predict")."""
 
@@ -63,15 +74,16 @@ def counts_as(kind: str) -> Callable[[F], F]:
 
 
 def authorize(session: Callable[[], Session], authorization: str | None, policy: AuthPolicy, *,
-              role: str | None, private_read: str | None = None) -> Actor:
+              role: str | None, private_read: str | None = None, what: str | None = None) -> Actor:
     """The one auth decision, for Flask's routes and the predict lane alike: who the caller is
     (401 for a bad token), then a private read needs a token (401), then ``role`` at least
-    (401 anonymous, 403 a token's role too low); ``role`` None checks nothing more."""
+    (401 anonymous, 403 a token's role too low; ``what`` names the action); ``role`` None
+    checks nothing more."""
     actor = identify(session, authorization, policy.anonymous_role)
     if private_read is not None:
         require_token_for(actor, private_read, policy.private_reads)
     if role is not None:
-        require(actor, role)
+        require(actor, role, what=what)
     return actor
 
 
@@ -86,19 +98,31 @@ def authorize_request() -> None:
     target = answering_view()
     # Fail closed: an endpoint nobody annotated needs an admin.
     role = None if request.blueprint in _OPEN_BLUEPRINTS else getattr(target, "required_role", "admin")
+    what = None
+    if getattr(target, "moves_alias", False):
+        alias = _moved_alias()
+        if alias in runtime().auth.protected_aliases:
+            role, what = "promoter", f"moving the protected alias {alias!r}"
     g.actor = authorize(session, authorization, runtime().auth, role=role,
-                        private_read=getattr(target, "private_read", None))
+                        private_read=getattr(target, "private_read", None), what=what)
+
+
+def _moved_alias() -> str:
+    """The alias a :func:`moves_alias` view moves: its path's, else its JSON body's ``alias``
+    (a body that is not JSON, or names none, moves the default)."""
+    alias = (request.view_args or {}).get("alias")
+    if alias is None and request.is_json:
+        try:
+            body = parse_json(request.get_data(cache=True))  # read once: the view's parser reuses it
+        except ModelyardError:  # malformed or too deep: the view's own parse refuses it
+            body = None
+        alias = body.get("alias") if isinstance(body, dict) else None
+    return alias if isinstance(alias, str) else DEFAULT_ALIAS
 
 
 def current_actor() -> Actor:
     actor: Actor = g.actor
     return actor
-
-
-def authorize_alias_move(alias: str) -> None:
-    """Protected aliases (config) move only with a promoter or admin token."""
-    if alias in runtime().auth.protected_aliases:
-        require(g.actor, "promoter", what=f"moving the protected alias {alias!r}")
 
 
 def answering_view() -> object:

@@ -14,7 +14,7 @@ from typing import Any
 
 import flask_smorest
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from modelyard.registry.auth import Forbidden, Unauthorized
 from modelyard.registry.errors import (
@@ -80,6 +80,10 @@ class Api(flask_smorest.Api):  # type: ignore[misc]
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         payload, code, headers = super().handle_http_exception(error)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            allowed = sorted(set(error.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(error.valid_methods)
+            methods = " or ".join(filter(None, [", ".join(allowed[:-1]), allowed[-1]]))
+            payload["message"] = f"{request.method} is not allowed on {request.path}; it takes {methods}"
         payload.setdefault("message", _first_field_error(payload.get("errors")) or error.description)
         for key, value in error.get_headers():
             if key.lower() != "content-type":

@@ -126,7 +126,8 @@ def test_anonymous_role_none_is_401_in_the_lane(config: dict[str, Any]) -> None:
     try:
         response = app.test_client().post("/predict", json=SETOSA)
         assert response.status_code == 401
-        assert response.json["message"] == "this needs a token with role predictor or above"
+        assert response.json["message"] == ("this needs a token with role predictor or above; "
+                                            "send it as 'Authorization: Bearer <token>'")
     finally:
         app.extensions[EXTENSION].engine.dispose()
 

@@ -280,9 +280,23 @@ def test_unknown_route_is_404_json(client: FlaskClient) -> None:
     _error(client.get("/nothing-here"), 404)
 
 
-def test_get_on_predict_is_405_json(client: FlaskClient) -> None:
-    _error(client.get("/predict"), 405)
-    _error(client.get("/models/iris/1/predict"), 405)
+def test_get_on_predict_is_405_json_naming_the_method_it_takes(client: FlaskClient) -> None:
+    for url in ("/predict", "/models/iris/1/predict", "/models/iris/predict", "/invocations"):
+        response = client.get(url)
+        assert _error(response, 405)["message"] == f"GET is not allowed on {url}; it takes POST"
+        assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    response = client.put("/models/iris")
+    assert _error(response, 405)["message"] == "PUT is not allowed on /models/iris; it takes DELETE, GET or PATCH"
+    assert set(response.headers["Allow"].split(", ")) == {"DELETE", "GET", "HEAD", "OPTIONS", "PATCH"}
+
+
+def test_a_model_without_production_says_how_to_predict(client: FlaskClient, runtime: Runtime) -> None:
+    make_version(runtime, "flowers")
+    for url in ("/models/flowers/predict", "/models/flowers/production/predict"):
+        assert _error(client.post(url, json=SETOSA), 404)["message"] == (
+            "model 'flowers' has no version or alias 'production': promote a version to 'production', "
+            "or name one: a number or 'latest'")
+    assert client.post("/models/flowers/latest/predict", json=SETOSA).status_code == 200
 
 
 def test_bad_input_changes_nothing_stored(client: FlaskClient) -> None:

@@ -4,8 +4,10 @@ and the lane answering as Flask's views do. (tritonclient itself: tests/test_ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -121,6 +123,41 @@ def test_a_dataframe_model_takes_one_input_per_column(client: FlaskClient, runti
     assert answer.json["outputs"][0]["data"] == model.predict(train[["colour", "size"]]).tolist()
 
 
+def test_a_model_without_production_answers_for_its_latest_version(client: FlaskClient, runtime: Runtime) -> None:
+    """No version in a V2 path: the production alias when the model has one, else its latest version."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from tests.factories import X, y
+
+    make_version(runtime, "flowers")
+    make_version(runtime, "flowers", DecisionTreeClassifier(max_depth=1, random_state=0).fit(X, y), labels=None)
+    good = {"inputs": [_tensor("input", [2, 4], "FP64", [SETOSA, VIRGINICA])]}
+    for where in ("lane", "flask"):
+        with flask_only(client.application) if where == "flask" else _nothing():
+            assert client.get("/v2/models/flowers").json["versions"] == ["1", "2"]
+            assert [o["name"] for o in client.get("/v2/models/flowers").json["outputs"]] == ["predict",
+                                                                                               "predict_proba"]
+            assert client.get("/v2/models/flowers/ready").json == {"name": "flowers", "version": "2", "ready": True}
+            answer = _infer(client, good, "/v2/models/flowers/infer")
+            assert answer.status_code == 200, (where, answer.json)
+            assert answer.json["model_version"] == "2" and answer.headers["Content-Type"] == "application/json"
+    client.post("/models/flowers/versions/1/promote", json={"alias": "production"})
+    assert _infer(client, good, "/v2/models/flowers/infer").json["model_version"] == "1"
+    assert client.get("/v2/models/flowers/ready").json["version"] == "1"
+    client.delete("/models/flowers/aliases/production")
+    assert _infer(client, good, "/v2/models/flowers/infer").json["model_version"] == "2"
+    client.post("/models", json={"name": "empty"})
+    for response in (_infer(client, good, "/v2/models/empty/infer"), client.get("/v2/models/empty"),
+                     client.get("/v2/models/empty/ready")):
+        assert response.status_code == 404
+        assert response.json == {"error": "model 'empty' has no versions yet: upload one first"}
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 def _bad(app: Flask) -> list[tuple[str, str, dict[str, Any], int, str]]:
     good = {"inputs": [_tensor("input", [1, 4], "FP64", SETOSA)]}
     reader = _token(app, "reader")
@@ -193,7 +230,7 @@ def test_reads_need_a_reader_and_health_is_open(config: dict[str, Any]) -> None:
             response = anon.get(path)
             assert response.status_code == 401 and set(response.json) == {"error"}
         assert anon.post("/v2/models/iris/infer", json={}).json == {
-            "error": "this needs a token with role predictor or above"}
+            "error": "this needs a token with role predictor or above; send it as 'Authorization: Bearer <token>'"}
     finally:
         app.extensions[EXTENSION].engine.dispose()
 
