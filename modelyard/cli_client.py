@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from modelyard.client import FORMATS, Client, ClientError
+from modelyard.client import FORMATS, Client, ClientError, Unauthorized
 from modelyard.registry.errors import UnreadableBody
 from modelyard.web.body import parse_csv
 
@@ -52,7 +52,7 @@ def _remote_as(output_flag: str) -> Callable[[F], F]:
                 with Client(url, token=token) as client:
                     shown = command(client, **kwargs)
             except ClientError as exc:
-                click.echo(f"modelyard: {exc}", err=True)
+                click.echo(f"modelyard: {exc}{_what_to_set(exc, url, token)}", err=True)
                 return 1
             if as_json:
                 click.echo(json.dumps(shown.data, indent=2, ensure_ascii=False))
@@ -63,6 +63,16 @@ def _remote_as(output_flag: str) -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+def _what_to_set(error: ClientError, url: str, token: str | None) -> str:
+    """Which option (or variable) a refusal is about, when it is about the command's own settings."""
+    if error.status is None:
+        return "\n  (the server is set by --url or MODELYARD_URL; this command used " + url + ")"
+    if isinstance(error, Unauthorized):
+        sent = "no token was sent" if token is None else "the token sent was refused"
+        return f"\n  ({sent}; give one with --token or MODELYARD_TOKEN)"
+    return ""
 
 
 class Shown:

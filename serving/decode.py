@@ -362,9 +362,13 @@ def _unknown(keys: list[Any], spec: FeatureSpec, index: int | None = None) -> In
     errors: dict[str, Any] = {"unknown": names, "expected": list(spec.names)}
     if index is not None:
         errors["row"] = index
+    hint = ""
+    if list(spec.names) == [f"x{i}" for i in range(len(spec.names))]:
+        hint = ("; this version was uploaded without feature names, so its features are named by position: "
+                "send rows of values in column order, or upload it again with a `features` field naming them")
     return InvalidInput(
         f"unknown feature{'s' if len(names) > 1 else ''}: {', '.join(names)} "
-        f"(the model takes {', '.join(spec.names)})",
+        f"(the model takes {', '.join(spec.names)}){hint}",
         errors=errors,
     )
 

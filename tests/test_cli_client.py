@@ -112,8 +112,13 @@ def test_bad_json_options_and_bad_tokens(server: dict[str, Any], tmp_path: Path)
     assert bad.returncode == 2 and "--metrics" in bad.stderr and "not JSON" in bad.stderr
     denied = _run(server, "upload", str(model_file), "--name", "x", token=False)
     assert denied.returncode == 1 and "[401]" in denied.stderr
+    assert "(no token was sent; give one with --token or MODELYARD_TOKEN)" in denied.stderr
+    refused = _run(server, "upload", str(model_file), "--name", "x", MODELYARD_TOKEN="myd_nope")
+    assert refused.returncode == 1 and "(the token sent was refused; give one with --token or MODELYARD_TOKEN)" \
+        in refused.stderr
     unreachable = _run(server, "models", "list", MODELYARD_URL="http://127.0.0.1:9")
     assert unreachable.returncode == 1 and "could not reach the modelyard server" in unreachable.stderr
+    assert "(the server is set by --url or MODELYARD_URL; this command used http://127.0.0.1:9)" in unreachable.stderr
 
 
 def test_a_64_mb_upload_shows_its_progress(server: dict[str, Any], tmp_path: Path) -> None:

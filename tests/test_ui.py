@@ -112,6 +112,13 @@ def test_browse_search_predict_compare_promote_roll_back(browser: Any, server: d
     answer = json.loads(page.locator("#answer").inner_text())
     assert answer["predictions"] == [0, 2, 1] and answer["labels"] == ["setosa", "virginica", "versicolor"]
     page.screenshot(path=str(SHOTS / "03-version-iris-1.png"), full_page=True)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.click("button[data-download]")  # no token yet: the page asks for it and sends nothing
+    page.wait_for_selector("#message.error")
+    assert "downloading a model file needs a token" in page.locator("#message").inner_text()
+    assert page.evaluate("document.activeElement.id") == "token"
+    assert not [url for url in requested if url.endswith("/artifact")]
 
     second = upload(server["base"], server["token"], "iris", pickle.dumps(fitted_logreg()), example=json.dumps(EXAMPLE),
                      features=json.dumps(list(EXAMPLE[0])), labels=json.dumps(["setosa", "versicolor", "virginica"]),

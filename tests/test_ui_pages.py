@@ -69,3 +69,23 @@ def test_search_and_tag_filter_use_the_lists_filters(client: FlaskClient, anon: 
     assert names("tag=team:risk") == ["fraud-a", "churn"]
     assert names("q=fraud&tag=team:risk") == ["fraud-a"]
     assert names("") == ["fraud-a", "fraud-b", "churn", "iris"]
+
+
+def test_a_metric_of_one_version_is_one_level_line_labelled_once(anon: FlaskClient, runtime: Runtime) -> None:
+    import re
+
+    make_version(runtime, "flowers", metrics={"accuracy": 1})
+    [svg] = re.findall(r'<svg class="chart".*?</svg>', anon.get("/ui/models/flowers").get_data(as_text=True))
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert labels == ["1", "v1"]  # the value once, and which version
+    [(x, y)] = re.findall(r'<circle cx="([0-9.]+)" cy="([0-9.]+)"', svg)
+    assert (float(x), float(y)) == (160.0, 45.0)  # in the middle, not on an axis end
+    make_version(runtime, "flowers", metrics={"accuracy": 0.5})
+    [svg] = re.findall(r'<svg class="chart".*?</svg>', anon.get("/ui/models/flowers").get_data(as_text=True))
+    assert re.findall(r"<text[^>]*>([^<]*)</text>", svg) == ["1", "0.5", "v1", "v2"]
+
+
+def test_the_download_asks_an_anonymous_reader_for_a_token_first(client: FlaskClient, anon: FlaskClient) -> None:
+    anonymous = anon.get("/ui/models/iris/versions/1").get_data(as_text=True)
+    assert 'data-token-first="downloading a model file needs a token' in anonymous
+    assert 'data-token-first' not in client.get("/ui/models/iris/versions/1").get_data(as_text=True)

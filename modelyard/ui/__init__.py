@@ -81,7 +81,13 @@ def model_page(name: str) -> str:
 def version_page(name: str, ref: str) -> str:
     """A version's whole detail, its download, and a try-predict form prefilled with its example."""
     version = queries.version_detail(session(), name, ref)
-    return render_template("version.html", name=name, version=version, aliases=queries.model_aliases(session(), name))
+    try:  # a download is a private read by default: the page asks for the token before trying
+        require_token_for(g.actor, "artifacts", runtime().auth.private_reads)
+        download_needs_token = False
+    except Unauthorized:
+        download_needs_token = True
+    return render_template("version.html", name=name, version=version, aliases=queries.model_aliases(session(), name),
+                           download_needs_token=download_needs_token)
 
 
 @bp.route("/models/<name>/compare")
@@ -109,22 +115,35 @@ def _charts(versions: list[queries.VersionView]) -> list[tuple[str, Markup]]:
     """Each numeric metric across the versions (oldest to newest) as a small inline SVG."""
     ordered = list(reversed(versions))
     names = sorted({k for v in ordered for k, x in v.row.metrics.items() if isinstance(x, (int, float))})
-    charts = []
-    for metric in names:
-        points = [(v.version, float(v.row.metrics[metric])) for v in ordered
-                  if isinstance(v.row.metrics.get(metric), (int, float))]
-        low, high = min(p[1] for p in points), max(p[1] for p in points)
-        span = (high - low) or 1.0
-        width, height, pad = 320, 90, 16
-        step = (width - 2 * pad) / max(1, len(points) - 1)
-        xy = [(pad + i * step, height - pad - (value - low) / span * (height - 2 * pad))
-              for i, (_, value) in enumerate(points)]
-        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-        dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>v{n}: {v:g}</title></circle>'
-                       for (x, y), (n, v) in zip(xy, points, strict=True))
-        labels = (f'<text x="{pad}" y="12">{high:g}</text>'
-                  f'<text x="{pad}" y="{height - 2}">{low:g}</text>')
-        svg = (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-               f'aria-label="{escape(metric)} by version"><polyline points="{line}" fill="none"/>{dots}{labels}</svg>')
-        charts.append((metric, Markup(svg)))  # noqa: S704 - numbers and an escaped name only
-    return charts
+    return [(metric, _chart(metric, [(v.version, float(v.row.metrics[metric])) for v in ordered
+                                     if isinstance(v.row.metrics.get(metric), (int, float))]))
+            for metric in names]
+
+
+def _chart(metric: str, points: list[tuple[int, float]]) -> Markup:
+    """A line of ``(version, value)`` points: the highest and lowest value at the top and bottom
+    left, the first and last version along the bottom. One value (one version, or every version
+    alike) is a level line in the middle, labelled once."""
+    width, height, pad = 320, 90, 16
+    values = [value for _, value in points]
+    low, high = min(values), max(values)
+    step = (width - 2 * pad) / max(1, len(points) - 1)
+    xs = [width / 2] if len(points) == 1 else [pad + i * step for i in range(len(points))]
+    labels: list[tuple[float, float, str, str]]  # x, y, anchor, text
+    if high > low:
+        ys = [height - pad - (value - low) / (high - low) * (height - 2 * pad) for value in values]
+        labels = [(pad, 12, "start", f"{high:g}"), (pad, height - pad + 4, "start", f"{low:g}")]
+    else:
+        ys = [height / 2] * len(points)
+        labels = [(pad, height / 2 - 8, "start", f"{high:g}")]
+    first, last = points[0][0], points[-1][0]
+    labels += ([(pad, height - 2, "start", f"v{first}"), (width - pad, height - 2, "end", f"v{last}")]
+               if len(points) > 1 else [(width / 2, height - 2, "middle", f"v{first}")])
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>v{n}: {v:g}</title></circle>'
+                   for x, y, (n, v) in zip(xs, ys, points, strict=True))
+    text = "".join(f'<text x="{x:.0f}" y="{y:.0f}" text-anchor="{anchor}">{label}</text>'
+                   for x, y, anchor, label in labels)
+    svg = (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="{escape(metric)} by version"><polyline points="{line}" fill="none"/>{dots}{text}</svg>')
+    return Markup(svg)  # noqa: S704 - numbers and an escaped name only

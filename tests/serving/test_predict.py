@@ -290,6 +290,25 @@ def test_get_on_predict_is_405_json_naming_the_method_it_takes(client: FlaskClie
     assert set(response.headers["Allow"].split(", ")) == {"DELETE", "GET", "HEAD", "OPTIONS", "PATCH"}
 
 
+def test_records_for_a_model_uploaded_without_names_point_at_the_features_field(client: FlaskClient) -> None:
+    import io
+    import pickle
+
+    from tests.factories import fitted_logreg
+
+    uploaded = client.post("/models/bare/versions", content_type="multipart/form-data",  # no `features` field
+                           data={"file": (io.BytesIO(pickle.dumps(fitted_logreg())), "m.pkl")})
+    assert uploaded.status_code == 201, uploaded.json
+    assert client.get("/models/bare/versions/1").json["feature_names"] == ["x0", "x1", "x2", "x3"]
+    message = _error(client.post("/models/bare/1/predict", json=SETOSA), 422)["message"]
+    assert message.startswith("unknown features: sepal.length, sepal.width, petal.length, petal.width "
+                              "(the model takes x0, x1, x2, x3); this version was uploaded without feature names")
+    assert "upload it again with a `features` field" in message
+    assert client.post("/models/bare/1/predict", json={"inputs": [list(SETOSA.values())]}).status_code == 200
+    named = _error(client.post("/models/iris/1/predict", json={"petal": 1.0}), 422)["message"]
+    assert "`features` field" not in named
+
+
 def test_a_model_without_production_says_how_to_predict(client: FlaskClient, runtime: Runtime) -> None:
     make_version(runtime, "flowers")
     for url in ("/models/flowers/predict", "/models/flowers/production/predict"):

@@ -89,6 +89,11 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.querySelectorAll("[data-download]").forEach((button) => {
     button.addEventListener("click", async () => {
+      if (button.dataset.tokenFirst && !token()) {  // a private read: ask for the token, send nothing yet
+        say(button.dataset.tokenFirst, true);
+        document.getElementById("token").focus();
+        return;
+      }
       const response = await fetch(button.dataset.download, { headers: headers() });
       if (!response.ok) { const body = await response.json(); say(body.message || response.statusText, true); return; }
       const name = (response.headers.get("Content-Disposition") || "").split("filename=")[1] || "model";
