@@ -4,6 +4,7 @@ Predictor and its caches, the predict lane, blueprints, observers); nothing is p
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -145,9 +146,11 @@ def _preload(rt: Runtime, session: Any, aliases: Sequence[str]) -> None:
     ).all()
     for model_name, alias in rows:
         try:
-            version, entry = rt.predictor.loaded(lambda: session, model_name, alias)
+            started = time.perf_counter()
+            version = rt.predictor.ready(lambda: session, model_name, alias)
             metrics.expect_predictions(model_name, version)
-            log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version, entry.load_ms)
+            log.info("preloaded %s:%s (version %s) in %.1f ms", model_name, alias, version,
+                     (time.perf_counter() - started) * 1000)
         except ModelyardError as exc:
             log.warning("could not preload %s:%s: %s", model_name, alias, exc.message)
 

@@ -39,7 +39,7 @@ def readyz() -> ResponseReturnValue:
     try:
         session().execute(text("SELECT 1"))
         checks["database"] = "ok"
-        version, _entry = rt.predictor.loaded(session, default_model, DEFAULT_ALIAS)
+        version = rt.predictor.ready(session, default_model, DEFAULT_ALIAS)
         checks["default_model"] = f"ok: {default_model} version {version} loaded"
     except ModelyardError as exc:
         ready = False

@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-PredictFn = Callable[[np.ndarray], np.ndarray]
+PredictFn = Callable[[np.ndarray], Any]  # an array, or a tuple of arrays (predict and predict_proba)
 
 
 @dataclass
 class Arrival:
-    """A request announced to a batcher; ``queued`` once its rows are in the queue."""
+    """A request announced to its model's batcher; ``queued`` once its rows are in the queue."""
 
+    batcher: MicroBatcher
     queued: bool = False
 
 
@@ -64,7 +65,7 @@ class MicroBatcher:
     def arriving(self) -> Iterator[Arrival]:
         """Announce a request from the moment its model is known until it queues its rows (or
         fails before): while requests are on their way, a leader waits for them."""
-        arrival = Arrival()
+        arrival = Arrival(self)
         with self._cond:
             self._arriving += 1
         try:
@@ -75,7 +76,7 @@ class MicroBatcher:
                     self._arriving -= 1
                     self._cond.notify_all()
 
-    def predict(self, predict: PredictFn, X: np.ndarray, arrival: Arrival | None = None) -> np.ndarray:
+    def predict(self, predict: PredictFn, X: np.ndarray, arrival: Arrival | None = None) -> Any:
         """``predict(X)``, possibly computed in one call with other requests' rows for the same
         ``predict`` (the same loaded version)."""
         item = _Item(predict, X)
@@ -96,7 +97,7 @@ class MicroBatcher:
             item.wake.clear()
         if item.error is not None:
             raise item.error
-        return item.result  # type: ignore[no-any-return]
+        return item.result
 
     def _lead(self, own: _Item) -> None:
         """Run one batch (``own`` is the oldest queued item, so it is in it), then pass the lead."""
@@ -139,7 +140,7 @@ class MicroBatcher:
             self.calls += 1
             start = 0
             for item in batch:
-                item.result = predictions[start : start + len(item.X)]
+                item.result = _rows_of(predictions, start, start + len(item.X))
                 start += len(item.X)
         except BaseException as exc:  # every request gets the failure, as if it had called alone
             for item in batch:
@@ -151,6 +152,16 @@ class MicroBatcher:
                 item.wake.set()
         if self._on_batch is not None:
             self._on_batch(len(batch), rows)
+
+
+def _rows_of(output: Any, start: int, stop: int) -> Any:
+    """One request's rows of a batch's output: an array, a list of arrays (one per output of a
+    multi-output estimator), or a tuple of those (predict and predict_proba from one call)."""
+    if isinstance(output, tuple):
+        return tuple(_rows_of(part, start, stop) for part in output)
+    if isinstance(output, list):
+        return [part[start:stop] for part in output]
+    return output[start:stop]
 
 
 class Batchers:

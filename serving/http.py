@@ -25,7 +25,8 @@ from werkzeug.exceptions import HTTPException
 
 from modelyard.registry.auth import AuthPolicy
 from modelyard.registry.errors import ModelyardError, UnsupportedMediaType
-from modelyard.serving.protocols import mlflow, native, v2
+from modelyard.serving.batching import Arrival
+from modelyard.serving.protocols import Request, WireProtocol, mlflow, native, v2
 from modelyard.serving.routes import MLFLOW, NATIVE, PREDICT_KIND, PREDICT_ROLE, V2, Route, match
 from modelyard.serving.service import Predictor
 from modelyard.web.auth import authorize
@@ -70,12 +71,8 @@ class PredictHandler:
             return db
 
         name = route.name if route.name is not None else self._default_model
-        batchers = self._predictor.batchers
-        batcher = batchers.get(name) if batchers is not None else None
         try:
-            if batcher is None:
-                return self._predict(environ, name, route, session, None)
-            with batcher.arriving() as arrival:  # from here, a batch leader waits for this request
+            with self._predictor.arriving(name) as arrival:  # from here, a batch leader waits for this request
                 return self._predict(environ, name, route, session, arrival)
         except ModelyardError as error:
             status, body, headers = answer_for(error)
@@ -94,25 +91,21 @@ class PredictHandler:
                 db.close()
 
     def _predict(self, environ: dict[str, Any], name: str, route: Route, session: Callable[[], Session],
-                 arrival: Any) -> Answer:
+                 arrival: Arrival | None) -> Answer:
         authorize(session, environ.get("HTTP_AUTHORIZATION"), self._auth, role=PREDICT_ROLE)
-        protocol = _PROTOCOLS[route.protocol]
+        protocol = PROTOCOLS[route.protocol]
         mimetype = mimetype_of(environ.get("CONTENT_TYPE", ""))
         if not protocol.accepts(mimetype):
             raise UnsupportedMediaType(mimetype, expected=protocol.MEDIA_TYPES)
         raw = read_body(environ, self._max_body_bytes)
-        if route.protocol == V2:
-            reply = v2.answer(self._predictor, session, name, route, raw, environ.get(v2.HEADER_LENGTH), arrival)
-            return Answer(200, reply.body, reply.headers, name, str(reply.version))
-        if route.protocol == MLFLOW:
-            version, body = mlflow.answer(self._predictor, session, name, route, raw, mimetype, arrival)
-        else:
-            version, body = native.answer(self._predictor, session, name, route, raw,
-                                          environ.get("QUERY_STRING", ""), arrival)
-        return Answer(200, body, [_JSON], name, str(version))
+        read = protocol.read(raw, Request(mimetype, environ.get("QUERY_STRING", ""), environ.get(v2.HEADER_LENGTH)))
+        prediction = self._predictor.predict(session, name, route.ref, read, read.options, arrival)
+        reply = read.write(prediction, route)
+        version = str(prediction.version)
+        return Answer(200, reply.body, [*reply.headers, ("X-Model-Version", version)], name, version)
 
 
-_PROTOCOLS: dict[str, Any] = {NATIVE: native, MLFLOW: mlflow, V2: v2}
+PROTOCOLS: dict[str, WireProtocol] = {NATIVE: native, MLFLOW: mlflow, V2: v2}
 
 
 class PredictLane:

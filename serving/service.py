@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import sklearn
@@ -41,6 +42,10 @@ class LoadedModel:
     fast_path: bool  # predict skips scikit-learn's per-call checks (see serving.fastpath)
     load_warnings: tuple[str, ...] = ()  # what this process's load raised
 
+    def predict_both(self, X: Any) -> tuple[Any, Any]:
+        """predict and predict_proba of the same rows, in one call (one batch)."""
+        return self.predict(X), self.estimator.predict_proba(X)
+
 
 @dataclass(frozen=True)
 class Options:
@@ -57,11 +62,45 @@ class Options:
 
 
 @dataclass(frozen=True)
+class PredictOptions:
+    """How a request wants its prediction, as its protocol read it."""
+
+    proba: bool | None = False  # also predict_proba; None: when the version has it (the OIP's default outputs)
+    may_hold_booleans: bool = True  # False: the raw body has no true/false, rows convert in one NumPy call
+
+
+DEFAULT_OPTIONS = PredictOptions()
+
+
+class Inputs(Protocol):
+    """What a protocol read from a request, made into the body the decoder reads for the version
+    that answers (a protocol whose inputs are named by the version's features needs it)."""
+
+    def rows(self, model: LoadedModel) -> Any:
+        """The body for ``model``; raises InvalidInput for what does not fit it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Body:
+    """Inputs that read the same for every version: records, rows, or the decoder's wrappers."""
+
+    value: Any
+
+    def rows(self, model: LoadedModel) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
 class Prediction:
-    answer: dict[str, Any]  # ready to serialize as JSON
+    """One request's prediction: which version answered, and what its estimator said."""
+
+    name: str
+    version: int
+    model: LoadedModel
+    predicted: Any  # the estimator's own output
+    probabilities: Any  # predict_proba's, when asked (None otherwise)
     single_record: bool  # the body was one bare record
-    predicted: Any = None  # the estimator's own output, for a protocol that types its tensors
-    probabilities: Any = None
 
 
 def cache_key(name: str, version: int, sha256: str) -> CacheKey:
@@ -84,6 +123,18 @@ class Predictor:
         self.batchers = batchers
         self.options = options
 
+    @contextmanager
+    def arriving(self, name: str) -> Iterator[Arrival | None]:
+        """Announce a request for model ``name`` from the moment its model is known (before its
+        body is read) until it predicts: while requests are on their way, a batch waits for them
+        (see :mod:`serving.batching`). None when batching is off for the model."""
+        batcher = self.batchers.get(name) if self.batchers is not None else None
+        if batcher is None:
+            yield None
+            return
+        with batcher.arriving() as arrival:
+            yield arrival
+
     def loaded(self, session: Sessions, name: str, ref: str) -> tuple[int, Entry]:
         """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use.
 
@@ -98,47 +149,41 @@ class Predictor:
         return number, self.cache.get(cache_key(name, number, resolved.sha256),
                                       lambda: self._load(session, name, number))
 
-    def predict(self, session: Sessions, name: str, ref: str, body: Any, *, proba: bool = False,
-                may_hold_booleans: bool = True, arrival: Arrival | None = None) -> Prediction:
-        """Predict with the version ``ref`` names.
+    def ready(self, session: Sessions, name: str, ref: str) -> int:
+        """Load the version ``ref`` names (if this process has not yet); its number."""
+        return self.loaded(session, name, ref)[0]
+
+    def predict(self, session: Sessions, name: str, ref: str, inputs: Inputs,
+                options: PredictOptions = DEFAULT_OPTIONS, arrival: Arrival | None = None) -> Prediction:
+        """Predict with the version ``ref`` names: resolve, load, read the inputs for it, and
+        call its estimator once (predict, and predict_proba in the same pass when asked).
 
         A model that batching is on for has its rows predicted together with concurrent
-        requests' (``arrival``: this request was announced to its batcher, see
-        :mod:`serving.batching`). Raises ModelNotFound / VersionNotFound (404), InvalidInput
-        (422) for a body that does not fit the version's features or ``proba`` on a model
+        requests' (``arrival``, from :meth:`arriving`). Raises ModelNotFound / VersionNotFound
+        (404), InvalidInput (422) for inputs that do not fit the version or ``proba`` on a model
         without ``predict_proba``, TooLarge (413).
         """
         number, entry = self.loaded(session, name, ref)
-        return self.predict_loaded(name, number, entry.value, body, proba=proba, may_hold_booleans=may_hold_booleans,
-                                   arrival=arrival)
-
-    def predict_loaded(self, name: str, number: int, model: LoadedModel, body: Any, *, proba: bool = False,
-                       may_hold_booleans: bool = True, arrival: Arrival | None = None) -> Prediction:
-        """:meth:`predict` with the version already resolved and loaded (:meth:`loaded`), for a
-        protocol that reads the version's features to build ``body``."""
-        _configure_this_thread()
+        model: LoadedModel = entry.value
+        body = inputs.rows(model)
+        proba = model.has_proba if options.proba is None else options.proba
         if proba and not model.has_proba:
-            raise InvalidInput(
-                f"version {number} of {name!r} has no predict_proba; ask without proba=true"
-            )
-        decoded = decode(body, model.features, max_rows=self.options.max_rows, may_hold_booleans=may_hold_booleans)
-        batcher = self.batchers.get(name) if self.batchers is not None and model.features.types is None else None
-        if batcher is not None:
-            predicted = batcher.predict(model.predict, decoded.X, arrival)
+            raise InvalidInput(f"version {number} of {name!r} has no predict_proba; ask without proba=true")
+        _configure_this_thread()
+        decoded = decode(body, model.features, max_rows=self.options.max_rows,
+                         may_hold_booleans=options.may_hold_booleans)
+        call = model.predict_both if proba else model.predict
+        batcher = arrival.batcher if arrival is not None else None
+        if batcher is not None and model.features.types is None:
+            output = batcher.predict(call, decoded.X, arrival)
         else:
-            predicted = model.predict(decoded.X)
-        predictions = plain(predicted)
-        result: dict[str, Any] = {"model": name, "version": number, "predictions": predictions}
-        if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
-            result["labels"] = [model.label_of.get(p) for p in predictions]
-        probabilities = None
-        if proba:
-            probabilities = model.estimator.predict_proba(decoded.X)
-            result["probabilities"] = plain(probabilities)
-            result["classes"] = list(model.classes)  # which class each probability column is
-            if model.label_of is not None:
-                result["class_labels"] = [model.label_of.get(c) for c in model.classes]
-        return Prediction(result, decoded.single_record, predicted, probabilities)
+            output = call(decoded.X)
+        predicted, probabilities = output if proba else (output, None)
+        return Prediction(name, number, model, predicted, probabilities, decoded.single_record)
+
+    def predictions(self, session: Sessions, name: str, ref: str, rows: Any) -> list[Any]:
+        """The version's predictions for ``rows`` (records or rows), as JSON values."""
+        return list(plain(self.predict(session, name, ref, Body(rows)).predicted))
 
     def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]:
         """Whether this process has the version loaded, how long loading took, when it last served."""

@@ -147,5 +147,5 @@ def _metadata(name: str, ref: str) -> Response:
 
 
 def _ready(name: str, ref: str) -> Response:
-    number, _entry = runtime().predictor.loaded(session, name, ref)
+    number = runtime().predictor.ready(session, name, ref)
     return jsonify(name=name, version=str(number), ready=True)

@@ -103,8 +103,8 @@ def compare_page(name: str) -> str:
     rows = rows if isinstance(rows, list) else [rows]
     predictions = {}
     for side in (left, right):
-        predictions[side.version] = runtime().predictor.predict(session, name, str(side.version), rows).answer[
-            "predictions"] if rows else []
+        predictions[side.version] = runtime().predictor.predictions(session, name, str(side.version), rows) \
+            if rows else []
     agree = sum(1 for p, q in zip(predictions[left.version], predictions[right.version], strict=False) if p == q)
     return render_template("compare.html", name=name, numbers=numbers, left=left, right=right, rows=rows,
                            predictions=predictions, agree=agree,

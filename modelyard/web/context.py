@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from flask import current_app, g
 from sqlalchemy.engine import Engine
@@ -17,11 +17,35 @@ from modelyard.registry.sandbox import Limits
 from modelyard.registry.service import RemovedVersion
 from modelyard.registry.storage import ArtifactStore
 
-if TYPE_CHECKING:
-    from modelyard.serving.http import PredictHandler
-    from modelyard.serving.service import Predictor
-
 EXTENSION = "modelyard"
+
+
+class Serving(Protocol):
+    """What the registry's routes, the operations routes and the UI ask of serving (the
+    Predictor): this process's state of a version, to stop serving deleted versions, to load a
+    version (readiness), and a version's predictions for a few rows (the UI's compare)."""
+
+    def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]: ...
+
+    def forget(self, removed: Sequence[RemovedVersion]) -> None: ...
+
+    def ready(self, session: Callable[[], Session], name: str, ref: str) -> int: ...
+
+    def predictions(self, session: Callable[[], Session], name: str, ref: str, rows: Any) -> list[Any]: ...
+
+
+class PredictAnswer(Protocol):
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+    model: str
+    version: str
+
+
+class AnswersPredicts(Protocol):
+    """Answers a predict request from its WSGI environ and route (serving.http)."""
+
+    def __call__(self, environ: dict[str, Any], route: Any) -> PredictAnswer: ...
 
 
 class Observation(NamedTuple):
@@ -49,8 +73,8 @@ class Runtime:
     store: ArtifactStore
     upload_max_bytes: int  # the largest model file accepted
     upload_limits: Limits  # what an upload's trial may use, and the extra globals it may import
-    predictor: Predictor  # resolve -> load (cache) -> predict, for every protocol
-    predict: PredictHandler  # answers a predict request from its WSGI environ (serving.http)
+    predictor: Serving  # resolve -> load (cache) -> predict, for every protocol
+    predict: AnswersPredicts  # answers a predict request from its WSGI environ (serving.http)
     observers: tuple[Observer, ...] = ()
 
     def versions_removed(self, removed: Sequence[RemovedVersion]) -> None:

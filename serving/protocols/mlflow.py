@@ -6,15 +6,16 @@ modelyard's JSON shape."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from modelyard.registry.errors import InvalidInput, UnreadableBody
-from modelyard.serving.batching import Arrival
 from modelyard.serving.decode import Rows, read_rows
+from modelyard.serving.protocols import JSON_HEADERS, Reply, Request
 from modelyard.serving.routes import Route
-from modelyard.serving.service import Predictor, Sessions
+from modelyard.serving.service import LoadedModel, Prediction, PredictOptions, plain
 from modelyard.web.body import is_json, parse_csv, parse_json
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -26,17 +27,29 @@ def accepts(mimetype: str) -> bool:
     return mimetype == CSV or is_json(mimetype)
 
 
-def answer(predictor: Predictor, session: Sessions, name: str, route: Route, raw: bytes, mimetype: str,
-           arrival: Arrival | None) -> tuple[int, bytes]:
-    """``(version that answered, JSON answer)`` for an ``/invocations`` request."""
-    if mimetype == CSV:
+@dataclass(frozen=True)
+class MlflowRead:
+    body: Any
+    options: PredictOptions
+
+    def rows(self, model: LoadedModel) -> Any:
+        return self.body
+
+    def write(self, prediction: Prediction, route: Route) -> Reply:
+        return Reply(orjson.dumps({"predictions": plain(prediction.predicted)}), JSON_HEADERS)
+
+
+def read(raw: bytes, request: Request) -> MlflowRead:
+    """An ``/invocations`` request: CSV, or JSON with exactly one input field, read once."""
+    if request.mimetype == CSV:
         body: Any = {"dataframe_split": parse_csv(raw)}
     else:
         rows = read_rows(raw)  # rows of numbers under "inputs" or "instances": the quick way
-        body = rows if rows is not None and rows.wrapper is not None else _one_input(parse_json(raw))
+        if rows is not None and rows.wrapper is None:  # a bare list of rows, which MLflow does not take
+            raise _not_one_input([], "a JSON list")
+        body = rows if rows is not None else _one_input(parse_json(raw))
     hold_booleans = isinstance(body, Rows) or b"true" in raw or b"false" in raw
-    result = predictor.predict(session, name, route.ref, body, may_hold_booleans=hold_booleans, arrival=arrival)
-    return result.answer["version"], orjson.dumps({"predictions": result.answer["predictions"]})
+    return MlflowRead(body, PredictOptions(may_hold_booleans=hold_booleans))
 
 
 def _one_input(body: Any) -> dict[str, Any]:
@@ -44,16 +57,18 @@ def _one_input(body: Any) -> dict[str, Any]:
     keys = sorted(body) if isinstance(body, dict) else []
     given = [key for key in keys if key in INPUT_KEYS]
     if len(given) != 1 or set(keys) - {*INPUT_KEYS, "params"}:
-        raise UnreadableBody(
-            f"the body must be a JSON object with exactly one of the fields {', '.join(INPUT_KEYS)} "
-            f"(and optionally params); got {_describe(body, keys)}",
-            errors={"fields": keys})
+        raise _not_one_input(keys, _describe(body, keys))
     key = given[0]
     value = body[key]
     if key in ("instances", "inputs") and isinstance(value, dict):
         value = _columns(value, key)  # a dict of columns: {"a": [1, 2], "b": [3, 4]}
         return {"dataframe_split": value}
     return {key: value}
+
+
+def _not_one_input(keys: list[str], got: str) -> UnreadableBody:
+    return UnreadableBody(f"the body must be a JSON object with exactly one of the fields {', '.join(INPUT_KEYS)} "
+                          f"(and optionally params); got {got}", errors={"fields": keys})
 
 
 def _columns(columns: dict[str, Any], key: str) -> dict[str, Any]:

@@ -5,28 +5,56 @@ route) also answers ``target_value`` for a single record."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from modelyard.serving.batching import Arrival
 from modelyard.serving.decode import read_rows
+from modelyard.serving.protocols import JSON_HEADERS, Reply, Request
 from modelyard.serving.routes import Route
-from modelyard.serving.service import Predictor, Sessions
+from modelyard.serving.service import LoadedModel, Prediction, PredictOptions, plain
 from modelyard.web.body import is_json, parse_json, query_flag
 
 MEDIA_TYPES = "application/json"
 accepts = is_json
 
 
-def answer(predictor: Predictor, session: Sessions, name: str, route: Route, raw: bytes, query: str,
-           arrival: Arrival | None) -> tuple[int, bytes]:
-    """``(version that answered, JSON answer)`` for a native predict request whose body is ``raw``."""
-    proba = query_flag(query, "proba")
+@dataclass(frozen=True)
+class NativeRead:
+    body: Any
+    options: PredictOptions
+
+    def rows(self, model: LoadedModel) -> Any:
+        return self.body
+
+    def write(self, prediction: Prediction, route: Route) -> Reply:
+        payload = answer(prediction)
+        if route.name is None and prediction.single_record:
+            payload["target_value"] = payload["predictions"][0]  # the tutorial's field
+        return Reply(orjson.dumps(payload), JSON_HEADERS)
+
+
+def read(raw: bytes, request: Request) -> NativeRead:
+    """A native predict request whose body is ``raw``: rows of numbers straight into an array
+    when that is all it holds, else the JSON as the decoder reads it; ``?proba=true``."""
     body = read_rows(raw) or parse_json(raw)
-    result = predictor.predict(session, name, route.ref, body, proba=proba,
-                               may_hold_booleans=b"true" in raw or b"false" in raw, arrival=arrival)
-    payload: dict[str, Any] = result.answer
-    if route.name is None and result.single_record:
-        payload["target_value"] = payload["predictions"][0]  # the tutorial's field
-    return result.answer["version"], orjson.dumps(payload)
+    options = PredictOptions(proba=query_flag(request.query, "proba"),
+                             may_hold_booleans=b"true" in raw or b"false" in raw)
+    return NativeRead(body, options)
+
+
+def answer(prediction: Prediction) -> dict[str, Any]:
+    """``{model, version, predictions, labels?}``, and with probabilities ``probabilities``,
+    ``classes`` (each column's class) and ``class_labels``."""
+    model, predicted = prediction.model, prediction.predicted
+    predictions = plain(predicted)
+    result: dict[str, Any] = {"model": prediction.name, "version": prediction.version, "predictions": predictions}
+    if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
+        result["labels"] = [model.label_of.get(p) for p in predictions]
+    if prediction.probabilities is not None:
+        result["probabilities"] = plain(prediction.probabilities)
+        result["classes"] = list(model.classes)
+        if model.label_of is not None:
+            result["class_labels"] = [model.label_of.get(c) for c in model.classes]
+    return result

@@ -20,10 +20,10 @@ import numpy as np
 import orjson
 
 from modelyard.registry.errors import InvalidInput, UnreadableBody
-from modelyard.serving.batching import Arrival
 from modelyard.serving.decode import FeatureSpec, Rows
+from modelyard.serving.protocols import JSON_HEADERS, Reply, Request
 from modelyard.serving.routes import Route
-from modelyard.serving.service import LoadedModel, Predictor, Sessions
+from modelyard.serving.service import LoadedModel, Prediction, PredictOptions
 from modelyard.web.body import is_json, parse_json
 
 HEADER_LENGTH = "HTTP_INFERENCE_HEADER_CONTENT_LENGTH"  # the WSGI name of Inference-Header-Content-Length
@@ -36,13 +36,6 @@ PREDICT, PROBA = "predict", "predict_proba"
 MEDIA_TYPES = "application/json, or application/octet-stream with Inference-Header-Content-Length"
 
 
-@dataclass(frozen=True)
-class Reply:
-    version: int
-    body: bytes
-    headers: list[tuple[str, str]]
-
-
 def error_body(message: str) -> dict[str, str]:
     return {"error": message}
 
@@ -52,34 +45,50 @@ def accepts(mimetype: str) -> bool:
     return mimetype in ("", "application/octet-stream") or is_json(mimetype)
 
 
-def answer(predictor: Predictor, session: Sessions, name: str, route: Route, raw: bytes,
-           header_length: str | None, arrival: Arrival | None) -> Reply:
-    """The answer to ``POST /v2/models/{name}[/versions/{ref}]/infer``."""
-    request, tensors = _read(raw, header_length)
-    number, entry = predictor.loaded(session, name, route.ref)
-    model: LoadedModel = entry.value
-    wanted, binary = _outputs(request, model)
-    body = _body(tensors, model.features)
-    result = predictor.predict_loaded(name, number, model, body, proba=PROBA in wanted, may_hold_booleans=False,
-                                      arrival=arrival)
-    values = {PREDICT: result.predicted, PROBA: result.probabilities}
-    outputs, blobs = [], []
-    for output in wanted:
-        tensor, blob = _tensor(output, values[output], binary[output])
-        outputs.append(tensor)
-        if blob is not None:
-            blobs.append(blob)
-    reply: dict[str, Any] = {"model_name": name, "model_version": str(number), "outputs": outputs}
-    if "id" in request:
-        reply["id"] = request["id"]
-    parameters = {k: v for k, v in (request.get("parameters") or {}).items() if k != "binary_data_output"}
-    if parameters:
-        reply["parameters"] = parameters
-    header = orjson.dumps(reply)
-    if not blobs:
-        return Reply(number, header, [("Content-Type", "application/json")])
-    return Reply(number, b"".join([header, *blobs]), [("Content-Type", "application/octet-stream"),
-                                                      ("Inference-Header-Content-Length", str(len(header)))])
+@dataclass(frozen=True)
+class InferRead:
+    """An infer request: its JSON (id, parameters, outputs) and input tensors. Its rows depend on
+    the version that answers: inputs are named by its features, outputs by what it has."""
+
+    request: dict[str, Any]
+    tensors: list[tuple[str, np.ndarray]]
+    options: PredictOptions
+
+    def rows(self, model: LoadedModel) -> Any:
+        _outputs(self.request, model)  # an output the version does not have is refused first
+        return _body(self.tensors, model.features)
+
+    def write(self, prediction: Prediction, route: Route) -> Reply:
+        wanted, binary = _outputs(self.request, prediction.model)
+        values = {PREDICT: prediction.predicted, PROBA: prediction.probabilities}
+        outputs, blobs = [], []
+        for output in wanted:
+            tensor, blob = _tensor(output, values[output], binary[output])
+            outputs.append(tensor)
+            if blob is not None:
+                blobs.append(blob)
+        reply: dict[str, Any] = {"model_name": prediction.name, "model_version": str(prediction.version),
+                                 "outputs": outputs}
+        if "id" in self.request:
+            reply["id"] = self.request["id"]
+        parameters = {k: v for k, v in (self.request.get("parameters") or {}).items() if k != "binary_data_output"}
+        if parameters:
+            reply["parameters"] = parameters
+        header = orjson.dumps(reply)
+        if not blobs:
+            return Reply(header, JSON_HEADERS)
+        return Reply(b"".join([header, *blobs]), [("Content-Type", "application/octet-stream"),
+                                                  ("Inference-Header-Content-Length", str(len(header)))])
+
+
+def read(raw: bytes, request: Request) -> InferRead:
+    """``POST /v2/models/{name}[/versions/{ref}]/infer``: JSON, or binary tensors after a JSON
+    header of ``Inference-Header-Content-Length`` bytes."""
+    infer, tensors = _read(raw, request.header_length)
+    asked = infer.get("outputs")
+    names = {o.get("name") for o in asked if isinstance(o, dict)} if isinstance(asked, list) and asked else None
+    proba = None if names is None else PROBA in names  # every output the version has, unless some are named
+    return InferRead(infer, tensors, PredictOptions(proba=proba, may_hold_booleans=False))
 
 
 def _read(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:

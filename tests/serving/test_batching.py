@@ -249,3 +249,27 @@ def _logreg_predictions(rows: list[list[float]]) -> list[Any]:
     from tests.factories import fitted_logreg
 
     return fitted_logreg().predict(np.array(rows)).tolist()
+
+
+def test_probabilities_are_batched_with_their_predictions(config: dict[str, Any]) -> None:
+    """?proba=true goes through the batcher too: predict and predict_proba of a batch's rows in one
+    call, each request answered its own rows of both (they were a second, unbatched call)."""
+    from tests.factories import fitted_logreg, make_version
+
+    app = create_app({**config, "batching": {"models": ["flowers"], "max_rows": 64, "max_wait_ms": 50.0}})
+    rt = app.extensions[EXTENSION]
+    make_version(rt, "flowers")
+    client = admin_client(app)
+    _number, entry = rt.predictor.loaded(rt.sessions, "flowers", "1")
+    estimator, proba_calls = entry.value.estimator, []
+    own_proba = estimator.predict_proba
+    estimator.predict_proba = lambda X: proba_calls.append(len(X)) or own_proba(X)  # counts the calls
+    rows = X[::15].tolist()
+    answers = _concurrently(len(rows), lambda i: client.post("/models/flowers/1/predict?proba=true",
+                                                             json={"inputs": [rows[i]]}).json)
+    model = fitted_logreg()
+    assert [a["predictions"][0] for a in answers] == model.predict(np.array(rows)).tolist()
+    np.testing.assert_allclose([a["probabilities"][0] for a in answers], model.predict_proba(np.array(rows)))
+    batcher = rt.predictor.batchers.get("flowers")
+    assert sum(proba_calls) == len(rows) and len(proba_calls) == batcher.calls < len(rows)
+    rt.engine.dispose()
