@@ -28,6 +28,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 HTTP_REQUESTS = Counter("modelyard_http_requests_total", "HTTP requests", ["endpoint", "method", "status"])
 PREDICT_REQUESTS = Counter("modelyard_predict_requests_total", "Predict requests", ["model", "version", "status"])
+ALIAS_REQUESTS = Counter("modelyard_alias_requests_total", "Predict requests whose version an alias chose "
+                         "(a weighted alias's split, version by version)", ["model", "alias", "version", "status"])
 PREDICT_SECONDS = Histogram("modelyard_predict_duration_seconds", "Predict request duration",
                             ["model", "version", "status"], buckets=_LATENCY_BUCKETS)
 CACHE_HITS = Counter("modelyard_cache_hits_total", "Predictions served by an already loaded version")
@@ -93,36 +95,39 @@ def render() -> Response:
 
 def observe(seen: Observation) -> None:
     """Count one finished request; predicts also by model, version and status, with latency."""
-    key = (seen.endpoint, seen.method, seen.status, seen.kind, seen.model, seen.version)
+    key = (seen.endpoint, seen.method, seen.status, seen.kind, seen.model, seen.version, seen.alias)
     bound = _bound.get(key)
     if bound is None:
         bound = _bind(*key)
         if len(_bound) >= _MAX_BOUND:  # label sets come and go with models: keep the recent ones
             _bound.clear()
         _bound[key] = bound
-    requests, predicts, predict_seconds, uploads = bound
+    requests, predicts, predict_seconds, uploads, by_alias = bound
     requests.inc()
     if predicts is not None:
         predicts.inc()
         if seen.seconds is not None:
             predict_seconds.observe(seen.seconds)
+        if by_alias is not None:
+            by_alias.inc()
     elif uploads is not None:
         uploads.inc()
 
 
 # A request's metric children by label values: looking them up (labels()) costs more than
 # counting, and predicts repeat the same few label sets.
-_Bound = tuple[Any, Any, Any, Any]
-_bound: dict[tuple[str, str, int, str | None, str, str], _Bound] = {}
+_Bound = tuple[Any, Any, Any, Any, Any]
+_bound: dict[tuple[str, str, int, str | None, str, str, str], _Bound] = {}
 _MAX_BOUND = 4096
 
 
-def _bind(endpoint: str, method: str, status: int, kind: str | None, model: str, version: str) -> _Bound:
+def _bind(endpoint: str, method: str, status: int, kind: str | None, model: str, version: str,
+          alias: str) -> _Bound:
     code = str(status)
     requests = HTTP_REQUESTS.labels(endpoint, method, code)
     if kind == "predict":
-        return (requests, PREDICT_REQUESTS.labels(model, version, code),
-                PREDICT_SECONDS.labels(model, version, code), None)
+        return (requests, PREDICT_REQUESTS.labels(model, version, code), PREDICT_SECONDS.labels(model, version, code),
+                None, ALIAS_REQUESTS.labels(model, alias, version, code) if alias else None)
     if kind == "upload" and method == "POST":
-        return requests, None, None, UPLOADS.labels(code)
-    return requests, None, None, None
+        return requests, None, None, UPLOADS.labels(code), None
+    return requests, None, None, None, None

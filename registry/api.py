@@ -11,7 +11,7 @@ from flask import Response, jsonify, request, url_for
 from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.registry import auth, maintenance, queries, refs, service, upload
+from modelyard.registry import aliases, auth, maintenance, queries, refs, service, upload
 from modelyard.registry.errors import InvalidArtifact, TooLarge
 from modelyard.registry.schemas import (
     AliasMoveSchema,
@@ -249,17 +249,20 @@ class Promote(MethodView):
         pointed at before (`previous_version`, null when the alias is new).
         """
         alias = body.get("alias", refs.DEFAULT_ALIAS)
-        return service.promote(session(), name, ref, alias, actor=current_actor().name)
+        return aliases.promote(session(), name, ref, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/aliases")
 class Aliases(MethodView):
     @requires("reader")
-    @blp.response(200, {"type": "object", "additionalProperties": {"type": "integer"}})
+    @blp.response(200, {"type": "object", "additionalProperties": {"oneOf": [
+        {"type": "integer"},
+        {"type": "object", "properties": {"weights": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+    ]}})
     def get(self, name: str) -> Any:
         """List a model's aliases
 
-        As `{alias: version}`.
+        As `{alias: version}`; a weighted alias as `{alias: {"weights": {"3": 90, "4": 10}}}`.
         """
         return jsonify(queries.model_aliases(session(), name))
 
@@ -271,19 +274,23 @@ class AliasDetail(MethodView):
     @blp.arguments(AliasSetSchema)
     @blp.response(200, AliasMoveSchema)
     def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
-        """Set or move an alias
+        """Set or move an alias, or split it between versions
 
-        Body `{"version": 3}` (a number, `v3`, another alias or `latest`). `latest`, numbers
-        and `v<number>` are reserved and cannot be alias names.
+        Body `{"version": 3}` (a number, `v3`, another alias or `latest`), or `{"weights": {"3": 90,
+        "4": 10}}`: each request is served by one of the versions, chosen by weight (by a hash of
+        its `X-Request-Key` header when it has one, so a key keeps its version; at random
+        otherwise). `latest`, numbers and `v<number>` are reserved and cannot be alias names.
         """
-        return service.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
+        if "weights" in body:
+            return aliases.set_weights(session(), name, alias, body["weights"], actor=current_actor().name)
+        return aliases.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
 
     @requires("uploader")
     @moves_alias
     @blp.response(204)
     def delete(self, name: str, alias: str) -> None:
         """Remove an alias"""
-        service.delete_alias(session(), name, alias, actor=current_actor().name)
+        aliases.delete_alias(session(), name, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/aliases/<alias>/rollback")
@@ -298,7 +305,7 @@ class AliasRollback(MethodView):
         Moves the alias to where it pointed before its last move (from the audit log); a
         second rollback moves it forward again.
         """
-        return service.rollback_alias(session(), name, alias, actor=current_actor().name)
+        return aliases.rollback_alias(session(), name, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/events")

@@ -132,6 +132,8 @@ class Alias(Base):
     name: Mapped[Name]
     # RESTRICT: a version cannot be deleted while an alias points at it.
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
+    # A weighted alias (a canary): {"<version>": weight}; version_id is then its heaviest version.
+    weights: Mapped[dict[str, int] | None] = mapped_column(JSON, default=None)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     model: Mapped[Model] = relationship(back_populates="aliases")

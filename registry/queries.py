@@ -192,8 +192,16 @@ def version_numbers(session: Session, name: str) -> list[int]:
                                 .order_by(ModelVersion.version)))
 
 
-def model_aliases(session: Session, name: str) -> dict[str, int]:
-    return aliases_of(session, get_model(session, name))
+def model_aliases(session: Session, name: str) -> dict[str, int | dict[str, dict[str, int]]]:
+    """``{alias: version}``, a weighted alias as ``{alias: {"weights": {...}}}``."""
+    model = get_model(session, name)
+    rows = session.execute(
+        select(Alias.name, ModelVersion.version, Alias.weights)
+        .join(ModelVersion, Alias.version_id == ModelVersion.id)
+        .where(Alias.model_id == model.id)
+        .order_by(Alias.name)
+    )
+    return {alias: {"weights": dict(weights)} if weights else version for alias, version, weights in rows}
 
 
 @dataclass(frozen=True)

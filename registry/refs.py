@@ -10,7 +10,9 @@ that weighted aliases (several targets) change this module and not its callers.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 import re
 import threading
 from collections.abc import Callable
@@ -35,11 +37,37 @@ DEFAULT_ALIAS = "production"  # what POST /predict serves, what promote moves, w
 DEFAULT_VERSION = "@default"
 
 
+class Target(NamedTuple):
+    version: int
+    sha256: str
+    weight: int
+
+
 class Resolved(NamedTuple):
-    """The version a ref names."""
+    """The version a ref names; for a weighted alias also its split (``targets``, weight > 0,
+    in version order), from which :meth:`pick` chooses one version per request."""
 
     version: int
     sha256: str
+    targets: tuple[Target, ...] = ()
+    alias: str | None = None  # the alias that named it (the OIP's default version: production, when it had it)
+
+    def pick(self, key: str | None) -> tuple[int, str]:
+        """``(version, sha256)`` to serve one request: the only version, or one of a split by
+        weight: by a hash of ``key`` (the request's ``X-Request-Key``: the same key gets the
+        same version on every server for as long as the weights stand), else at random."""
+        if not self.targets:
+            return self.version, self.sha256
+        total = sum(t.weight for t in self.targets)
+        if key is None:
+            point = random.randrange(total)
+        else:
+            point = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % total
+        for target in self.targets:
+            if point < target.weight:
+                return target.version, target.sha256
+            point -= target.weight
+        raise AssertionError("unreachable: the points cover the weights")
 
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -76,9 +104,21 @@ def resolve_version(session: Session, name: str, ref: str) -> ModelVersion:
 
 def resolve_version_key(session: Session, name: str, ref: str) -> Resolved:
     """``(version number, sha256)`` for a ref: the same lookup as :func:`resolve_version`
-    without loading the row, for the predict path."""
-    number, sha256 = _resolve(session, select(ModelVersion.version, ModelVersion.sha256), name, ref, scalar=False)
-    return Resolved(number, sha256)
+    without loading the row, for the predict path; a weighted alias's split with it."""
+    number, sha256, model_id = _resolve(
+        session, select(ModelVersion.version, ModelVersion.sha256, ModelVersion.model_id), name, ref, scalar=False)
+    if parse_version_ref(ref) is not None or ref.lower() == LATEST:
+        return Resolved(number, sha256)
+    alias = DEFAULT_ALIAS if ref == DEFAULT_VERSION else ref
+    row = session.execute(select(Alias.weights).where(Alias.model_id == model_id, Alias.name == alias)).first()
+    if row is None:  # the default version of a model without production: its latest
+        return Resolved(number, sha256)
+    if not row.weights:
+        return Resolved(number, sha256, alias=alias)
+    shares = {int(n): w for n, w in row.weights.items() if w > 0}
+    rows = session.execute(select(ModelVersion.version, ModelVersion.sha256).where(
+        ModelVersion.model_id == model_id, ModelVersion.version.in_(shares)).order_by(ModelVersion.version))
+    return Resolved(number, sha256, tuple(Target(v, digest, shares[v]) for v, digest in rows), alias)
 
 
 def _resolve(session: Session, query: Any, name: str, ref: str, *, scalar: bool = True) -> Any:

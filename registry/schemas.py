@@ -155,7 +155,16 @@ class VersionRef(fields.Field):  # type: ignore[type-arg]
 
 
 class AliasSetSchema(ma.Schema):
-    version = VersionRef(required=True, metadata={"description": "version number (or v<n>, alias, latest)"})
+    version = VersionRef(metadata={"description": "version number (or v<n>, alias, latest)"})
+    weights = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={
+        "description": 'split requests between versions: {"<version>": weight}, whole numbers >= 0, one above 0',
+        "example": {"3": 90, "4": 10}})
+
+    @ma.validates_schema
+    def one_target(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if ("version" in data) == ("weights" in data):
+            raise ValidationError('give exactly one of version ({"version": 4}) or weights ({"weights": {"3": 90, '
+                                  '"4": 10}})')
 
 
 class PromoteSchema(ma.Schema):
@@ -164,8 +173,19 @@ class PromoteSchema(ma.Schema):
 
 class AliasMoveSchema(ma.Schema):
     alias = fields.String()
-    version = fields.Integer()
+    version = fields.Integer(metadata={"description": "the version it points at (a weighted alias: its heaviest)"})
     previous_version = fields.Integer(allow_none=True)
+    weights = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "the split, for a weighted alias"})
+    previous_weights = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True)
+
+    @ma.post_dump
+    def plain_stays_plain(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        """A plain alias answers as it always did: no weights fields."""
+        for key in ("weights", "previous_weights"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class EventSchema(ma.Schema):

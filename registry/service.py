@@ -1,44 +1,32 @@
-"""Registry write use cases. Plain functions: a Session (and a store) first, plain values after.
+"""Registry write use cases for models and versions. Plain functions: a Session (and a store)
+first, plain values after.
 
-Each is one transaction with one commit (:func:`_write`); the reads are in ``queries``, the ref
-grammar in ``refs``, upload preparation in ``upload``.
+Each is one transaction with one commit (``writes.write``); aliases are ``aliases``' use cases,
+the reads are in ``queries``, the ref grammar in ``refs``, upload preparation in ``upload``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelyard.registry import introspect, sandbox
-from modelyard.registry.db import begin_write, utcnow
-from modelyard.registry.errors import AliasNotFound, ModelExists, NoRollbackHistory, VersionInUse
+from modelyard.registry import introspect, sandbox, writes
+from modelyard.registry.aliases import move
+from modelyard.registry.db import utcnow
+from modelyard.registry.errors import ModelExists, VersionInUse
 from modelyard.registry.maintenance import discard_unreferenced
-from modelyard.registry.models import Alias, Event, Model, ModelTag, ModelVersion, RegistryState
+from modelyard.registry.models import Alias, Model, ModelTag, ModelVersion
 from modelyard.registry.queries import ModelView, VersionView, aliases_of, model_detail, model_exists, version_detail
 from modelyard.registry.refs import (
     DEFAULT_ALIAS,
     get_model,
     resolve_version,
-    validate_alias_name,
     validate_model_name,
 )
 from modelyard.registry.storage import ArtifactStore, Data
 from modelyard.registry.upload import Prepared, VersionSpec, prepare_version
-
-T = TypeVar("T")
-_ATTEMPTS = 3  # a write that lost a uniqueness race (two creators of one model) is retried
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    alias: str
-    version: int
-    previous_version: int | None
 
 
 @dataclass(frozen=True)
@@ -62,7 +50,7 @@ def create_model(
             raise ModelExists(name)
         _create_model(session, name, description=description, tags=tags or {}, actor=actor)
 
-    _write(session, write, on_conflict=lambda: ModelExists(name))
+    writes.write(session, write, on_conflict=lambda: ModelExists(name))
     return model_detail(session, name)
 
 
@@ -80,10 +68,10 @@ def update_model(
         if tags is not None:
             _set_tags(session, model, tags)
         model.updated_at = utcnow()
-        _record(session, name, "model.updated", actor, before=before,
+        writes.record(session, name, "model.updated", actor, before=before,
                 after={"description": model.description, "tags": model.tags})
 
-    _write(session, write)
+    writes.write(session, write)
     return model_detail(session, name)
 
 
@@ -98,10 +86,10 @@ def delete_model(session: Session, store: ArtifactStore, name: str, *,
         session.execute(delete(Alias).where(Alias.model_id == model.id))
         session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
         session.execute(delete(Model).where(Model.id == model.id))
-        _record(session, name, "model.deleted", actor, before=before)
+        writes.record(session, name, "model.deleted", actor, before=before)
         return [RemovedVersion(name, v.version, v.sha256) for v in versions]
 
-    removed = _write(session, write)
+    removed = writes.write(session, write)
     discard_unreferenced(session, store, {r.sha256 for r in removed})
     return removed
 
@@ -130,7 +118,7 @@ def register_version(
         return _add_version(session, model, prepared, sha256, len(data), actor=actor).version
 
     try:
-        number = _write(session, write)
+        number = writes.write(session, write)
     except BaseException:
         discard_unreferenced(session, store, {sha256})
         raise
@@ -154,11 +142,11 @@ def update_version(
             version.description = description
         if tags is not None:
             version.tags = dict(tags)
-        _record(session, name, "version.updated", actor, version=version.version, before=before,
+        writes.record(session, name, "version.updated", actor, version=version.version, before=before,
                 after={"description": version.description, "tags": version.tags})
         return version.version
 
-    return version_detail(session, name, str(_write(session, write)))
+    return version_detail(session, name, str(writes.write(session, write)))
 
 
 def delete_version(
@@ -171,88 +159,20 @@ def delete_version(
 
     def write() -> RemovedVersion:
         version = resolve_version(session, name, ref)
-        pointing = list(session.scalars(select(Alias.name).where(Alias.version_id == version.id).order_by(Alias.name)))
+        pointing = sorted(
+            alias.name for alias in session.scalars(select(Alias).where(Alias.model_id == version.model_id))
+            if alias.version_id == version.id or str(version.version) in (alias.weights or {}))
         if pointing:
             raise VersionInUse(name, version.version, pointing)
         session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))
         session.execute(update(Model).where(Model.id == version.model_id).values(version_count=Model.version_count - 1))
-        _record(session, name, "version.deleted", actor, version=version.version,
+        writes.record(session, name, "version.deleted", actor, version=version.version,
                 before={"sha256": version.sha256, "estimator": version.estimator})
         return RemovedVersion(name, version.version, version.sha256)
 
-    removed = _write(session, write)
+    removed = writes.write(session, write)
     discard_unreferenced(session, store, {removed.sha256})
     return removed
-
-
-def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str = "anonymous") -> AliasMove:
-    """Point ``alias`` at the version ``ref`` names (create or move it); one transaction.
-
-    Raises InvalidName (422) for a reserved or malformed alias, ModelNotFound /
-    VersionNotFound (404).
-    """
-    validate_alias_name(alias)
-
-    def write() -> AliasMove:
-        version = resolve_version(session, name, ref)
-        return _set_alias(session, version.model, alias, version, actor=actor)
-
-    return _write(session, write)
-
-
-def promote(session: Session, name: str, ref: str, alias: str = DEFAULT_ALIAS, *,
-            actor: str = "anonymous") -> AliasMove:
-    """Move ``alias`` (default ``production``) to the version ``ref`` names; returns the
-    version it pointed at before (None when the alias is new)."""
-    return set_alias(session, name, alias, ref, actor=actor)
-
-
-def delete_alias(session: Session, name: str, alias: str, *, actor: str = "anonymous") -> None:
-    """Remove an alias. Raises AliasNotFound (404)."""
-
-    def write() -> None:
-        model = get_model(session, name)
-        row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
-        if row is None:
-            raise AliasNotFound(name, alias)
-        previous = row.target.version
-        session.delete(row)
-        _record(session, name, "alias.removed", actor, version=previous, alias=alias,
-                before={"version": previous})
-
-    _write(session, write)
-
-
-def rollback_alias(session: Session, name: str, alias: str, *, actor: str = "anonymous") -> AliasMove:
-    """Move ``alias`` back to where it pointed before its last move, read from the event log.
-
-    A second rollback undoes the first. Raises AliasNotFound (404), NoRollbackHistory (409)
-    when the alias has never moved or its previous version was deleted.
-    """
-
-    def write() -> AliasMove:
-        model = get_model(session, name)
-        row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
-        if row is None:
-            raise AliasNotFound(name, alias)
-        last = session.scalar(
-            select(Event)
-            .where(Event.model_name == name, Event.alias == alias,
-                   Event.action.in_(("alias.set", "alias.moved", "alias.rolled_back")))
-            .order_by(Event.id.desc())
-            .limit(1)
-        )
-        previous = (last.before or {}).get("version") if last is not None else None
-        if previous is None:
-            raise NoRollbackHistory(name, alias, "it has never moved")
-        target = session.scalar(
-            select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == previous)
-        )
-        if target is None:
-            raise NoRollbackHistory(name, alias, f"its previous version {previous} was deleted")
-        return _set_alias(session, model, alias, target, actor=actor, action="alias.rolled_back")
-
-    return _write(session, write)
 
 
 def seed_model(
@@ -275,41 +195,14 @@ def seed_model(
             return False
         model = _create_model(session, name, description=description, tags={}, actor=actor)
         version = _add_version(session, model, prepared, sha256, len(data), actor=actor)
-        _set_alias(session, model, alias, version, actor=actor)
+        move(session, model, alias, version, actor=actor)
         return True
 
     try:
-        return _write(session, write)
+        return writes.write(session, write)
     except BaseException:
         discard_unreferenced(session, store, {sha256})
         raise
-
-
-def _write(session: Session, step: Callable[[], T], *, on_conflict: Callable[[], Exception] | None = None) -> T:
-    """Run ``step`` in one write transaction, commit, and return what it returned; roll back
-    on any error.
-
-    A uniqueness race lost to a concurrent writer (IntegrityError) is retried from the start,
-    where ``step`` sees the winner's row; ``on_conflict`` turns the last failure into a domain
-    error.
-    """
-    for attempt in range(_ATTEMPTS):
-        begin_write(session)
-        try:
-            result = step()
-            session.execute(update(RegistryState).values(generation=RegistryState.generation + 1))
-            session.commit()
-            return result
-        except IntegrityError:
-            session.rollback()
-            if attempt == _ATTEMPTS - 1:
-                if on_conflict is not None:
-                    raise on_conflict() from None
-                raise
-        except BaseException:
-            session.rollback()
-            raise
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _create_model(session: Session, name: str, *, description: str, tags: dict[str, str], actor: str) -> Model:
@@ -317,7 +210,7 @@ def _create_model(session: Session, name: str, *, description: str, tags: dict[s
     session.add(model)
     session.flush()
     _set_tags(session, model, tags)
-    _record(session, name, "model.created", actor, after={"description": description, "tags": tags})
+    writes.record(session, name, "model.created", actor, after={"description": description, "tags": tags})
     return model
 
 
@@ -367,34 +260,6 @@ def _add_version(
     )
     session.add(version)
     session.flush()
-    _record(session, model.name, "version.created", actor, version=number,
+    writes.record(session, model.name, "version.created", actor, version=number,
             after={"sha256": sha256, "estimator": info.estimator, "format": prepared.fmt})
     return version
-
-
-def _set_alias(
-    session: Session, model: Model, name: str, version: ModelVersion, *, actor: str,
-    action: str | None = None,
-) -> AliasMove:
-    alias = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == name))
-    previous = None
-    if alias is None:
-        session.add(Alias(model_id=model.id, name=name, version_id=version.id))
-    else:
-        previous = alias.target.version
-        alias.version_id = version.id
-        alias.updated_at = utcnow()
-    session.flush()
-    action = action or ("alias.set" if alias is None else "alias.moved")
-    _record(session, model.name, action, actor, version=version.version, alias=name,
-            before=None if previous is None else {"version": previous},
-            after={"version": version.version})
-    return AliasMove(name, version.version, previous)
-
-
-def _record(
-    session: Session, model_name: str, action: str, actor: str, *, version: int | None = None,
-    alias: str | None = None, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
-) -> None:
-    session.add(Event(model_name=model_name, version=version, alias=alias, action=action, actor=actor,
-                      before=before, after=after))

@@ -183,5 +183,5 @@ def invocations_default() -> Response:
 def answer(route: Route) -> Response:
     # Served here only when the app runs without the predict lane in front (see serving.http).
     answer = runtime().predict(request.environ, route)
-    label_prediction(answer.model, answer.version)
+    label_prediction(answer.model, answer.version, answer.alias)
     return Response(answer.body, status=answer.status, headers=answer.headers)

@@ -48,6 +48,7 @@ class Answer:
     headers: list[tuple[str, str]]
     model: str = ""  # metric labels, known once the version is resolved
     version: str = ""
+    alias: str = ""  # the alias that chose the version, if one did
 
 
 class PredictHandler:
@@ -98,11 +99,13 @@ class PredictHandler:
         if not protocol.accepts(mimetype):
             raise UnsupportedMediaType(mimetype, expected=protocol.MEDIA_TYPES)
         raw = read_body(environ, self._max_body_bytes)
-        read = protocol.read(raw, Request(mimetype, environ.get("QUERY_STRING", ""), environ.get(v2.HEADER_LENGTH)))
+        read = protocol.read(raw, Request(mimetype, environ.get("QUERY_STRING", ""), environ.get(v2.HEADER_LENGTH),
+                                          environ.get("HTTP_X_REQUEST_KEY")))
         prediction = self._predictor.predict(session, name, route.ref, read, read.options, arrival)
         reply = read.write(prediction, route)
         version = str(prediction.version)
-        return Answer(200, reply.body, [*reply.headers, ("X-Model-Version", version)], name, version)
+        return Answer(200, reply.body, [*reply.headers, ("X-Model-Version", version)], name, version,
+                      prediction.alias or "")
 
 
 PROTOCOLS: dict[str, WireProtocol] = {NATIVE: native, MLFLOW: mlflow, V2: v2}
@@ -125,7 +128,7 @@ class PredictLane:
         started = time.perf_counter()
         answer = self.handler(environ, route)
         self.observe(Observation(route.endpoint, "POST", answer.status, time.perf_counter() - started,
-                                 PREDICT_KIND, answer.model, answer.version))
+                                 PREDICT_KIND, answer.model, answer.version, answer.alias))
         headers = answer.headers + [("Content-Length", str(len(answer.body)))]
         start_response(_STATUS_LINE[answer.status], headers)
         return [answer.body]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from modelyard.registry import queries
 from modelyard.registry import refs as refs_module
 from modelyard.registry.errors import InvalidInput
-from modelyard.registry.refs import RefCache
+from modelyard.registry.refs import RefCache, Resolved
 from modelyard.registry.service import RemovedVersion
 from modelyard.registry.storage import ArtifactStore
 from modelyard.serving.batching import Arrival, Batchers
@@ -67,6 +67,7 @@ class PredictOptions:
 
     proba: bool | None = False  # also predict_proba; None: when the version has it (the OIP's default outputs)
     may_hold_booleans: bool = True  # False: the raw body has no true/false, rows convert in one NumPy call
+    request_key: str | None = None  # X-Request-Key: a weighted alias serves the same key the same version
 
 
 DEFAULT_OPTIONS = PredictOptions()
@@ -101,6 +102,7 @@ class Prediction:
     predicted: Any  # the estimator's own output
     probabilities: Any  # predict_proba's, when asked (None otherwise)
     single_record: bool  # the body was one bare record
+    alias: str | None = None  # the alias that chose the version, if one did
 
 
 def cache_key(name: str, version: int, sha256: str) -> CacheKey:
@@ -135,23 +137,33 @@ class Predictor:
         with batcher.arriving() as arrival:
             yield arrival
 
-    def loaded(self, session: Sessions, name: str, ref: str) -> tuple[int, Entry]:
-        """Resolve ``ref`` and return ``(version number, cache entry)``, loading on first use.
+    def resolve(self, session: Sessions, name: str, ref: str) -> Resolved:
+        """What ``ref`` names now (one version, or a weighted alias's split).
 
         ``session`` is called only when the database must be read beyond the ref cache's
-        generation check (a resolution not cached, a version not loaded).
+        generation check (a resolution not cached).
         """
         if self.refs is not None:
-            resolved = self.refs.resolve(session, name, ref)
-        else:
-            resolved = refs_module.resolve_version_key(session(), name, ref)
-        number = resolved.version
-        return number, self.cache.get(cache_key(name, number, resolved.sha256),
-                                      lambda: self._load(session, name, number))
+            return self.refs.resolve(session, name, ref)
+        return refs_module.resolve_version_key(session(), name, ref)
+
+    def loaded(self, session: Sessions, name: str, ref: str, key: str | None = None) -> tuple[int, Entry]:
+        """Resolve ``ref``, pick the version to serve (a weighted alias: by ``key``, see
+        :meth:`Resolved.pick`) and return ``(version number, cache entry)``, loading on first use."""
+        number, sha256 = self.resolve(session, name, ref).pick(key)
+        return number, self._entry(session, name, number, sha256)
 
     def ready(self, session: Sessions, name: str, ref: str) -> int:
-        """Load the version ``ref`` names (if this process has not yet); its number."""
-        return self.loaded(session, name, ref)[0]
+        """Load the version ``ref`` names (every version of a weighted alias's split) if this
+        process has not yet; its number (a weighted alias's heaviest)."""
+        resolved = self.resolve(session, name, ref)
+        for target in resolved.targets:
+            self._entry(session, name, target.version, target.sha256)
+        self._entry(session, name, resolved.version, resolved.sha256)
+        return resolved.version
+
+    def _entry(self, session: Sessions, name: str, number: int, sha256: str) -> Entry:
+        return self.cache.get(cache_key(name, number, sha256), lambda: self._load(session, name, number))
 
     def predict(self, session: Sessions, name: str, ref: str, inputs: Inputs,
                 options: PredictOptions = DEFAULT_OPTIONS, arrival: Arrival | None = None) -> Prediction:
@@ -163,8 +175,9 @@ class Predictor:
         (404), InvalidInput (422) for inputs that do not fit the version or ``proba`` on a model
         without ``predict_proba``, TooLarge (413).
         """
-        number, entry = self.loaded(session, name, ref)
-        model: LoadedModel = entry.value
+        resolved = self.resolve(session, name, ref)
+        number, sha256 = resolved.pick(options.request_key)
+        model: LoadedModel = self._entry(session, name, number, sha256).value
         body = inputs.rows(model)
         proba = model.has_proba if options.proba is None else options.proba
         if proba and not model.has_proba:
@@ -179,7 +192,7 @@ class Predictor:
         else:
             output = call(decoded.X)
         predicted, probabilities = output if proba else (output, None)
-        return Prediction(name, number, model, predicted, probabilities, decoded.single_record)
+        return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias)
 
     def predictions(self, session: Sessions, name: str, ref: str, rows: Any) -> list[Any]:
         """The version's predictions for ``rows`` (records or rows), as JSON values."""

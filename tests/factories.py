@@ -8,7 +8,7 @@ from typing import Any
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from modelyard.registry import service, upload
+from modelyard.registry import aliases, service, upload
 from modelyard.registry.queries import VersionView
 from modelyard.registry.seed import IRIS_FEATURES, IRIS_LABELS
 from modelyard.web.context import Runtime
@@ -36,7 +36,7 @@ def make_version(
     with rt.sessions() as session:
         version = service.register_version(session, rt.store, name, pickle.dumps(estimator), version_spec)
         if alias:
-            service.set_alias(session, name, alias, str(version.version))
+            aliases.set_alias(session, name, alias, str(version.version))
     return version
 
 

@@ -28,7 +28,8 @@ BLOCKS = {
     "quick start": "-X POST http://127.0.0.1:8080/predict",
     "activate": ". .venv/bin/activate",
     "pages": "page_size=1",
-    "upload": "/models/flowers/versions",
+    "upload": "/models/flowers/versions/1/promote",
+    "canary": "/models/flowers/aliases/canary",
     "cli": "modelyard upload model.pkl",
     "tokens": "modelyard token create",
 }
@@ -79,6 +80,10 @@ def test_the_readme_blocks_run_as_written(served: dict[str, Any]) -> None:
     uploaded, promoted = [json.loads(line) for line in out["upload"].splitlines() if line.startswith("{")]
     assert uploaded["version"] == 1 and uploaded["labels"] == ["setosa", "versicolor", "virginica"]
     assert promoted == {"alias": "production", "version": 1, "previous_version": None}
+    canary = [line for line in out["canary"].splitlines() if line.strip()]
+    assert json.loads(canary[0]) == {"alias": "canary", "version": 1, "previous_version": None,
+                                     "weights": {"1": 90, "2": 10}}
+    assert re.fullmatch(r"x-model-version: [12]\r?", canary[-1], flags=re.I)
     cli = out["cli"]
     assert "uploaded flowers-cli version 1" in cli and "flowers-cli: production (new) -> 1" in cli
     assert cli.index("virginica") < cli.index("setosa")  # the --json row, then the CSV row

@@ -255,6 +255,20 @@ def nginx_in_front(directory: Path, ports: tuple[int, int]) -> Iterator[dict[str
             process.kill()
 
 
+@contextlib.contextmanager
+def behind_nginx(tmp_path: Path, pg_url: str, model: str) -> Iterator[tuple[dict[str, Any], ...]]:
+    """Two servers started as the systemd unit starts them, nginx in front, and ``model`` uploaded
+    twice through it: ``(a, b, front)``."""
+    token_file = tmp_path / "admin.token"
+    with unit_server(tmp_path / "a", pg_url, token_file) as a, unit_server(tmp_path / "b", pg_url, token_file) as b, \
+            nginx_in_front(tmp_path / "nginx", (a["port"], b["port"])) as front:
+        front["token"] = a["token"]
+        for seed in (1, 2):
+            data = pickle.dumps(LogisticRegression(C=seed, max_iter=500).fit(X, y))
+            assert upload(front, model, data)[0] == 201
+        yield a, b, front
+
+
 def test_nginx_in_front_of_two_servers_never_serves_a_stale_alias_after_a_promotion(
         tmp_path: Path, pg_url: str) -> None:
     """Load through nginx (deploy/nginx.conf) to two servers started as the systemd unit starts
@@ -263,13 +277,7 @@ def test_nginx_in_front_of_two_servers_never_serves_a_stale_alias_after_a_promot
     import http.client
     import time
 
-    token_file = tmp_path / "admin.token"
-    with unit_server(tmp_path / "a", pg_url, token_file) as a, unit_server(tmp_path / "b", pg_url, token_file) as b, \
-            nginx_in_front(tmp_path / "nginx", (a["port"], b["port"])) as front:
-        front["token"] = a["token"]
-        for seed in (1, 2):
-            data = pickle.dumps(LogisticRegression(C=seed, max_iter=500).fit(X, y))
-            assert upload(front, "lb", data)[0] == 201
+    with behind_nginx(tmp_path, pg_url, "lb") as (a, b, front):
         assert call(front, "POST", "/models/lb/versions/1/promote")[0] == 200
 
         answers: list[tuple[float, int, int]] = []  # (sent at, status, version)
@@ -315,3 +323,45 @@ def test_nginx_in_front_of_two_servers_never_serves_a_stale_alias_after_a_promot
         for server in (a, b):
             status, text = call(server, "GET", "/metrics")
             assert status == 200 and b'model="lb"' in (text if isinstance(text, bytes) else b"")
+
+
+def test_a_weighted_alias_splits_10000_requests_through_nginx_by_weight(tmp_path: Path, pg_url: str) -> None:
+    """production 90/10 between two versions, two servers on one PostgreSQL behind nginx:
+    10,000 requests with distinct X-Request-Key values split within 2 points of the weights, and
+    each key gets the same version from either server."""
+    import http.client
+    from collections import Counter
+
+    with behind_nginx(tmp_path, pg_url, "canary") as (a, b, front):
+        status, moved = call(front, "PUT", "/models/canary/aliases/production",
+                             json.dumps({"weights": {"1": 90, "2": 10}}).encode())
+        assert status == 200 and moved["weights"] == {"1": 90, "2": 10}
+        body = json.dumps(SETOSA).encode()
+
+        def versions(base: str, keys: range) -> dict[int, int]:
+            host, port = base.removeprefix("http://").split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            chosen = {}
+            for i in keys:
+                conn.request("POST", "/models/canary/production/predict", body=body,
+                             headers={"Content-Type": "application/json", "X-Request-Key": f"customer-{i}"})
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+                assert response.status == 200 and response.getheader("X-Model-Version") == str(answer["version"])
+                chosen[i] = answer["version"]
+            conn.close()
+            return chosen
+
+        results: list[dict[int, int]] = []
+        threads = [threading.Thread(target=lambda part=part: results.append(
+            versions(front["base"], range(part, 10_000, 4)))) for part in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        through_nginx = {key: version for part in results for key, version in part.items()}
+        assert len(through_nginx) == 10_000
+        split = Counter(through_nginx.values())
+        assert abs(split[1] / 10_000 - 0.9) <= 0.02 and abs(split[2] / 10_000 - 0.1) <= 0.02, split
+        sample = range(0, 10_000, 97)
+        assert versions(a["base"], sample) == versions(b["base"], sample) == {k: through_nginx[k] for k in sample}

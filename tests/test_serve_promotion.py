@@ -59,7 +59,7 @@ def test_promotion_and_rollback_reach_every_worker(tmp_path: Path, engine: str) 
 
 
 def test_a_promotion_by_another_process_on_postgresql_is_served_at_once(tmp_path: Path, pg_url: str) -> None:
-    from modelyard.registry import service
+    from modelyard.registry import aliases
     from modelyard.registry.db import make_engine, make_session_factory
 
     with running_server(tmp_path, database_url=pg_url) as server:
@@ -68,9 +68,9 @@ def test_a_promotion_by_another_process_on_postgresql_is_served_at_once(tmp_path
         engine = make_engine(pg_url)
         try:
             with make_session_factory(engine)() as session:  # this process, not the server's
-                assert service.promote(session, "iris", "2", actor="test").previous_version == 1
+                assert aliases.promote(session, "iris", "2", actor="test").previous_version == 1
                 assert _served_versions(server) == {2}
-                service.rollback_alias(session, "iris", "production", actor="test")
+                aliases.rollback_alias(session, "iris", "production", actor="test")
                 assert _served_versions(server) == {1}
         finally:
             engine.dispose()

@@ -40,6 +40,7 @@ class PredictAnswer(Protocol):
     headers: list[tuple[str, str]]
     model: str
     version: str
+    alias: str
 
 
 class AnswersPredicts(Protocol):
@@ -59,6 +60,7 @@ class Observation(NamedTuple):
     kind: str | None = None  # "predict", "upload": what the answering view counts as (web.auth.counts_as)
     model: str = ""  # a predict's model and version, once resolved
     version: str = ""
+    alias: str = ""  # the alias that chose the version, if one did
 
 
 Observer = Callable[[Observation], None]

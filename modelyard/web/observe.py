@@ -17,10 +17,11 @@ def install(app: Flask) -> None:
     app.after_request(_finish)
 
 
-def label_prediction(model: str, version: str) -> None:
-    """A predict view says which version answered, once it is known."""
+def label_prediction(model: str, version: str, alias: str = "") -> None:
+    """A predict view says which version answered (and the alias that chose it), once known."""
     g.observed_model = model
     g.observed_version = version
+    g.observed_alias = alias
 
 
 def _start() -> None:
@@ -34,5 +35,5 @@ def _finish(response: Response) -> Response:
     runtime().observe(Observation(
         endpoint or "unmatched", request.method, response.status_code,
         None if started is None else time.perf_counter() - started,
-        kind, g.get("observed_model", ""), g.get("observed_version", "")))
+        kind, g.get("observed_model", ""), g.get("observed_version", ""), g.get("observed_alias", "")))
     return response

@@ -25,6 +25,7 @@ class Request:
     mimetype: str
     query: str = ""
     header_length: str | None = None  # Inference-Header-Content-Length (the OIP's binary tensors)
+    request_key: str | None = None  # X-Request-Key: which version of a weighted alias (the same key, the same one)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def read(raw: bytes, request: Request) -> MlflowRead:
             raise _not_one_input([], "a JSON list")
         body = rows if rows is not None else _one_input(parse_json(raw))
     hold_booleans = isinstance(body, Rows) or b"true" in raw or b"false" in raw
-    return MlflowRead(body, PredictOptions(may_hold_booleans=hold_booleans))
+    return MlflowRead(body, PredictOptions(may_hold_booleans=hold_booleans, request_key=request.request_key))
 
 
 def _one_input(body: Any) -> dict[str, Any]:

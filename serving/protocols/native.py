@@ -40,7 +40,7 @@ def read(raw: bytes, request: Request) -> NativeRead:
     when that is all it holds, else the JSON as the decoder reads it; ``?proba=true``."""
     body = read_rows(raw) or parse_json(raw)
     options = PredictOptions(proba=query_flag(request.query, "proba"),
-                             may_hold_booleans=b"true" in raw or b"false" in raw)
+                             may_hold_booleans=b"true" in raw or b"false" in raw, request_key=request.request_key)
     return NativeRead(body, options)
 
 

@@ -88,7 +88,8 @@ def read(raw: bytes, request: Request) -> InferRead:
     asked = infer.get("outputs")
     names = {o.get("name") for o in asked if isinstance(o, dict)} if isinstance(asked, list) and asked else None
     proba = None if names is None else PROBA in names  # every output the version has, unless some are named
-    return InferRead(infer, tensors, PredictOptions(proba=proba, may_hold_booleans=False))
+    return InferRead(infer, tensors, PredictOptions(proba=proba, may_hold_booleans=False,
+                                                    request_key=request.request_key))
 
 
 def _read(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:

@@ -159,12 +159,12 @@ def test_model_without_labels_answers_predictions_only(client: FlaskClient, runt
 
 
 def test_promotion_is_visible_on_the_next_request(client: FlaskClient, runtime: Runtime) -> None:
-    from modelyard.registry import service
+    from modelyard.registry import aliases
 
     make_version(runtime, "iris")  # version 2, a LogisticRegression
     assert client.post("/predict", json=SETOSA).json["version"] == 1
     with runtime.sessions() as session:
-        service.set_alias(session, "iris", "production", "2")
+        aliases.set_alias(session, "iris", "production", "2")
     assert client.post("/predict", json=SETOSA).json["version"] == 2
 
 
