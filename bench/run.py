@@ -218,6 +218,32 @@ def upload(port: int, token: str, name: str, data: bytes) -> None:
         raise RuntimeError(f"upload of {name} failed: {response.status}")
 
 
+def api(port: int, token: str, method: str, path: str, body: Any = None) -> Any:
+    """One JSON call of the registry API with a token."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    if response.status >= 300:
+        raise RuntimeError(f"{method} {path}: {response.status} {raw[:200]!r}")
+    return json.loads(raw) if raw else None
+
+
+def rollout(port: int, token: str) -> None:
+    """On the serving under test: iris version 2 (the same model again), alias ``canary`` split
+    50/50 between 1 and 2, and alias ``shadowed`` on 1 with version 2 shadowing every request."""
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+
+    iris = load_iris()
+    upload(port, token, "iris", pickle.dumps(SVC(kernel="linear").fit(iris.data, iris.target)))
+    api(port, token, "PUT", "/models/iris/aliases/canary", {"weights": {"1": 50, "2": 50}})
+    api(port, token, "PUT", "/models/iris/aliases/shadowed", {"version": 1})
+    api(port, token, "PUT", "/models/iris/aliases/shadowed/shadow", {"version": 2, "fraction": 1.0})
+
+
 def wrk_latency_ms(port: int, path: str, body: bytes, seconds: int, name: str, work: Path) -> float:
     """p50 of requests sent one at a time on one connection (wrk -c1: the client costs next to
     nothing, unlike a Python client that would add its own parsing to every request)."""
@@ -336,6 +362,8 @@ def main() -> int:
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
         ("modelyard /v2 infer, batching off", "off", "/v2/models/iris/infer", v2_body),
         ("modelyard /invocations, batching off", "off", "/invocations", mlflow_body),
+        ("modelyard weighted alias 50/50, batching off", "off", "/models/iris/canary/predict", single),
+        ("modelyard with a 100% shadow, batching off", "off", "/models/iris/shadowed/predict", single),
         ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
         ("modelyard 100-row batches, batching on", "on", "/models/iris/production/predict", rows100),
     ]
@@ -358,6 +386,7 @@ def main() -> int:
                                 MODELYARD_SERVER_ENGINE=engine, MODELYARD_BATCHING_MODELS=batching)
             processes[key] = stack.enter_context(server([PYTHON, "-m", "modelyard.cli", "serve"], env, ports[key],
                                                         work / f"modelyard-{key}.log"))
+        rollout(ports["off"], (work / "modelyard-off" / "admin.token").read_text().strip())
         rounds: dict[str, list[Result]] = {name: [] for name, *_ in targets}
         http_runs: list[float] = []
         bare_runs: list[float] = []
@@ -372,6 +401,8 @@ def main() -> int:
                   f"{bare_runs[-1]:.2f} ms in process", flush=True)
         http_ms, bare_ms = min(http_runs), min(bare_runs)
         results["batching"] = batch_sizes(ports["on"], (work / "modelyard-on" / "admin.token").read_text().strip())
+        results["shadow_report"] = api(ports["off"], (work / "modelyard-off" / "admin.token").read_text().strip(),
+                                       "GET", "/models/iris/aliases/shadowed/shadow")
         # After the load: master and workers, each worker having served (and loaded) the model.
         results["pss_bytes"] = {engine: pss_bytes(processes[key].pid)
                                 for key, engine in (("off", "granian"), ("gunicorn", "gunicorn"))}
@@ -411,6 +442,13 @@ def main() -> int:
         "v2_infer_over_native": rate["modelyard /v2 infer, batching off"] / native_rate,
         "invocations_over_native": rate["modelyard /invocations, batching off"] / native_rate,
     }
+    # Safe rollout's cost (issue 25): the same single row through a split alias and through an
+    # alias whose every request is also run on its shadow, against a plain version ref.
+    plain_rate = rate["modelyard /models/iris/1, batching off"]
+    results["ratios_rollout"] = {
+        "weighted_alias_over_plain_ref": rate["modelyard weighted alias 50/50, batching off"] / plain_rate,
+        "shadow_100_percent_over_plain_ref": rate["modelyard with a 100% shadow, batching off"] / plain_rate,
+    }
     results["rows_per_s_100_row_batches"] = {
         batching: best[f"modelyard 100-row batches, batching {batching}"].requests_per_s * 100
         for batching in ("off", "on")}
@@ -443,6 +481,13 @@ def main() -> int:
     r = results["ratios_protocols"]
     print(f"protocols, single row, against POST /predict: /v2 infer {r['v2_infer_over_native']:.2f}x, "
           f"/invocations {r['invocations_over_native']:.2f}x")
+    r, shadow = results["ratios_rollout"], results["shadow_report"]
+    print(f"rollout, single row, against /models/iris/1: "
+          f"weighted alias 50/50 {r['weighted_alias_over_plain_ref']:.2f}x, "
+          f"100% shadow {r['shadow_100_percent_over_plain_ref']:.2f}x (shadow runs: {shadow['requests']:,} sampled, "
+          f"{shadow['compared']:,} compared, {shadow['dropped']:,} dropped, agreement {shadow['agreement']}, "
+          f"p50 primary {shadow['latency_ms']['primary']['p50']} ms / "
+          f"shadow {shadow['latency_ms']['shadow']['p50']} ms)")
     pss = results["pss_bytes"]
     print(f"memory (PSS, master + workers): granian {pss['granian'] / 2**20:.0f} MiB, "
           f"gunicorn {pss['gunicorn'] / 2**20:.0f} MiB")

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from modelyard import __version__, metrics, ops, ui
 from modelyard.config import ConfigError, Settings, load_config
 from modelyard.registry import landlock, maintenance, sandbox, seed
+from modelyard.registry.alias_api import blp as aliases_blp
 from modelyard.registry.api import blp as registry_blp
 from modelyard.registry.auth import AuthPolicy, ensure_admin_token
 from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
@@ -31,6 +32,7 @@ from modelyard.serving.http import PredictHandler, PredictLane
 from modelyard.serving.protocols import v2
 from modelyard.serving.routes import V2_PREFIX
 from modelyard.serving.service import Options, Predictor
+from modelyard.serving.shadow import ShadowRunner
 from modelyard.serving.v2_api import blp as v2_blp
 from modelyard.web import errors, observe
 from modelyard.web.auth import authorize_request
@@ -68,6 +70,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
                  on_batch=metrics.record_batch),
         options,
     )
+    predictor.shadows = ShadowRunner(predictor, sessions, max_queue=settings.shadow.max_queue,
+                                     flush_s=settings.shadow.flush_seconds, on_drop=metrics.shadow_dropped)
     policy = AuthPolicy(anonymous_role=settings.auth.anonymous_role,
                         private_reads=frozenset(settings.auth.private_reads),
                         protected_aliases=frozenset(settings.auth.protected_aliases))
@@ -110,7 +114,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     app.teardown_appcontext(close_session)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
     api = errors.Api(app)
-    for blp in (ops.blp, registry_blp, serving_blp, v2_blp):
+    for blp in (ops.blp, registry_blp, aliases_blp, serving_blp, v2_blp):
         api.register_blueprint(blp)
     app.register_blueprint(ops.docs_assets)
     app.register_blueprint(ui.bp)  # HTML pages: not in the OpenAPI document

@@ -27,7 +27,7 @@ _out = Console(soft_wrap=True)
 
 
 def register(group: click.Group) -> None:
-    for command in (models, versions, upload, promote, rollback, predict, download, events):
+    for command in (models, versions, upload, promote, rollback, weights, shadow, history, predict, download, events):
         group.add_command(command)
 
 
@@ -188,9 +188,76 @@ def upload(client: Client, file: Path, name: str, fmt: str | None, description: 
 
 
 def _moved(move: dict[str, Any], name: str) -> Shown:
+    def state(weights: dict[str, int] | None, version: int | None) -> str:
+        if weights:
+            return " ".join(f"{v}:{w}" for v, w in weights.items())
+        return "(new)" if version is None else str(version)
+
     return Shown(move, lambda: _out.print(
-        f"{name}: {move['alias']} {move['previous_version'] if move['previous_version'] is not None else '(new)'} "
-        f"-> {move['version']}"))
+        f"{name}: {move['alias']} {state(move.get('previous_weights'), move['previous_version'])} "
+        f"-> {state(move.get('weights'), move['version'])}"))
+
+
+@click.command(help="split an alias between versions by weight (a canary): weights VERSION=WEIGHT ...")
+@click.argument("name")
+@click.argument("split", nargs=-1, required=True, metavar="VERSION=WEIGHT...")
+@click.option("--alias", default="production", show_default=True)
+@_remote
+def weights(client: Client, name: str, split: tuple[str, ...], alias: str) -> Shown:
+    parsed: dict[str, int] = {}
+    for part in split:
+        version, _, weight = part.partition("=")
+        if not version or not weight.strip().isdigit():
+            raise click.BadParameter(f"{part!r}: give VERSION=WEIGHT, e.g. 3=90 4=10", param_hint="VERSION=WEIGHT")
+        parsed[version] = int(weight)
+    return _moved(client.set_weights(name, alias, parsed), name)
+
+
+@click.command(help="an alias's shadow: its report, or --set VERSION --fraction F, or --remove")
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+@click.option("--set", "version", help="shadow the alias with this version")
+@click.option("--fraction", type=float, help="with --set: the share of requests also run on it (0 < f <= 1)")
+@click.option("--remove", is_flag=True, help="stop shadowing the alias")
+@_remote
+def shadow(client: Client, name: str, alias: str, version: str | None, fraction: float | None,
+           remove: bool) -> Shown:
+    if remove:
+        client.delete_shadow(name, alias)
+        return Shown({}, lambda: _out.print(f"{name}: {alias} has no shadow now"))
+    if version is not None:
+        if fraction is None:
+            raise click.UsageError("--set VERSION needs --fraction F")
+        done = client.set_shadow(name, alias, version, fraction)
+        return Shown(done, lambda: _out.print(f"{name}: {alias} shadowed by version {done['version']} "
+                                              f"for {done['fraction']:g} of its requests"))
+    report = client.shadow_report(name, alias)
+    latency = report["latency_ms"]
+    rows = [[report["version"], report["fraction"], report["requests"], report["compared"], report["agreement"],
+             report["failures"], report["dropped"], report["max_abs_diff"],
+             f"{latency['primary']['p50']} / {latency['shadow']['p50']}"]]
+    return Shown(report, _table(["version", "fraction", "requests", "compared", "agreement", "failures", "dropped",
+                                 "max |diff|", "p50 ms (primary / shadow)"], rows))
+
+
+@click.command(help="every state an alias had, newest first, or (--at) the one in force at a time")
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+@click.option("--at", help="an ISO 8601 time, e.g. 2026-12-06T09:00:00Z")
+@_remote
+def history(client: Client, name: str, alias: str, at: str | None) -> Shown:
+    found = client.alias_history(name, alias, at=at)
+    if at is not None:
+        return Shown(found, lambda: _out.print(f"{name}: {alias} at {found['at']}: "
+                                               f"{_state_text(found)}"))
+    rows = [[s["since"], s["until"] or "now", _state_text(s), s["actor"], s["action"], s["event"]] for s in found]
+    return Shown(found, _table(["since", "until", "state", "actor", "action", "event"], rows))
+
+
+def _state_text(state: dict[str, Any]) -> str:
+    if state.get("weights"):
+        return " ".join(f"v{v}:{w}" for v, w in state["weights"].items())
+    return f"v{state['version']}"
 
 
 @click.command(help="point an alias (production by default) at a version")

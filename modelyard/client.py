@@ -20,7 +20,7 @@ import io
 import json
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
@@ -184,6 +184,35 @@ class Client:
 
     def set_alias(self, name: str, alias: str, ref: str | int) -> dict[str, Any]:
         return self._json("PUT", f"/models/{_p(name)}/aliases/{_p(alias)}", json={"version": str(ref)})
+
+    def set_weights(self, name: str, alias: str, weights: Mapping[str, int] | Mapping[int, int]) -> dict[str, Any]:
+        """Split ``alias`` between versions by weight (``{3: 90, 4: 10}``): a canary."""
+        return self._json("PUT", f"/models/{_p(name)}/aliases/{_p(alias)}",
+                          json={"weights": {str(k): v for k, v in weights.items()}})
+
+    def aliases(self, name: str) -> dict[str, Any]:
+        """``{alias: version}``, a weighted alias as ``{alias: {"weights": {...}}}``."""
+        return self._json("GET", f"/models/{_p(name)}/aliases")
+
+    def alias_history(self, name: str, alias: str = "production", *, at: str | None = None) -> Any:
+        """Every state ``alias`` had (all pages), newest first; with ``at`` (an ISO 8601 time)
+        the one state in force then."""
+        path = f"/models/{_p(name)}/aliases/{_p(alias)}/history"
+        if at is not None:
+            return self._json("GET", path, params={"at": at})
+        return list(self._pages(path))
+
+    def set_shadow(self, name: str, alias: str, ref: str | int, fraction: float) -> dict[str, Any]:
+        """Also run ``fraction`` of ``alias``'s requests on version ``ref``, after the answer."""
+        return self._json("PUT", f"/models/{_p(name)}/aliases/{_p(alias)}/shadow",
+                          json={"version": str(ref), "fraction": fraction})
+
+    def shadow_report(self, name: str, alias: str = "production") -> dict[str, Any]:
+        """How ``alias``'s shadow compares: requests, compared, agreement, failures, latency."""
+        return self._json("GET", f"/models/{_p(name)}/aliases/{_p(alias)}/shadow")
+
+    def delete_shadow(self, name: str, alias: str = "production") -> None:
+        self._request("DELETE", f"/models/{_p(name)}/aliases/{_p(alias)}/shadow")
 
     def delete_alias(self, name: str, alias: str) -> None:
         self._request("DELETE", f"/models/{_p(name)}/aliases/{_p(alias)}")

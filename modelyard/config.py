@@ -108,6 +108,12 @@ class BatchingSettings:
 
 
 @dataclass(frozen=True)
+class ShadowSettings:
+    max_queue: int
+    flush_seconds: float
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str
 
@@ -124,6 +130,7 @@ class Settings:
     auth: AuthSettings
     serving: ServingSettings
     batching: BatchingSettings
+    shadow: ShadowSettings
     logging: LoggingSettings
 
     @classmethod
@@ -144,7 +151,7 @@ class Settings:
 _SECTIONS: dict[str, Any] = {
     "server": ServerSettings, "database": DatabaseSettings, "artifacts": ArtifactSettings, "cache": CacheSettings,
     "upload": UploadSettings, "auth": AuthSettings, "serving": ServingSettings, "batching": BatchingSettings,
-    "logging": LoggingSettings,
+    "shadow": ShadowSettings, "logging": LoggingSettings,
 }
 
 
@@ -265,6 +272,8 @@ _POSITIVE = {
     ("serving", "max_rows"),
     ("serving", "max_body_bytes"),
     ("batching", "max_rows"),
+    ("shadow", "max_queue"),
+    ("shadow", "flush_seconds"),
 }
 _CHOICES = {
     ("server", "engine"): {"granian", "gunicorn"},

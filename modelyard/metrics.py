@@ -43,6 +43,8 @@ BATCH_REQUESTS = Histogram("modelyard_batch_requests", "Requests answered by one
 BATCH_ROWS = Histogram("modelyard_batch_rows", "Rows in one batched predict call",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024))
 UPLOADS = Counter("modelyard_uploads_total", "Version uploads", ["status"])
+SHADOW_DROPPED = Counter("modelyard_shadow_dropped_total", "Sampled requests not run on their shadow: the queue "
+                         "was full")
 
 class CacheMetrics:
     """The estimator cache's listener."""
@@ -65,6 +67,11 @@ def record_batch(requests: int, rows: int) -> None:
     """The micro-batchers' listener: how many requests and rows each call served."""
     BATCH_REQUESTS.observe(requests)
     BATCH_ROWS.observe(rows)
+
+
+def shadow_dropped() -> None:
+    """The shadow runner's listener: a sampled request it had no room for."""
+    SHADOW_DROPPED.inc()
 
 
 def expect_uploads() -> None:

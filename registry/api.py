@@ -7,15 +7,13 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from flask import Response, jsonify, request, url_for
+from flask import Response, request, url_for
 from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.registry import aliases, auth, maintenance, queries, refs, service, upload
+from modelyard.registry import auth, maintenance, queries, service, upload
 from modelyard.registry.errors import InvalidArtifact, TooLarge
 from modelyard.registry.schemas import (
-    AliasMoveSchema,
-    AliasSetSchema,
     ArgumentsParser,
     CheckReportSchema,
     EventListArgs,
@@ -24,7 +22,6 @@ from modelyard.registry.schemas import (
     ModelListArgs,
     ModelSchema,
     PatchSchema,
-    PromoteSchema,
     TokenCreateSchema,
     TokenSchema,
     UploadSchema,
@@ -32,7 +29,7 @@ from modelyard.registry.schemas import (
     VersionSchema,
 )
 from modelyard.registry.storage import Data, chunks_of
-from modelyard.web.auth import counts_as, current_actor, moves_alias, private, requires
+from modelyard.web.auth import counts_as, current_actor, private, requires
 from modelyard.web.body import require_json, require_multipart
 from modelyard.web.context import runtime, session
 from modelyard.web.paging import PagedBlueprint, page_of
@@ -45,7 +42,7 @@ _FORM_OVERHEAD = 1 << 20  # room for the other multipart fields around the file
 
 
 @blp.before_request
-def _check_body_type() -> None:
+def check_body_type() -> None:
     """415 for a body of the wrong media type; raise the size limit for uploads only."""
     if request.method not in ("POST", "PUT", "PATCH"):
         return
@@ -234,78 +231,6 @@ class VersionArtifact(MethodView):
             response.headers["Content-Disposition"] = f'attachment; filename="{artifact.filename}"'
         response.set_etag(artifact.sha256)
         return response
-
-
-@blp.route("/models/<name>/versions/<ref>/promote")
-class Promote(MethodView):
-    @requires("uploader")
-    @moves_alias
-    @blp.arguments(PromoteSchema, required=False)
-    @blp.response(200, AliasMoveSchema)
-    def post(self, body: dict[str, Any], name: str, ref: str) -> Any:
-        """Promote a version
-
-        Moves `alias` (default `production`) to this version and answers the version it
-        pointed at before (`previous_version`, null when the alias is new).
-        """
-        alias = body.get("alias", refs.DEFAULT_ALIAS)
-        return aliases.promote(session(), name, ref, alias, actor=current_actor().name)
-
-
-@blp.route("/models/<name>/aliases")
-class Aliases(MethodView):
-    @requires("reader")
-    @blp.response(200, {"type": "object", "additionalProperties": {"oneOf": [
-        {"type": "integer"},
-        {"type": "object", "properties": {"weights": {"type": "object", "additionalProperties": {"type": "integer"}}}},
-    ]}})
-    def get(self, name: str) -> Any:
-        """List a model's aliases
-
-        As `{alias: version}`; a weighted alias as `{alias: {"weights": {"3": 90, "4": 10}}}`.
-        """
-        return jsonify(queries.model_aliases(session(), name))
-
-
-@blp.route("/models/<name>/aliases/<alias>")
-class AliasDetail(MethodView):
-    @requires("uploader")
-    @moves_alias
-    @blp.arguments(AliasSetSchema)
-    @blp.response(200, AliasMoveSchema)
-    def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
-        """Set or move an alias, or split it between versions
-
-        Body `{"version": 3}` (a number, `v3`, another alias or `latest`), or `{"weights": {"3": 90,
-        "4": 10}}`: each request is served by one of the versions, chosen by weight (by a hash of
-        its `X-Request-Key` header when it has one, so a key keeps its version; at random
-        otherwise). `latest`, numbers and `v<number>` are reserved and cannot be alias names.
-        """
-        if "weights" in body:
-            return aliases.set_weights(session(), name, alias, body["weights"], actor=current_actor().name)
-        return aliases.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
-
-    @requires("uploader")
-    @moves_alias
-    @blp.response(204)
-    def delete(self, name: str, alias: str) -> None:
-        """Remove an alias"""
-        aliases.delete_alias(session(), name, alias, actor=current_actor().name)
-
-
-@blp.route("/models/<name>/aliases/<alias>/rollback")
-class AliasRollback(MethodView):
-    @requires("uploader")
-    @moves_alias
-    @blp.response(200, AliasMoveSchema)
-    @blp.alt_response(409, description="The alias has never moved, or its previous version is gone")
-    def post(self, name: str, alias: str) -> Any:
-        """Roll an alias back
-
-        Moves the alias to where it pointed before its last move (from the audit log); a
-        second rollback moves it forward again.
-        """
-        return aliases.rollback_alias(session(), name, alias, actor=current_actor().name)
 
 
 @blp.route("/models/<name>/events")

@@ -6,6 +6,7 @@ nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,6 +137,23 @@ class AliasNotFound(NotFound):
         self.name = name
         self.alias = alias
         super().__init__(f"model {name!r} has no alias {alias!r}")
+
+
+class NoShadow(NotFound):
+    def __init__(self, name: str, alias: str) -> None:
+        self.name = name
+        self.alias = alias
+        super().__init__(f"alias {alias!r} of {name!r} has no shadow")
+
+
+class NoStateAt(NotFound):
+    """An alias's state asked for at an instant before it existed, or while it was removed."""
+
+    def __init__(self, name: str, alias: str, at: dt.datetime) -> None:
+        self.name = name
+        self.alias = alias
+        self.at = at
+        super().__init__(f"model {name!r} had no alias {alias!r} at {at.isoformat()}")
 
 
 class VersionInUse(Conflict):

@@ -1,7 +1,7 @@
 """Registry tables: models, their immutable versions, aliases, and the audit log.
 
-Tables and constraints only; behaviour lives in the use cases (``service`` writes,
-``queries`` reads).
+Tables and constraints only; behaviour lives in the use cases (``service``, ``aliases`` and
+``shadows`` write, ``queries`` and ``history`` read).
 """
 
 from __future__ import annotations
@@ -140,6 +140,49 @@ class Alias(Base):
     target: Mapped[ModelVersion] = relationship()
 
     __table_args__ = (UniqueConstraint("model_id", "name"), Index("ix_aliases_version_id", "version_id"))
+
+
+class Shadow(Base):
+    """An alias's shadow: ``fraction`` of the requests the alias serves are also run on
+    ``version_id`` after their answer is computed (the caller never sees it), and compared. A new
+    shadow is a new row: its report counts from its own start."""
+
+    __tablename__ = "shadows"
+
+    id: Mapped[IntPK]
+    alias_id: Mapped[int] = mapped_column(ForeignKey("aliases.id", ondelete="CASCADE"), unique=True)
+    # RESTRICT: a version cannot be deleted while it shadows an alias.
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
+    fraction: Mapped[float]
+    since: Mapped[Created]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+    target: Mapped[ModelVersion] = relationship()
+
+    __table_args__ = (CheckConstraint("fraction > 0 AND fraction <= 1", name="fraction_range"),
+                      Index("ix_shadows_version_id", "version_id"))
+
+
+class ShadowCount(Base):
+    """What a shadow's runs added up to in one worker between two of its flushes. Every server
+    appends its own (no row is updated by two writers), and the report adds them up; reading
+    the report folds them into one row again."""
+
+    __tablename__ = "shadow_counts"
+
+    id: Mapped[IntPK]
+    shadow_id: Mapped[int] = mapped_column(ForeignKey("shadows.id", ondelete="CASCADE"))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)  # sampled: handed to the shadow
+    compared: Mapped[int] = mapped_column(BigInteger, default=0)  # the shadow answered, and was compared
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)  # the shadow failed or refused the input
+    dropped: Mapped[int] = mapped_column(BigInteger, default=0)  # the queue was full: not run
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)  # rows compared
+    rows_agreed: Mapped[int] = mapped_column(BigInteger, default=0)
+    max_abs_diff: Mapped[float | None]  # numeric outputs: the largest difference seen
+    primary_ms: Mapped[list[Any]] = mapped_column(default=list)  # counts per latency bucket
+    shadow_ms: Mapped[list[Any]] = mapped_column(default=list)
+
+    __table_args__ = (Index("ix_shadow_counts_shadow_id", "shadow_id"),)
 
 
 class Event(Base):

@@ -16,7 +16,7 @@ import random
 import re
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -28,7 +28,7 @@ from modelyard.registry.errors import (
     NoVersions,
     VersionNotFound,
 )
-from modelyard.registry.models import Alias, Model, ModelVersion
+from modelyard.registry.models import Alias, Model, ModelVersion, Shadow
 
 DEFAULT_ALIAS = "production"  # what POST /predict serves, what promote moves, what the cache preloads
 # A model's default version, where a protocol path names no version (the Open Inference Protocol's
@@ -43,6 +43,16 @@ class Target(NamedTuple):
     weight: int
 
 
+class ShadowTarget(NamedTuple):
+    """An alias's shadow: which version, for what fraction of the requests (``id``: the shadow's
+    own, which its counts are kept under)."""
+
+    id: int
+    version: int
+    sha256: str
+    fraction: float
+
+
 class Resolved(NamedTuple):
     """The version a ref names; for a weighted alias also its split (``targets``, weight > 0,
     in version order), from which :meth:`pick` chooses one version per request."""
@@ -51,6 +61,7 @@ class Resolved(NamedTuple):
     sha256: str
     targets: tuple[Target, ...] = ()
     alias: str | None = None  # the alias that named it (the OIP's default version: production, when it had it)
+    shadow: ShadowTarget | None = None  # the alias's shadow, if it has one
 
     def pick(self, key: str | None) -> tuple[int, str]:
         """``(version, sha256)`` to serve one request: the only version, or one of a split by
@@ -110,15 +121,20 @@ def resolve_version_key(session: Session, name: str, ref: str) -> Resolved:
     if parse_version_ref(ref) is not None or ref.lower() == LATEST:
         return Resolved(number, sha256)
     alias = DEFAULT_ALIAS if ref == DEFAULT_VERSION else ref
-    row = session.execute(select(Alias.weights).where(Alias.model_id == model_id, Alias.name == alias)).first()
+    row = session.execute(select(Alias.id, Alias.weights).where(Alias.model_id == model_id, Alias.name == alias)
+                          ).first()
     if row is None:  # the default version of a model without production: its latest
         return Resolved(number, sha256)
-    if not row.weights:
-        return Resolved(number, sha256, alias=alias)
-    shares = {int(n): w for n, w in row.weights.items() if w > 0}
-    rows = session.execute(select(ModelVersion.version, ModelVersion.sha256).where(
-        ModelVersion.model_id == model_id, ModelVersion.version.in_(shares)).order_by(ModelVersion.version))
-    return Resolved(number, sha256, tuple(Target(v, digest, shares[v]) for v, digest in rows), alias)
+    targets: tuple[Target, ...] = ()
+    if row.weights:
+        shares = {int(n): w for n, w in row.weights.items() if w > 0}
+        targets = tuple(Target(v, digest, shares[v]) for v, digest in session.execute(
+            select(ModelVersion.version, ModelVersion.sha256).where(
+                ModelVersion.model_id == model_id, ModelVersion.version.in_(shares)).order_by(ModelVersion.version)))
+    shadow = session.execute(
+        select(Shadow.id, ModelVersion.version, ModelVersion.sha256, Shadow.fraction)
+        .join(ModelVersion, Shadow.version_id == ModelVersion.id).where(Shadow.alias_id == row.id)).first()
+    return Resolved(number, sha256, targets, alias, ShadowTarget(*shadow) if shadow is not None else None)
 
 
 def _resolve(session: Session, query: Any, name: str, ref: str, *, scalar: bool = True) -> Any:
@@ -248,7 +264,7 @@ class RefCache:
         never holds a transaction open); replaced after a fork (connections are not shared
         across processes)."""
         local = self._local
-        reader = getattr(local, "reader", None)
+        reader: Callable[[], int] | None = getattr(local, "reader", None)
         if reader is None or local.pid != os.getpid():
             engine = self._engine
             cargs, cparams = engine.dialect.create_connect_args(engine.url)
@@ -257,7 +273,7 @@ class RefCache:
                 connection.autocommit = True
             local.connection, local.pid = connection, os.getpid()
             local.reader = reader = _generation_reader(connection)
-        return cast(Callable[[], int], reader)
+        return reader  # (no cast(): typing's Callable[...] alias was built on every request)
 
     def _drop_connection(self) -> None:
         self._local.reader = None

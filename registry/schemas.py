@@ -3,6 +3,7 @@ bodies, query arguments, responses; the responses dump the read side's views (``
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -222,6 +223,55 @@ class VersionListArgs(ma.Schema):
 
 class EventListArgs(ma.Schema):
     cursor = Cursor("events", int)
+
+
+class HistoryArgs(ma.Schema):
+    cursor = Cursor("history", int)
+    at = fields.AwareDateTime(default_timezone=dt.UTC, metadata={
+        "description": "An ISO 8601 time: answer the one state in force then, "
+                       '`{"alias", "at", "version"}` or `{"alias", "at", "weights"}` (404 before the alias existed)'})
+
+
+class ShadowSetSchema(ma.Schema):
+    version = VersionRef(required=True, metadata={"description": "the version to shadow the alias with"})
+    fraction = fields.Float(required=True, metadata={"description": "the share of the alias's requests also run "
+                                                                    "on it: above 0, at most 1"})
+
+
+class ShadowSchema(ma.Schema):
+    alias = fields.String()
+    version = fields.Integer()
+    fraction = fields.Float()
+    since = fields.AwareDateTime()
+
+
+class LatencySchema(ma.Schema):
+    p50 = fields.Float(allow_none=True)
+    p99 = fields.Float(allow_none=True)
+
+
+class ShadowReportSchema(ShadowSchema):
+    requests = fields.Integer(metadata={"description": "requests sampled for the shadow"})
+    compared = fields.Integer(metadata={"description": "of those, answered by the shadow and compared"})
+    agreement = fields.Float(allow_none=True, metadata={"description": "share of compared rows predicted alike"})
+    rows = fields.Integer(metadata={"description": "rows compared"})
+    failures = fields.Integer(metadata={"description": "the shadow failed or refused the input"})
+    dropped = fields.Integer(metadata={"description": "not run: the runner's queue was full"})
+    max_abs_diff = fields.Float(allow_none=True, metadata={"description": "regressors: the largest difference"})
+    latency_ms = fields.Dict(keys=fields.String(), values=fields.Nested(LatencySchema))
+
+
+class AliasStateSchema(ma.Schema):
+    """One state an alias had: a version, or a split of versions."""
+
+    event = fields.Integer(metadata={"description": "the event that gave the alias this state"})
+    alias = fields.String()
+    version = fields.Integer()
+    weights = fields.Dict(keys=fields.String(), values=fields.Integer())
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime(allow_none=True, metadata={"description": "null: the state it has now"})
+    actor = fields.String()
+    action = fields.String()
 
 
 class ModelSchema(ma.Schema):

@@ -17,7 +17,7 @@ from modelyard.registry.aliases import move
 from modelyard.registry.db import utcnow
 from modelyard.registry.errors import ModelExists, VersionInUse
 from modelyard.registry.maintenance import discard_unreferenced
-from modelyard.registry.models import Alias, Model, ModelTag, ModelVersion
+from modelyard.registry.models import Alias, Model, ModelTag, ModelVersion, Shadow
 from modelyard.registry.queries import ModelView, VersionView, aliases_of, model_detail, model_exists, version_detail
 from modelyard.registry.refs import (
     DEFAULT_ALIAS,
@@ -162,6 +162,8 @@ def delete_version(
         pointing = sorted(
             alias.name for alias in session.scalars(select(Alias).where(Alias.model_id == version.model_id))
             if alias.version_id == version.id or str(version.version) in (alias.weights or {}))
+        pointing += sorted(f"{alias} (as its shadow)" for alias in session.scalars(
+            select(Alias.name).join(Shadow, Shadow.alias_id == Alias.id).where(Shadow.version_id == version.id)))
         if pointing:
             raise VersionInUse(name, version.version, pointing)
         session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))

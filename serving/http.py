@@ -72,8 +72,12 @@ class PredictHandler:
             return db
 
         name = route.name if route.name is not None else self._default_model
+        batchers = self._predictor.batchers
+        batcher = batchers.get(name) if batchers is not None else None
         try:
-            with self._predictor.arriving(name) as arrival:  # from here, a batch leader waits for this request
+            if batcher is None:
+                return self._predict(environ, name, route, session, None)
+            with batcher.arriving() as arrival:  # from here, a batch leader waits for this request
                 return self._predict(environ, name, route, session, arrival)
         except ModelyardError as error:
             status, body, headers = answer_for(error)

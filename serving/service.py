@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import sklearn
@@ -24,6 +24,7 @@ from modelyard.serving.batching import Arrival, Batchers
 from modelyard.serving.cache import Entry, LRUCache
 from modelyard.serving.decode import FeatureSpec, decode
 from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
+from modelyard.serving.shadow import Job, ShadowRunner, sampled
 
 CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
 
@@ -61,9 +62,10 @@ class Options:
         return name in self.batching_models or "*" in self.batching_models
 
 
-@dataclass(frozen=True)
-class PredictOptions:
-    """How a request wants its prediction, as its protocol read it."""
+class PredictOptions(NamedTuple):
+    """How a request wants its prediction, as its protocol read it. (Tuples, not frozen
+    dataclasses, for the values made on every request: a frozen dataclass's __init__ costs
+    about a microsecond a field, which the lane measurably paid.)"""
 
     proba: bool | None = False  # also predict_proba; None: when the version has it (the OIP's default outputs)
     may_hold_booleans: bool = True  # False: the raw body has no true/false, rows convert in one NumPy call
@@ -92,8 +94,7 @@ class Body:
         return self.value
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):
     """One request's prediction: which version answered, and what its estimator said."""
 
     name: str
@@ -124,18 +125,7 @@ class Predictor:
         self.refs = refs
         self.batchers = batchers
         self.options = options
-
-    @contextmanager
-    def arriving(self, name: str) -> Iterator[Arrival | None]:
-        """Announce a request for model ``name`` from the moment its model is known (before its
-        body is read) until it predicts: while requests are on their way, a batch waits for them
-        (see :mod:`serving.batching`). None when batching is off for the model."""
-        batcher = self.batchers.get(name) if self.batchers is not None else None
-        if batcher is None:
-            yield None
-            return
-        with batcher.arriving() as arrival:
-            yield arrival
+        self.shadows: ShadowRunner | None = None  # set by the app: runs sampled requests on an alias's shadow
 
     def resolve(self, session: Sessions, name: str, ref: str) -> Resolved:
         """What ``ref`` names now (one version, or a weighted alias's split).
@@ -147,22 +137,17 @@ class Predictor:
             return self.refs.resolve(session, name, ref)
         return refs_module.resolve_version_key(session(), name, ref)
 
-    def loaded(self, session: Sessions, name: str, ref: str, key: str | None = None) -> tuple[int, Entry]:
-        """Resolve ``ref``, pick the version to serve (a weighted alias: by ``key``, see
-        :meth:`Resolved.pick`) and return ``(version number, cache entry)``, loading on first use."""
-        number, sha256 = self.resolve(session, name, ref).pick(key)
-        return number, self._entry(session, name, number, sha256)
-
     def ready(self, session: Sessions, name: str, ref: str) -> int:
         """Load the version ``ref`` names (every version of a weighted alias's split) if this
         process has not yet; its number (a weighted alias's heaviest)."""
         resolved = self.resolve(session, name, ref)
         for target in resolved.targets:
-            self._entry(session, name, target.version, target.sha256)
-        self._entry(session, name, resolved.version, resolved.sha256)
+            self.entry(session, name, target.version, target.sha256)
+        self.entry(session, name, resolved.version, resolved.sha256)
         return resolved.version
 
-    def _entry(self, session: Sessions, name: str, number: int, sha256: str) -> Entry:
+    def entry(self, session: Sessions, name: str, number: int, sha256: str) -> Entry:
+        """The loaded version, from this process's cache (loaded on first use)."""
         return self.cache.get(cache_key(name, number, sha256), lambda: self._load(session, name, number))
 
     def predict(self, session: Sessions, name: str, ref: str, inputs: Inputs,
@@ -177,12 +162,14 @@ class Predictor:
         """
         resolved = self.resolve(session, name, ref)
         number, sha256 = resolved.pick(options.request_key)
-        model: LoadedModel = self._entry(session, name, number, sha256).value
+        model: LoadedModel = self.entry(session, name, number, sha256).value
         body = inputs.rows(model)
         proba = model.has_proba if options.proba is None else options.proba
         if proba and not model.has_proba:
             raise InvalidInput(f"version {number} of {name!r} has no predict_proba; ask without proba=true")
         _configure_this_thread()
+        shadow = resolved.shadow
+        started = time.perf_counter() if shadow is not None else 0.0
         decoded = decode(body, model.features, max_rows=self.options.max_rows,
                          may_hold_booleans=options.may_hold_booleans)
         call = model.predict_both if proba else model.predict
@@ -192,11 +179,20 @@ class Predictor:
         else:
             output = call(decoded.X)
         predicted, probabilities = output if proba else (output, None)
+        if shadow is not None and self.shadows is not None and sampled(shadow.fraction, options.request_key):
+            self.shadows.offer(Job(name, shadow, inputs, options, predicted,
+                                   (time.perf_counter() - started) * 1000))
         return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias)
 
     def predictions(self, session: Sessions, name: str, ref: str, rows: Any) -> list[Any]:
         """The version's predictions for ``rows`` (records or rows), as JSON values."""
         return list(plain(self.predict(session, name, ref, Body(rows)).predicted))
+
+    def flush_shadows(self) -> None:
+        """Write this process's shadow counts to the registry now, after the runs queued so far."""
+        if self.shadows is not None:
+            self.shadows.wait_idle(timeout=1.0)
+            self.shadows.flush()
 
     def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]:
         """Whether this process has the version loaded, how long loading took, when it last served."""

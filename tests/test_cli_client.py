@@ -91,6 +91,37 @@ def test_upload_list_show_promote_predict_download_events(server: dict[str, Any]
     assert rolled.stderr.startswith("modelyard: [409]") and "production" in rolled.stderr
 
 
+def test_weights_and_history(server: dict[str, Any], tmp_path: Path) -> None:
+    model_file = tmp_path / "m.pkl"
+    model_file.write_bytes(pickle.dumps(fitted_logreg()))
+    for _ in range(2):
+        assert _run(server, "upload", str(model_file), "--name", "cli-canary").returncode == 0
+    assert _run(server, "promote", "cli-canary", "1").returncode == 0
+    split = _run(server, "weights", "cli-canary", "1=90", "2=10")
+    assert split.returncode == 0, split.stderr
+    assert split.stdout.strip() == "cli-canary: production 1 -> 1:90 2:10"
+    assert json.loads(_run(server, "weights", "cli-canary", "1=50", "2=50", "--json").stdout)["weights"] == {
+        "1": 50, "2": 50}
+    bad = _run(server, "weights", "cli-canary", "1=ninety")
+    assert bad.returncode == 2 and "VERSION=WEIGHT" in bad.stderr
+    table = _run(server, "history", "cli-canary")
+    assert table.returncode == 0 and "v1:50 v2:50" in table.stdout and "v1:90 v2:10" in table.stdout
+    states = json.loads(_run(server, "history", "cli-canary", "--json").stdout)
+    assert [s["action"] for s in states] == ["alias.moved", "alias.moved", "alias.set"]
+    at = _run(server, "history", "cli-canary", "--at", states[-1]["since"])
+    assert at.returncode == 0 and at.stdout.strip().endswith(": v1")
+    shadowed = _run(server, "shadow", "cli-canary", "--set", "2", "--fraction", "1")
+    assert shadowed.returncode == 0 and shadowed.stdout.strip() == (
+        "cli-canary: production shadowed by version 2 for 1 of its requests")
+    assert _run(server, "shadow", "cli-canary", "--set", "2").returncode == 2
+    assert _run(server, "predict", "cli-canary", "--json", json.dumps([list(VIRGINICA.values())])).returncode == 0
+    report = json.loads(_run(server, "shadow", "cli-canary", "--json").stdout)
+    assert report["version"] == 2 and report["requests"] >= 1
+    assert _run(server, "shadow", "cli-canary").returncode == 0  # the report as a table
+    assert _run(server, "shadow", "cli-canary", "--remove").returncode == 0
+    assert _run(server, "shadow", "cli-canary").returncode == 1
+
+
 @pytest.mark.parametrize(("args", "status", "words"), [
     (["models", "show", "nope"], 1, "modelyard: [404] model 'nope' not found"),
     (["predict", "iris"], 2, "exactly one of --json BODY or --csv FILE"),

@@ -148,3 +148,35 @@ def test_the_client_imports_neither_flask_nor_sqlalchemy_nor_the_science() -> No
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert modelyard_client.__doc__ and "Flask" in modelyard_client.__doc__
+
+
+def test_weights_and_alias_history(api: Client, frame: tuple[pd.DataFrame, Any]) -> None:
+    X, y = frame
+    for c in (1.0, 0.01):
+        api.upload(LogisticRegression(C=c, max_iter=1000).fit(X, y), "canary")
+    api.promote("canary", 1)
+    moved = api.set_weights("canary", "production", {1: 80, 2: 20})
+    assert moved["weights"] == {"1": 80, "2": 20} and moved["previous_version"] == 1
+    assert api.aliases("canary") == {"production": {"weights": {"1": 80, "2": 20}}}
+    with pytest.raises(InvalidInput, match="at least one weight must be above 0"):
+        api.set_weights("canary", "production", {1: 0})
+    states = api.alias_history("canary", "production")
+    assert [s.get("weights") or s.get("version") for s in states] == [{"1": 80, "2": 20}, 1]
+    then = api.alias_history("canary", "production", at=states[1]["since"])
+    assert then == {"alias": "production", "at": states[1]["since"], "version": 1}
+    with pytest.raises(NotFound, match="had no alias 'production'"):
+        api.alias_history("canary", "production", at="2000-01-01T00:00:00Z")
+
+
+def test_shadows(api: Client, frame: tuple[pd.DataFrame, Any]) -> None:
+    X, y = frame
+    for c in (1.0, 1.0):
+        api.upload(LogisticRegression(C=c, max_iter=1000).fit(X, y), "shadowed")
+    api.promote("shadowed", 1)
+    assert api.set_shadow("shadowed", "production", 2, 1.0)["version"] == 2
+    api.predict("shadowed", "production", X.head(4))
+    report = api.shadow_report("shadowed")
+    assert (report["requests"], report["compared"], report["agreement"]) == (1, 1, 1.0)
+    api.delete_shadow("shadowed")
+    with pytest.raises(NotFound, match="has no shadow"):
+        api.shadow_report("shadowed")

@@ -86,6 +86,8 @@ def test_the_readme_blocks_run_as_written(served: dict[str, Any]) -> None:
     assert re.fullmatch(r"x-model-version: [12]\r?", canary[-1], flags=re.I)
     cli = out["cli"]
     assert "uploaded flowers-cli version 1" in cli and "flowers-cli: production (new) -> 1" in cli
+    assert "uploaded flowers-cli version 2" in cli and "flowers-cli: production 1 -> 1:90 2:10" in cli
+    assert "v1:90 v2:10" in cli  # the history table
     assert cli.index("virginica") < cli.index("setosa")  # the --json row, then the CSV row
     model = (served["dir"] / "model.pkl").read_bytes()
     assert (served["dir"] / "flowers-v1.pkl").read_bytes() == model

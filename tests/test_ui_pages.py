@@ -89,3 +89,18 @@ def test_the_download_asks_an_anonymous_reader_for_a_token_first(client: FlaskCl
     anonymous = anon.get("/ui/models/iris/versions/1").get_data(as_text=True)
     assert 'data-token-first="downloading a model file needs a token' in anonymous
     assert 'data-token-first' not in client.get("/ui/models/iris/versions/1").get_data(as_text=True)
+
+
+def test_the_model_page_shows_splits_shadows_and_history(client: FlaskClient, anon: FlaskClient,
+                                                         runtime: Runtime) -> None:
+    make_version(runtime, "flowers", alias="production")
+    make_version(runtime, "flowers")
+    client.put("/models/flowers/aliases/production", json={"weights": {"1": 75, "2": 25}})
+    client.put("/models/flowers/aliases/production/shadow", json={"version": 2, "fraction": 1.0})
+    assert client.post("/models/flowers/production/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
+    page = " ".join(client.get("/ui/models/flowers").get_data(as_text=True).split())
+    assert 'id="rollout"' in page and "v1 75.0%" in page and "v2 25.0%" in page
+    assert "v2 on 100.0% of requests: 1 of 1 compared, 100.0% of rows alike, 0 failed" in page
+    assert "v1:75 v2:25" in page and "alias.moved" in page  # the alias's history, with a token
+    public = anon.get("/ui/models/flowers").get_data(as_text=True)
+    assert "v1 75.0%" in public and 'class="history"' not in public  # history follows the audit log's rule

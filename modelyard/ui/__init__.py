@@ -17,9 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, g, render_template, request
 from markupsafe import Markup, escape
 
-from modelyard.registry import queries
+from modelyard.registry import history, queries, shadows
 from modelyard.registry.auth import Unauthorized, require, require_token_for
-from modelyard.registry.errors import NotFound
+from modelyard.registry.errors import NoShadow, NotFound
 from modelyard.web.auth import public
 from modelyard.web.context import runtime, session
 
@@ -64,6 +64,7 @@ def models_page() -> str:
 @_page
 def model_page(name: str) -> str:
     """A model: its versions newest first, each metric across versions, the event timeline."""
+    runtime().predictor.flush_shadows()  # before the page's read begins, so that it sees them
     db = session()
     model = queries.model_detail(db, name)
     versions = queries.list_versions(db, name, limit=100).items
@@ -72,8 +73,17 @@ def model_page(name: str) -> str:
         events: list[dict[str, Any]] | None = queries.list_events(db, name, limit=50).items
     except Unauthorized:
         events = None
+    states = queries.model_aliases(db, name)
+    rollout = []
+    for alias, state in states.items():
+        try:
+            report: dict[str, Any] | None = shadows.report(db, name, alias)
+        except NoShadow:
+            report = None
+        past = history.alias_history(db, name, alias, limit=10).items if events is not None else None
+        rollout.append({"alias": alias, "state": state, "shadow": report, "history": past})
     return render_template("model.html", model=model, versions=versions, events=events,
-                           charts=_charts(versions))
+                           charts=_charts(versions), rollout=rollout)
 
 
 @bp.route("/models/<name>/versions/<ref>")

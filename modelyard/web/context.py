@@ -23,7 +23,8 @@ EXTENSION = "modelyard"
 class Serving(Protocol):
     """What the registry's routes, the operations routes and the UI ask of serving (the
     Predictor): this process's state of a version, to stop serving deleted versions, to load a
-    version (readiness), and a version's predictions for a few rows (the UI's compare)."""
+    version (readiness), a version's predictions for a few rows (the UI's compare), and this
+    process's shadow counts written out (before a shadow's report is read)."""
 
     def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]: ...
 
@@ -32,6 +33,8 @@ class Serving(Protocol):
     def ready(self, session: Callable[[], Session], name: str, ref: str) -> int: ...
 
     def predictions(self, session: Callable[[], Session], name: str, ref: str, rows: Any) -> list[Any]: ...
+
+    def flush_shadows(self) -> None: ...
 
 
 class PredictAnswer(Protocol):

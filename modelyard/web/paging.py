@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import marshmallow as ma
-from flask import request
+from flask import Response, request
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationMetadataSchema, PaginationParameters
 
@@ -78,6 +78,8 @@ class PagedBlueprint(Blueprint):
 
     def _set_pagination_metadata(self, page_params: PaginationParameters, result: Any,
                                  headers: Any) -> tuple[Any, Any]:
+        if isinstance(result, Response):  # a list route answering one item (an alias's history ?at=)
+            return result, headers
         headers = {} if headers is None else dict(headers)
         metadata = self._make_pagination_metadata(page_params.page, page_params.page_size, page_params.item_count)
         if getattr(page_params, "by_cursor", False):  # no page numbers; the total when it was free to know

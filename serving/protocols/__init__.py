@@ -9,8 +9,7 @@ the Predictor with their :class:`PredictOptions`, and ``write``, which makes the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from modelyard.serving.routes import Route
 from modelyard.serving.service import Inputs, Prediction, PredictOptions
@@ -18,8 +17,7 @@ from modelyard.serving.service import Inputs, Prediction, PredictOptions
 JSON_HEADERS = [("Content-Type", "application/json")]
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What a protocol may read of an HTTP request besides its body."""
 
     mimetype: str
@@ -28,8 +26,7 @@ class Request:
     request_key: str | None = None  # X-Request-Key: which version of a weighted alias (the same key, the same one)
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     body: bytes
     headers: list[tuple[str, str]]
 

@@ -27,7 +27,7 @@ def accepts(mimetype: str) -> bool:
     return mimetype == CSV or is_json(mimetype)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MlflowRead:
     body: Any
     options: PredictOptions

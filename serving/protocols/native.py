@@ -20,7 +20,7 @@ MEDIA_TYPES = "application/json"
 accepts = is_json
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NativeRead:
     body: Any
     options: PredictOptions

@@ -45,7 +45,7 @@ def accepts(mimetype: str) -> bool:
     return mimetype in ("", "application/octet-stream") or is_json(mimetype)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferRead:
     """An infer request: its JSON (id, parameters, outputs) and input tensors. Its rows depend on
     the version that answers: inputs are named by its features, outputs by what it has."""

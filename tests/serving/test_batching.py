@@ -260,7 +260,8 @@ def test_probabilities_are_batched_with_their_predictions(config: dict[str, Any]
     rt = app.extensions[EXTENSION]
     make_version(rt, "flowers")
     client = admin_client(app)
-    _number, entry = rt.predictor.loaded(rt.sessions, "flowers", "1")
+    number, sha256 = rt.predictor.resolve(rt.sessions, "flowers", "1").pick(None)
+    entry = rt.predictor.entry(rt.sessions, "flowers", number, sha256)
     estimator, proba_calls = entry.value.estimator, []
     own_proba = estimator.predict_proba
     estimator.predict_proba = lambda X: proba_calls.append(len(X)) or own_proba(X)  # counts the calls

@@ -1,0 +1,167 @@
+"""The REST routes of aliases: promote, set (a version or weights), remove, roll back, and an
+alias's history. Routes parse, call one use case of ``aliases`` (or ``history``), and serialize;
+the body rules are the registry blueprint's (``registry.api``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+from flask.views import MethodView
+from flask_smorest.pagination import PaginationParameters
+
+from modelyard.registry import aliases, history, queries, refs, shadows
+from modelyard.registry.api import check_body_type
+from modelyard.registry.schemas import (
+    AliasMoveSchema,
+    AliasSetSchema,
+    AliasStateSchema,
+    ArgumentsParser,
+    HistoryArgs,
+    PromoteSchema,
+    ShadowReportSchema,
+    ShadowSchema,
+    ShadowSetSchema,
+)
+from modelyard.web.auth import current_actor, moves_alias, private, requires
+from modelyard.web.context import runtime, session
+from modelyard.web.paging import PagedBlueprint, page_of
+
+blp = PagedBlueprint("aliases", __name__, description="Aliases: a version or a split of versions, and their history")
+blp.ARGUMENTS_PARSER = ArgumentsParser()
+blp.before_request(check_body_type)
+
+
+@blp.route("/models/<name>/versions/<ref>/promote")
+class Promote(MethodView):
+    @requires("uploader")
+    @moves_alias
+    @blp.arguments(PromoteSchema, required=False)
+    @blp.response(200, AliasMoveSchema)
+    def post(self, body: dict[str, Any], name: str, ref: str) -> Any:
+        """Promote a version
+
+        Moves `alias` (default `production`) to this version and answers the version it
+        pointed at before (`previous_version`, null when the alias is new).
+        """
+        alias = body.get("alias", refs.DEFAULT_ALIAS)
+        return aliases.promote(session(), name, ref, alias, actor=current_actor().name)
+
+
+@blp.route("/models/<name>/aliases")
+class Aliases(MethodView):
+    @requires("reader")
+    @blp.response(200, {"type": "object", "additionalProperties": {"oneOf": [
+        {"type": "integer"},
+        {"type": "object", "properties": {"weights": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+    ]}})
+    def get(self, name: str) -> Any:
+        """List a model's aliases
+
+        As `{alias: version}`; a weighted alias as `{alias: {"weights": {"3": 90, "4": 10}}}`.
+        """
+        return jsonify(queries.model_aliases(session(), name))
+
+
+@blp.route("/models/<name>/aliases/<alias>")
+class AliasDetail(MethodView):
+    @requires("uploader")
+    @moves_alias
+    @blp.arguments(AliasSetSchema)
+    @blp.response(200, AliasMoveSchema)
+    def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
+        """Set or move an alias, or split it between versions
+
+        Body `{"version": 3}` (a number, `v3`, another alias or `latest`), or `{"weights": {"3": 90,
+        "4": 10}}`: each request is served by one of the versions, chosen by weight (by a hash of
+        its `X-Request-Key` header when it has one, so a key keeps its version; at random
+        otherwise). `latest`, numbers and `v<number>` are reserved and cannot be alias names.
+        """
+        if "weights" in body:
+            return aliases.set_weights(session(), name, alias, body["weights"], actor=current_actor().name)
+        return aliases.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
+
+    @requires("uploader")
+    @moves_alias
+    @blp.response(204)
+    def delete(self, name: str, alias: str) -> None:
+        """Remove an alias"""
+        aliases.delete_alias(session(), name, alias, actor=current_actor().name)
+
+
+@blp.route("/models/<name>/aliases/<alias>/rollback")
+class AliasRollback(MethodView):
+    @requires("uploader")
+    @moves_alias
+    @blp.response(200, AliasMoveSchema)
+    @blp.alt_response(409, description="The alias has never moved, or its previous version is gone")
+    def post(self, name: str, alias: str) -> Any:
+        """Roll an alias back
+
+        Moves the alias to where it pointed before its last move (from the audit log); a
+        second rollback moves it forward again.
+        """
+        return aliases.rollback_alias(session(), name, alias, actor=current_actor().name)
+
+
+@blp.route("/models/<name>/aliases/<alias>/history")
+class AliasHistory(MethodView):
+    @requires("reader")
+    @private("events")
+    @blp.arguments(HistoryArgs, location="query", as_kwargs=True)
+    @blp.response(200, AliasStateSchema(many=True))
+    @blp.paginate()
+    def get(self, name: str, alias: str, pagination_parameters: PaginationParameters, **args: Any) -> Any:
+        """An alias's history
+
+        Every state the alias had (a version, or weights), newest first, with when it began and
+        ended, who set it and the event that did; read from the audit log, so it goes back to
+        the alias's first move. With `at` (an ISO 8601 time): the one state in force then, as
+        `{"alias", "at", "version"}` or `{"alias", "at", "weights"}`; 404 before the alias existed.
+        """
+        if "at" in args:
+            pagination_parameters.item_count = 1
+            state = history.alias_at(session(), name, alias, args["at"])
+            return jsonify({**state, "at": state["at"].isoformat()})
+        page = history.alias_history(session(), name, alias, offset=pagination_parameters.first_item,
+                                     limit=pagination_parameters.page_size, before=args.get("cursor"))
+        return page_of(pagination_parameters, page, "history", by_cursor="cursor" in args)
+
+
+@blp.route("/models/<name>/aliases/<alias>/shadow")
+class AliasShadow(MethodView):
+    @requires("reader")
+    @blp.response(200, ShadowReportSchema)
+    def get(self, name: str, alias: str) -> Any:
+        """How an alias's shadow compares
+
+        Requests sampled, compared, the share of rows predicted alike, failures, requests
+        dropped (the runner's queue was full), the largest difference of a regressor's
+        predictions, and p50/p99 latency of the primary and the shadow, added up over every
+        worker and server since the shadow was set.
+        """
+        runtime().predictor.flush_shadows()
+        return shadows.report(session(), name, alias)
+
+    @requires("uploader")
+    @moves_alias
+    @blp.arguments(ShadowSetSchema)
+    @blp.response(200, ShadowSchema)
+    def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
+        """Shadow an alias with a version
+
+        Body `{"version": 5, "fraction": 0.1}`: that share of the requests the alias serves is
+        also run on version 5 after the answer is computed (the caller gets the alias's answer
+        only, never an error of the shadow's) and compared. Sampled by a hash of the request's
+        `X-Request-Key` when it has one, at random otherwise. Replaces the alias's shadow, and
+        its report starts again.
+        """
+        return shadows.set_shadow(session(), name, alias, body["version"], body["fraction"],
+                                  actor=current_actor().name)
+
+    @requires("uploader")
+    @moves_alias
+    @blp.response(204)
+    def delete(self, name: str, alias: str) -> None:
+        """Stop shadowing an alias (its report goes with it)"""
+        shadows.delete_shadow(session(), name, alias, actor=current_actor().name)
