@@ -205,9 +205,11 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-def upload(port: int, token: str, name: str, data: bytes) -> None:
+def upload(port: int, token: str, name: str, data: bytes, **fields: str) -> None:
     boundary = "modelyardbench"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n"
+    parts = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+                    for key, value in fields.items())
+    body = (f"{parts}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.pkl\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", f"/models/{name}/versions", body=body, headers={
@@ -238,7 +240,10 @@ def rollout(port: int, token: str) -> None:
     from sklearn.svm import SVC
 
     iris = load_iris()
-    upload(port, token, "iris", pickle.dumps(SVC(kernel="linear").fit(iris.data, iris.target)))
+    seeded = api(port, token, "GET", "/models/iris/versions/1")  # the same features, aliases and labels
+    upload(port, token, "iris", pickle.dumps(SVC(kernel="linear").fit(iris.data, iris.target)),
+           features=json.dumps(seeded["feature_names"]), feature_aliases=json.dumps(seeded["feature_aliases"]),
+           labels=json.dumps(seeded["labels"]))
     api(port, token, "PUT", "/models/iris/aliases/canary", {"weights": {"1": 50, "2": 50}})
     api(port, token, "PUT", "/models/iris/aliases/shadowed", {"version": 1})
     api(port, token, "PUT", "/models/iris/aliases/shadowed/shadow", {"version": 2, "fraction": 1.0})

@@ -9,10 +9,11 @@ the Predictor with their :class:`PredictOptions`, and ``write``, which makes the
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from modelyard.serving.routes import Route
-from modelyard.serving.service import Inputs, Prediction, PredictOptions
+from modelyard.serving.service import Inputs, LoadedModel, Prediction, PredictOptions
 
 JSON_HEADERS = [("Content-Type", "application/json")]
 
@@ -50,3 +51,15 @@ class WireProtocol(Protocol):
     def accepts(self, mimetype: str) -> bool: ...
 
     def read(self, raw: bytes, request: Request) -> Read: ...
+
+
+@dataclass(slots=True)
+class BodyRead:
+    """A read whose body is the same for every version (the JSON and CSV protocols'); each
+    protocol adds its ``write``."""
+
+    body: Any
+    options: PredictOptions
+
+    def rows(self, model: LoadedModel) -> Any:
+        return self.body

@@ -6,16 +6,15 @@ modelyard's JSON shape."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from modelyard.registry.errors import InvalidInput, UnreadableBody
 from modelyard.serving.decode import Rows, read_rows
-from modelyard.serving.protocols import JSON_HEADERS, Reply, Request
+from modelyard.serving.protocols import JSON_HEADERS, BodyRead, Reply, Request
 from modelyard.serving.routes import Route
-from modelyard.serving.service import LoadedModel, Prediction, PredictOptions, plain
+from modelyard.serving.service import Prediction, PredictOptions, plain
 from modelyard.web.body import is_json, parse_csv, parse_json
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -27,13 +26,8 @@ def accepts(mimetype: str) -> bool:
     return mimetype == CSV or is_json(mimetype)
 
 
-@dataclass(slots=True)
-class MlflowRead:
-    body: Any
-    options: PredictOptions
-
-    def rows(self, model: LoadedModel) -> Any:
-        return self.body
+class MlflowRead(BodyRead):
+    __slots__ = ()
 
     def write(self, prediction: Prediction, route: Route) -> Reply:
         return Reply(orjson.dumps({"predictions": plain(prediction.predicted)}), JSON_HEADERS)

@@ -5,28 +5,22 @@ route) also answers ``target_value`` for a single record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from modelyard.serving.decode import read_rows
-from modelyard.serving.protocols import JSON_HEADERS, Reply, Request
+from modelyard.serving.protocols import JSON_HEADERS, BodyRead, Reply, Request
 from modelyard.serving.routes import Route
-from modelyard.serving.service import LoadedModel, Prediction, PredictOptions, plain
+from modelyard.serving.service import Prediction, PredictOptions, plain
 from modelyard.web.body import is_json, parse_json, query_flag
 
 MEDIA_TYPES = "application/json"
 accepts = is_json
 
 
-@dataclass(slots=True)
-class NativeRead:
-    body: Any
-    options: PredictOptions
-
-    def rows(self, model: LoadedModel) -> Any:
-        return self.body
+class NativeRead(BodyRead):
+    __slots__ = ()
 
     def write(self, prediction: Prediction, route: Route) -> Reply:
         payload = answer(prediction)
