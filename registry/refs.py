@@ -62,6 +62,7 @@ class Resolved(NamedTuple):
     targets: tuple[Target, ...] = ()
     alias: str | None = None  # the alias that named it (the OIP's default version: production, when it had it)
     shadow: ShadowTarget | None = None  # the alias's shadow, if it has one
+    total: int = 0  # the targets' weights added up (once, not per request)
 
     def pick(self, key: str | None) -> tuple[int, str]:
         """``(version, sha256)`` to serve one request: the only version, or one of a split by
@@ -69,11 +70,10 @@ class Resolved(NamedTuple):
         same version on every server for as long as the weights stand), else at random."""
         if not self.targets:
             return self.version, self.sha256
-        total = sum(t.weight for t in self.targets)
         if key is None:
-            point = random.randrange(total)
+            point = int(random.random() * self.total)
         else:
-            point = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % total
+            point = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % self.total
         for target in self.targets:
             if point < target.weight:
                 return target.version, target.sha256
@@ -134,7 +134,8 @@ def resolve_version_key(session: Session, name: str, ref: str) -> Resolved:
     shadow = session.execute(
         select(Shadow.id, ModelVersion.version, ModelVersion.sha256, Shadow.fraction)
         .join(ModelVersion, Shadow.version_id == ModelVersion.id).where(Shadow.alias_id == row.id)).first()
-    return Resolved(number, sha256, targets, alias, ShadowTarget(*shadow) if shadow is not None else None)
+    return Resolved(number, sha256, targets, alias, ShadowTarget(*shadow) if shadow is not None else None,
+                    sum(t.weight for t in targets))
 
 
 def _resolve(session: Session, query: Any, name: str, ref: str, *, scalar: bool = True) -> Any:
