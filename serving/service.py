@@ -156,7 +156,8 @@ class Predictor:
         call its estimator once (predict, and predict_proba in the same pass when asked).
 
         A model that batching is on for has its rows predicted together with concurrent
-        requests' (``arrival``: announced to its model's batcher by the lane, see :mod:`serving.http`). Raises ModelNotFound / VersionNotFound
+        requests' (``arrival``: announced to its model's batcher by the lane, see
+        :mod:`serving.http`). Raises ModelNotFound / VersionNotFound
         (404), InvalidInput (422) for inputs that do not fit the version or ``proba`` on a model
         without ``predict_proba``, TooLarge (413).
         """
