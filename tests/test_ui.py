@@ -157,7 +157,8 @@ def test_browse_search_predict_compare_promote_roll_back(browser: Any, server: d
     page.fill("form[data-action=edit] input[name=tags]", '{"team": "botany"}')
     page.click("form[data-action=edit] button")
     page.wait_for_selector(".description >> text=Iris, kept by the UI test")
-    assert page.locator("#message").inner_text() == "saved"
+    # the message is said by the reloaded page's script, which may run after its description is parsed
+    page.wait_for_selector("#message.ok >> text=saved")
     assert _api(server, "GET", "/models/iris")["tags"] == {"team": "botany"}
     _load(page, f"{base}/ui/models/iris/versions/2", "09-version-iris-2")
     with page.expect_download() as download:  # the artifact is a private read: the token goes along
