@@ -28,6 +28,7 @@ from modelyard.registry.storage import make_store
 from modelyard.serving.api import blp as serving_blp
 from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
+from modelyard.serving.guard import GuardMeter
 from modelyard.serving.http import PredictHandler, PredictLane
 from modelyard.serving.protocols import v2
 from modelyard.serving.routes import V2_PREFIX
@@ -71,7 +72,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         options,
     )
     predictor.shadows = ShadowRunner(predictor, sessions, max_queue=settings.shadow.max_queue,
-                                     flush_s=settings.shadow.flush_seconds, on_drop=metrics.shadow_dropped)
+                                     flush_s=settings.shadow.flush_seconds, on_drop=metrics.shadow_dropped,
+                                     meter=GuardMeter(on_trip=metrics.guard_tripped))
     policy = AuthPolicy(anonymous_role=settings.auth.anonymous_role,
                         private_reads=frozenset(settings.auth.private_reads),
                         protected_aliases=frozenset(settings.auth.protected_aliases))

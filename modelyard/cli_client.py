@@ -27,7 +27,8 @@ _out = Console(soft_wrap=True)
 
 
 def register(group: click.Group) -> None:
-    for command in (models, versions, upload, promote, rollback, weights, shadow, history, predict, download, events):
+    for command in (models, versions, upload, promote, rollback, weights, guard, shadow, history, predict, download,
+                    events):
         group.add_command(command)
 
 
@@ -202,15 +203,48 @@ def _moved(move: dict[str, Any], name: str) -> Shown:
 @click.argument("name")
 @click.argument("split", nargs=-1, required=True, metavar="VERSION=WEIGHT...")
 @click.option("--alias", default="production", show_default=True)
+@click.option("--guard", metavar="METRIC:MAX", help="roll back by itself when a new version passes MAX of "
+              "METRIC (error_rate, disagreement or p99_ms), e.g. error_rate:0.05")
+@click.option("--window", type=int, default=300, show_default=True, help="with --guard: seconds measured")
+@click.option("--min-samples", type=int, default=200, show_default=True,
+              help="with --guard: fewer requests than this are inconclusive, never a rollback")
 @_remote
-def weights(client: Client, name: str, split: tuple[str, ...], alias: str) -> Shown:
+def weights(client: Client, name: str, split: tuple[str, ...], alias: str, guard: str | None, window: int,
+            min_samples: int) -> Shown:
     parsed: dict[str, int] = {}
     for part in split:
         version, _, weight = part.partition("=")
         if not version or not weight.strip().isdigit():
             raise click.BadParameter(f"{part!r}: give VERSION=WEIGHT, e.g. 3=90 4=10", param_hint="VERSION=WEIGHT")
         parsed[version] = int(weight)
-    return _moved(client.set_weights(name, alias, parsed), name)
+    rule = None
+    if guard is not None:
+        metric, _, limit = guard.partition(":")
+        try:
+            rule = {"metric": metric, "max": float(limit), "window_seconds": window, "min_samples": min_samples}
+        except ValueError:
+            raise click.BadParameter(f"{guard!r}: give METRIC:MAX, e.g. error_rate:0.05",
+                                     param_hint="--guard") from None
+    return _moved(client.set_weights(name, alias, parsed, guard=rule), name)
+
+
+@click.command(help="where an alias's guarded canary stands: each new version's measure and verdict")
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+@_remote
+def guard(client: Client, name: str, alias: str) -> Shown:
+    found = client.guard_status(name, alias)
+    rows = [[version, c["requests"], c["errors"], c["samples"], c["measure"], c["verdict"]]
+            for version, c in found["candidates"].items()]
+    title = (f"{found['metric']} over {found['window_seconds']} s, max {found['max']:g}, at least "
+             f"{found['min_samples']} samples; returns to {_state_text(found['baseline'])}: {found['verdict']}")
+    table = _table(["version", "requests", "errors", "samples", "measure", "verdict"], rows)
+
+    def render() -> None:
+        _out.print(title)
+        table()
+
+    return Shown(found, render)
 
 
 @click.command(help="an alias's shadow: its report, or --set VERSION --fraction F, or --remove")

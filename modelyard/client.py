@@ -185,10 +185,21 @@ class Client:
     def set_alias(self, name: str, alias: str, ref: str | int) -> dict[str, Any]:
         return self._json("PUT", f"/models/{_p(name)}/aliases/{_p(alias)}", json={"version": str(ref)})
 
-    def set_weights(self, name: str, alias: str, weights: Mapping[str, int] | Mapping[int, int]) -> dict[str, Any]:
-        """Split ``alias`` between versions by weight (``{3: 90, 4: 10}``): a canary."""
-        return self._json("PUT", f"/models/{_p(name)}/aliases/{_p(alias)}",
-                          json={"weights": {str(k): v for k, v in weights.items()}})
+    def set_weights(self, name: str, alias: str, weights: Mapping[str, int] | Mapping[int, int], *,
+                    guard: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Split ``alias`` between versions by weight (``{3: 90, 4: 10}``): a canary; with
+        ``guard`` (``{"metric": "error_rate", "max": 0.05, "window_seconds": 300, "min_samples":
+        200}``) the servers return the alias to its state before the canary when a new version
+        passes the limit."""
+        body: dict[str, Any] = {"weights": {str(k): v for k, v in weights.items()}}
+        if guard is not None:
+            body["guard"] = dict(guard)
+        return self._json("PUT", f"/models/{_p(name)}/aliases/{_p(alias)}", json=body)
+
+    def guard_status(self, name: str, alias: str = "production") -> dict[str, Any]:
+        """Where ``alias``'s guarded canary stands: per candidate, its measure over the window and
+        its verdict (ok, over, inconclusive)."""
+        return self._json("GET", f"/models/{_p(name)}/aliases/{_p(alias)}/guard")
 
     def aliases(self, name: str) -> dict[str, Any]:
         """``{alias: version}``, a weighted alias as ``{alias: {"weights": {...}}}``."""

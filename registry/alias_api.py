@@ -10,13 +10,14 @@ from flask import jsonify
 from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.registry import aliases, history, queries, refs, shadows
+from modelyard.registry import aliases, guards, history, queries, refs, shadows
 from modelyard.registry.api import check_body_type
 from modelyard.registry.schemas import (
     AliasMoveSchema,
     AliasSetSchema,
     AliasStateSchema,
     ArgumentsParser,
+    GuardStatusSchema,
     HistoryArgs,
     PromoteSchema,
     ShadowReportSchema,
@@ -53,12 +54,14 @@ class Aliases(MethodView):
     @requires("reader")
     @blp.response(200, {"type": "object", "additionalProperties": {"oneOf": [
         {"type": "integer"},
-        {"type": "object", "properties": {"weights": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+        {"type": "object", "properties": {"weights": {"type": "object", "additionalProperties": {"type": "integer"}},
+                                          "guard": {"type": "object"}}},
     ]}})
     def get(self, name: str) -> Any:
         """List a model's aliases
 
-        As `{alias: version}`; a weighted alias as `{alias: {"weights": {"3": 90, "4": 10}}}`.
+        As `{alias: version}`; a weighted alias as `{alias: {"weights": {"3": 90, "4": 10}}}`, with
+        its `guard` rule when it has one.
         """
         return jsonify(queries.model_aliases(session(), name))
 
@@ -76,9 +79,16 @@ class AliasDetail(MethodView):
         "4": 10}}`: each request is served by one of the versions, chosen by weight (by a hash of
         its `X-Request-Key` header when it has one, so a key keeps its version; at random
         otherwise). `latest`, numbers and `v<number>` are reserved and cannot be alias names.
+
+        Weights may carry a `guard`, `{"metric": "error_rate" | "disagreement" | "p99_ms", "max":
+        0.05, "window_seconds": 300, "min_samples": 200}`: the versions new to the alias are
+        measured over the window on every server, and the alias returns to its state before the
+        canary by itself (event `alias.guard_tripped`, with the measure) when one passes `max`
+        on at least `min_samples` requests; fewer is inconclusive, never a trip.
         """
         if "weights" in body:
-            return aliases.set_weights(session(), name, alias, body["weights"], actor=current_actor().name)
+            return aliases.set_weights(session(), name, alias, body["weights"], guard=body.get("guard"),
+                                       actor=current_actor().name)
         return aliases.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
 
     @requires("uploader")
@@ -126,6 +136,22 @@ class AliasHistory(MethodView):
         page = history.alias_history(session(), name, alias, offset=pagination_parameters.first_item,
                                      limit=pagination_parameters.page_size, before=args.get("cursor"))
         return page_of(pagination_parameters, page, "history", by_cursor="cursor" in args)
+
+
+@blp.route("/models/<name>/aliases/<alias>/guard")
+class AliasGuard(MethodView):
+    @requires("reader")
+    @blp.response(200, GuardStatusSchema)
+    def get(self, name: str, alias: str) -> Any:
+        """Where a guarded canary stands
+
+        The rule, the state the alias returns to when it trips, and per candidate version over
+        the last window (every worker and server): requests, errors, the samples the measure is
+        over, the measure and its verdict (`ok`, `over`, or `inconclusive` below
+        `min_samples`). 404 when the alias has no guard (it never had one, or it tripped).
+        """
+        runtime().predictor.flush_shadows()
+        return guards.status(session(), name, alias)
 
 
 @blp.route("/models/<name>/aliases/<alias>/shadow")

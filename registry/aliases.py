@@ -18,13 +18,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from modelyard.registry import guards
 from modelyard.registry.db import utcnow
 from modelyard.registry.errors import AliasNotFound, InvalidInput, NoRollbackHistory, VersionNotFound
-from modelyard.registry.models import Alias, Event, Model, ModelVersion
+from modelyard.registry.models import Alias, Event, Guard, Model, ModelVersion
 from modelyard.registry.refs import DEFAULT_ALIAS, get_model, parse_version_ref, resolve_version, validate_alias_name
 from modelyard.registry.writes import record, write
 
-MOVES = ("alias.set", "alias.moved", "alias.rolled_back")  # the events that give an alias a new state
+# the events that give an alias a new state
+MOVES = ("alias.set", "alias.moved", "alias.rolled_back", "alias.guard_tripped")
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,16 @@ class AliasMove:
     previous_version: int | None
     weights: dict[str, int] | None = None  # the split, for a weighted alias
     previous_weights: dict[str, int] | None = None
+    guard: dict[str, Any] | None = None  # the rule guarding the split, if any
 
 
-def state_of(alias: Alias) -> dict[str, Any]:
-    """An alias row's state: ``{"version": n}`` or ``{"weights": {...}}``."""
-    return {"weights": dict(alias.weights)} if alias.weights else {"version": alias.target.version}
+def state_of(session: Session, alias: Alias) -> dict[str, Any]:
+    """An alias row's state: ``{"version": n}`` or ``{"weights": {...}}`` (with its ``guard``
+    rule when it has one)."""
+    if not alias.weights:
+        return {"version": alias.target.version}
+    guard = session.scalar(select(Guard).where(Guard.alias_id == alias.id))
+    return {"weights": dict(alias.weights), **({"guard": guards.rule_of(guard)} if guard is not None else {})}
 
 
 def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str = "anonymous") -> AliasMove:
@@ -58,19 +65,30 @@ def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str =
 
 
 def set_weights(session: Session, name: str, alias: str, weights: Mapping[Any, Any], *,
-                actor: str = "anonymous") -> AliasMove:
-    """Split ``alias``'s requests between versions by ``weights`` (``{"3": 90, "4": 10}``).
+                guard: Mapping[str, Any] | None = None, actor: str = "anonymous") -> AliasMove:
+    """Split ``alias``'s requests between versions by ``weights`` (``{"3": 90, "4": 10}``),
+    guarded by ``guard`` (see :mod:`registry.guards`): the versions new to the alias are
+    watched, and it returns to its state before the canary when one's measure passes the rule's
+    limit. A guarded alias given new weights stays guarded against the same earlier state.
 
     Raises InvalidInput (422) for weights that are not whole numbers >= 0 with one above 0, or
-    keys that are not version numbers; VersionNotFound (404) for a version that does not exist.
+    keys that are not version numbers, or a guard that is malformed or would watch nothing;
+    VersionNotFound (404) for a version that does not exist.
     """
     validate_alias_name(alias)
     split = _checked_weights(weights)
+    rule = guards.checked_rule(guard) if guard is not None else None
 
     def step() -> AliasMove:
         model = get_model(session, name)
         versions = _versions(session, model, split)
-        return move(session, model, alias, versions, actor=actor, weights=split)
+        baseline = None
+        if rule is not None:
+            row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+            current = session.scalar(select(Guard).where(Guard.alias_id == row.id)) if row is not None else None
+            baseline = current.baseline if current is not None else (state_of(session, row) if row else None)
+            guards.require(baseline, split, alias)
+        return move(session, model, alias, versions, actor=actor, weights=split, guard=rule, baseline=baseline)
 
     return write(session, step)
 
@@ -88,7 +106,7 @@ def delete_alias(session: Session, name: str, alias: str, *, actor: str = "anony
     def step() -> None:
         model = get_model(session, name)
         row = _row(session, model, alias)
-        before = state_of(row)
+        before = state_of(session, row)
         session.delete(row)
         record(session, name, "alias.removed", actor, version=row.target.version, alias=alias, before=before)
 
@@ -117,7 +135,8 @@ def rollback_alias(session: Session, name: str, alias: str, *, actor: str = "ano
                 versions = _versions(session, model, split)
             except VersionNotFound as missing:
                 raise NoRollbackHistory(name, alias, f"its previous version {missing.ref} was deleted") from None
-            return move(session, model, alias, versions, actor=actor, weights=split, action="alias.rolled_back")
+            return move(session, model, alias, versions, actor=actor, weights=split, action="alias.rolled_back",
+                        guard=before.get("guard"), baseline=state_of(session, _row(session, model, alias)))
         previous = before.get("version")
         if previous is None:
             raise NoRollbackHistory(name, alias, "it has never moved")
@@ -133,10 +152,13 @@ def rollback_alias(session: Session, name: str, alias: str, *, actor: str = "ano
 
 def move(
     session: Session, model: Model, name: str, target: ModelVersion | dict[int, ModelVersion], *, actor: str,
-    weights: dict[str, int] | None = None, action: str | None = None,
+    weights: dict[str, int] | None = None, action: str | None = None, guard: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None, note: dict[str, Any] | None = None,
 ) -> AliasMove:
     """Give alias ``name`` a new state, in the caller's transaction: ``target`` one version, or
-    (with ``weights``) the versions of the split by number. Records the move."""
+    (with ``weights``) the versions of the split by number, guarded by ``guard`` against
+    ``baseline`` when given (a guard that would watch no version is not kept). Any guard the
+    alias had goes. Records the move (``note``: more for the event's ``after``)."""
     if weights is not None:
         assert isinstance(target, dict)
         main = target[max(target, key=lambda n: (weights[str(n)], -n))]
@@ -149,14 +171,18 @@ def move(
         alias = Alias(model_id=model.id, name=name, version_id=main.id, weights=weights)
         session.add(alias)
     else:
-        before = state_of(alias)
+        before = state_of(session, alias)
+        if "guard" in before:
+            guards.remove(session, alias.id)
         alias.version_id, alias.weights, alias.updated_at = main.id, weights, utcnow()
     session.flush()
-    after = {"weights": weights} if weights is not None else {"version": main.version}
+    after: dict[str, Any] = {"weights": weights} if weights is not None else {"version": main.version}
+    if guard is not None and weights is not None and guards.attach(session, alias, guard, baseline, weights, actor):
+        after["guard"] = guard
     record(session, model.name, action or ("alias.set" if before is None else "alias.moved"), actor,
-           version=main.version, alias=name, before=before, after=after)
+           version=main.version, alias=name, before=before, after={**after, **(note or {})})
     return AliasMove(name, main.version, None if before is None else _main_version(before),
-                     weights, None if before is None else before.get("weights"))
+                     weights, None if before is None else before.get("weights"), after.get("guard"))
 
 
 def _main_version(state: dict[str, Any]) -> int:

@@ -146,6 +146,13 @@ class NoShadow(NotFound):
         super().__init__(f"alias {alias!r} of {name!r} has no shadow")
 
 
+class NoGuard(NotFound):
+    def __init__(self, name: str, alias: str) -> None:
+        self.name = name
+        self.alias = alias
+        super().__init__(f"alias {alias!r} of {name!r} has no guard: give it weights with a guard")
+
+
 class NoStateAt(NotFound):
     """An alias's state asked for at an instant before it existed, or while it was removed."""
 
@@ -173,6 +180,19 @@ class NoRollbackHistory(Conflict):
         self.name = name
         self.alias = alias
         super().__init__(f"alias {alias!r} of {name!r} cannot be rolled back: {reason}")
+
+
+class PredictFailed(InvalidInput):
+    """The estimator raised on rows that decoded for it (an unknown category, a value it cannot
+    take): the request's rows, as this version sees them, are the cause, so a 422 naming the
+    estimator's own message (never a 500 or a traceback)."""
+
+    def __init__(self, name: str, version: int, error: Exception) -> None:
+        self.name = name
+        self.version = version
+        text = str(error)
+        detail = f"{type(error).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+        super().__init__(f"version {version} of {name!r} could not predict these rows: {detail}")
 
 
 class InvalidName(InvalidInput):

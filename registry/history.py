@@ -3,7 +3,8 @@ versions), from when until when, who set it and the event that did; and the one 
 an instant. Nothing is stored twice: the events already record every move, so aliases that moved
 before this module existed have their history too.
 
-A state starts at a move (``alias.set``, ``alias.moved``, ``alias.rolled_back``) and lasts until
+A state starts at a move (``alias.set``, ``alias.moved``, ``alias.rolled_back``, or
+``alias.guard_tripped``: a guard returned the alias to its state before the canary) and lasts until
 the alias's next move or its removal (``alias.removed``), which starts no state.
 """
 
@@ -66,8 +67,9 @@ def alias_at(session: Session, name: str, alias: str, at: dt.datetime) -> dict[s
 
 
 def _state(event: Event) -> dict[str, Any]:
-    """The state a move gave its alias: ``{"version": n}`` or ``{"weights": {...}}``."""
+    """The state a move gave its alias: ``{"version": n}`` or ``{"weights": {...}}`` (and its
+    ``guard`` rule, when it had one)."""
     after = event.after or {}
     if after.get("weights"):
-        return {"weights": dict(after["weights"])}
+        return {"weights": dict(after["weights"]), **({"guard": after["guard"]} if after.get("guard") else {})}
     return {"version": after.get("version", event.version)}

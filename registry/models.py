@@ -185,6 +185,50 @@ class ShadowCount(Base):
     __table_args__ = (Index("ix_shadow_counts_shadow_id", "shadow_id"),)
 
 
+class Guard(Base):
+    """A weighted alias's guard: while the alias keeps this split, its candidate versions (those
+    not in the state before the canary, ``baseline``) are measured per time window, and the
+    alias returns to ``baseline`` by itself when one's measure passes ``max`` on at least
+    ``min_samples`` requests. Any move of the alias removes it (a new split with a guard makes a
+    new one, whose counts start again)."""
+
+    __tablename__ = "guards"
+
+    id: Mapped[IntPK]
+    alias_id: Mapped[int] = mapped_column(ForeignKey("aliases.id", ondelete="CASCADE"), unique=True)
+    metric: Mapped[str] = mapped_column(String(16))
+    max: Mapped[float]
+    window_seconds: Mapped[int]
+    min_samples: Mapped[int]
+    baseline: Mapped[dict[str, Any]]  # the alias's state before the canary: {"version": n} or {"weights": {...}}
+    baseline_version: Mapped[int]  # the baseline's (heaviest) version: what disagreement compares with
+    candidates: Mapped[list[Any]]  # the versions watched
+    since: Mapped[Created]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (CheckConstraint("metric IN ('error_rate', 'disagreement', 'p99_ms')", name="metric_known"),
+                      CheckConstraint("window_seconds > 0 AND min_samples > 0", name="window_positive"))
+
+
+class GuardCount(Base):
+    """What one worker counted of one candidate of a guard between two of its flushes, at
+    ``at``: every server appends its own, and a check adds up the rows of the last window."""
+
+    __tablename__ = "guard_counts"
+
+    id: Mapped[IntPK]
+    guard_id: Mapped[int] = mapped_column(ForeignKey("guards.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    at: Mapped[Created]
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)  # served by the candidate
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)  # its load or its estimator failed
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)  # rows compared with the baseline
+    rows_disagreed: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[list[Any]] = mapped_column(default=list)  # counts per latency bucket
+
+    __table_args__ = (Index("ix_guard_counts_guard_id_at", "guard_id", "at"),)
+
+
 class Event(Base):
     """Append-only audit log. Keyed by model name, not id, so history outlives a deleted model."""
 

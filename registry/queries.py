@@ -12,7 +12,8 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from modelyard.registry import safety
-from modelyard.registry.models import Alias, Event, Model, ModelTag, ModelVersion
+from modelyard.registry.guards import rule_of
+from modelyard.registry.models import Alias, Event, Guard, Model, ModelTag, ModelVersion
 from modelyard.registry.refs import get_model, resolve_version
 from modelyard.registry.storage import ArtifactStore, Data
 
@@ -192,16 +193,24 @@ def version_numbers(session: Session, name: str) -> list[int]:
                                 .order_by(ModelVersion.version)))
 
 
-def model_aliases(session: Session, name: str) -> dict[str, int | dict[str, dict[str, int]]]:
-    """``{alias: version}``, a weighted alias as ``{alias: {"weights": {...}}}``."""
+def model_aliases(session: Session, name: str) -> dict[str, int | dict[str, Any]]:
+    """``{alias: version}``, a weighted alias as ``{alias: {"weights": {...}}}`` (with its
+    ``guard`` rule when it has one)."""
     model = get_model(session, name)
     rows = session.execute(
-        select(Alias.name, ModelVersion.version, Alias.weights)
+        select(Alias.name, ModelVersion.version, Alias.weights, Guard)
         .join(ModelVersion, Alias.version_id == ModelVersion.id)
+        .outerjoin(Guard, Guard.alias_id == Alias.id)
         .where(Alias.model_id == model.id)
         .order_by(Alias.name)
     )
-    return {alias: {"weights": dict(weights)} if weights else version for alias, version, weights in rows}
+    found: dict[str, int | dict[str, Any]] = {}
+    for alias, version, weights, guard in rows:
+        if not weights:
+            found[alias] = version
+        else:
+            found[alias] = {"weights": dict(weights), **({"guard": rule_of(guard)} if guard is not None else {})}
+    return found
 
 
 @dataclass(frozen=True)

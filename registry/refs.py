@@ -28,7 +28,7 @@ from modelyard.registry.errors import (
     NoVersions,
     VersionNotFound,
 )
-from modelyard.registry.models import Alias, Model, ModelVersion, Shadow
+from modelyard.registry.models import Alias, Guard, Model, ModelVersion, Shadow
 
 DEFAULT_ALIAS = "production"  # what POST /predict serves, what promote moves, what the cache preloads
 # A model's default version, where a protocol path names no version (the Open Inference Protocol's
@@ -53,6 +53,18 @@ class ShadowTarget(NamedTuple):
     fraction: float
 
 
+class GuardTarget(NamedTuple):
+    """A weighted alias's guard, as serving needs it: which versions it watches (``candidates``),
+    what it measures, and the version a disagreement is measured against (``id``: the guard's
+    own, which its counts are kept under)."""
+
+    id: int
+    candidates: frozenset[int]
+    metric: str
+    baseline_version: int
+    baseline_sha256: str
+
+
 class Resolved(NamedTuple):
     """The version a ref names; for a weighted alias also its split (``targets``, weight > 0,
     in version order), from which :meth:`pick` chooses one version per request."""
@@ -63,6 +75,7 @@ class Resolved(NamedTuple):
     alias: str | None = None  # the alias that named it (the OIP's default version: production, when it had it)
     shadow: ShadowTarget | None = None  # the alias's shadow, if it has one
     total: int = 0  # the targets' weights added up (once, not per request)
+    guard: GuardTarget | None = None  # the weighted alias's guard, if it has one
 
     def pick(self, key: str | None) -> tuple[int, str]:
         """``(version, sha256)`` to serve one request: the only version, or one of a split by
@@ -126,16 +139,24 @@ def resolve_version_key(session: Session, name: str, ref: str) -> Resolved:
     if row is None:  # the default version of a model without production: its latest
         return Resolved(number, sha256)
     targets: tuple[Target, ...] = ()
+    guard = None
     if row.weights:
         shares = {int(n): w for n, w in row.weights.items() if w > 0}
         targets = tuple(Target(v, digest, shares[v]) for v, digest in session.execute(
             select(ModelVersion.version, ModelVersion.sha256).where(
                 ModelVersion.model_id == model_id, ModelVersion.version.in_(shares)).order_by(ModelVersion.version)))
+        guarded = session.execute(
+            select(Guard.id, Guard.candidates, Guard.metric, ModelVersion.version, ModelVersion.sha256)
+            .join(ModelVersion, (ModelVersion.model_id == model_id) & (ModelVersion.version == Guard.baseline_version))
+            .where(Guard.alias_id == row.id)).first()
+        if guarded is not None:
+            guard = GuardTarget(guarded.id, frozenset(int(v) for v in guarded.candidates), guarded.metric,
+                                guarded.version, guarded.sha256)
     shadow = session.execute(
         select(Shadow.id, ModelVersion.version, ModelVersion.sha256, Shadow.fraction)
         .join(ModelVersion, Shadow.version_id == ModelVersion.id).where(Shadow.alias_id == row.id)).first()
     return Resolved(number, sha256, targets, alias, ShadowTarget(*shadow) if shadow is not None else None,
-                    sum(t.weight for t in targets))
+                    sum(t.weight for t in targets), guard)
 
 
 def _resolve(session: Session, query: Any, name: str, ref: str, *, scalar: bool = True) -> Any:

@@ -160,12 +160,18 @@ class AliasSetSchema(ma.Schema):
     weights = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={
         "description": 'split requests between versions: {"<version>": weight}, whole numbers >= 0, one above 0',
         "example": {"3": 90, "4": 10}})
+    guard = fields.Raw(metadata={
+        "description": "with weights: return the alias to its state before the canary when a version new to it "
+                       "passes the limit over the window (never on fewer than min_samples requests)",
+        "example": {"metric": "error_rate", "max": 0.05, "window_seconds": 300, "min_samples": 200}})
 
     @ma.validates_schema
     def one_target(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if ("version" in data) == ("weights" in data):
             raise ValidationError('give exactly one of version ({"version": 4}) or weights ({"weights": {"3": 90, '
                                   '"4": 10}})')
+        if "guard" in data and "weights" not in data:
+            raise ValidationError("a guard watches a canary: give it with weights", "guard")
 
 
 class PromoteSchema(ma.Schema):
@@ -179,11 +185,12 @@ class AliasMoveSchema(ma.Schema):
     weights = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
         "description": "the split, for a weighted alias"})
     previous_weights = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True)
+    guard = fields.Dict(allow_none=True, metadata={"description": "the rule guarding the split, if any"})
 
     @ma.post_dump
     def plain_stays_plain(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
         """A plain alias answers as it always did: no weights fields."""
-        for key in ("weights", "previous_weights"):
+        for key in ("weights", "previous_weights", "guard"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
@@ -261,6 +268,28 @@ class ShadowReportSchema(ShadowSchema):
     latency_ms = fields.Dict(keys=fields.String(), values=fields.Nested(LatencySchema))
 
 
+class CandidateSchema(ma.Schema):
+    requests = fields.Integer(metadata={"description": "requests it served in the window"})
+    errors = fields.Integer(metadata={"description": "of those, its load or its estimator failed"})
+    samples = fields.Integer(metadata={"description": "what the measure is over: requests, rows compared, "
+                                                      "or latencies"})
+    measure = fields.Float(allow_none=True)
+    verdict = fields.String(metadata={"description": "ok, over, or inconclusive (fewer samples than "
+                                                     "min_samples)"})
+
+
+class GuardStatusSchema(ma.Schema):
+    alias = fields.String()
+    metric = fields.String()
+    max = fields.Float()
+    window_seconds = fields.Integer()
+    min_samples = fields.Integer()
+    baseline = fields.Dict(metadata={"description": "the state the alias returns to when the guard trips"})
+    since = fields.AwareDateTime()
+    candidates = fields.Dict(keys=fields.String(), values=fields.Nested(CandidateSchema))
+    verdict = fields.String()
+
+
 class AliasStateSchema(ma.Schema):
     """One state an alias had: a version, or a split of versions."""
 
@@ -268,6 +297,7 @@ class AliasStateSchema(ma.Schema):
     alias = fields.String()
     version = fields.Integer()
     weights = fields.Dict(keys=fields.String(), values=fields.Integer())
+    guard = fields.Dict(metadata={"description": "the rule that guarded the split"})
     since = fields.AwareDateTime()
     until = fields.AwareDateTime(allow_none=True, metadata={"description": "null: the state it has now"})
     actor = fields.String()

@@ -17,7 +17,7 @@ from modelyard.registry.aliases import move
 from modelyard.registry.db import utcnow
 from modelyard.registry.errors import ModelExists, VersionInUse
 from modelyard.registry.maintenance import discard_unreferenced
-from modelyard.registry.models import Alias, Model, ModelTag, ModelVersion, Shadow
+from modelyard.registry.models import Alias, Guard, Model, ModelTag, ModelVersion, Shadow
 from modelyard.registry.queries import ModelView, VersionView, aliases_of, model_detail, model_exists, version_detail
 from modelyard.registry.refs import (
     DEFAULT_ALIAS,
@@ -164,6 +164,10 @@ def delete_version(
             if alias.version_id == version.id or str(version.version) in (alias.weights or {}))
         pointing += sorted(f"{alias} (as its shadow)" for alias in session.scalars(
             select(Alias.name).join(Shadow, Shadow.alias_id == Alias.id).where(Shadow.version_id == version.id)))
+        pointing += sorted(f"{alias} (as the state its guard returns to)" for alias, baseline in session.execute(
+            select(Alias.name, Guard.baseline).join(Guard, Guard.alias_id == Alias.id)
+            .where(Alias.model_id == version.model_id))
+            if baseline.get("version") == version.version or str(version.version) in baseline.get("weights", {}))
         if pointing:
             raise VersionInUse(name, version.version, pointing)
         session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))

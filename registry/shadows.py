@@ -161,10 +161,10 @@ def _fold(session: Session, shadow_id: int, rows: list[ShadowCount], total: Coun
 
 
 def _percentiles(buckets: list[int]) -> dict[str, float | None]:
-    return {"p50": _quantile(buckets, 0.5), "p99": _quantile(buckets, 0.99)}
+    return {"p50": quantile(buckets, 0.5), "p99": quantile(buckets, 0.99)}
 
 
-def _quantile(buckets: list[int], q: float) -> float | None:
+def quantile(buckets: list[int], q: float) -> float | None:
     """The q-quantile of bucketed latencies, linear within its bucket (None: nothing counted)."""
     count = sum(buckets)
     if not count:

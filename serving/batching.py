@@ -142,6 +142,15 @@ class MicroBatcher:
             for item in batch:
                 item.result = _rows_of(predictions, start, start + len(item.X))
                 start += len(item.X)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:  # one request's rows may be what the estimator refused: each gets its own answer
+                for item in batch:
+                    try:
+                        item.result = item.predict(item.X)
+                    except Exception as own:
+                        item.error = own
         except BaseException as exc:  # every request gets the failure, as if it had called alone
             for item in batch:
                 item.error = exc

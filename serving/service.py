@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from modelyard.registry import queries
 from modelyard.registry import refs as refs_module
-from modelyard.registry.errors import InvalidInput
-from modelyard.registry.refs import RefCache, Resolved
+from modelyard.registry.errors import InvalidInput, PredictFailed, Unavailable
+from modelyard.registry.refs import GuardTarget, RefCache, Resolved, ShadowTarget
 from modelyard.registry.service import RemovedVersion
 from modelyard.registry.storage import ArtifactStore
 from modelyard.serving.batching import Arrival, Batchers
@@ -159,10 +159,18 @@ class Predictor:
         requests' (``arrival``: announced to its model's batcher by the lane, see
         :mod:`serving.http`). Raises ModelNotFound / VersionNotFound
         (404), InvalidInput (422) for inputs that do not fit the version or ``proba`` on a model
-        without ``predict_proba``, TooLarge (413).
+        without ``predict_proba``, PredictFailed (422) when the estimator raises on the rows,
+        TooLarge (413).
         """
         resolved = self.resolve(session, name, ref)
         number, sha256 = resolved.pick(options.request_key)
+        guard = resolved.guard
+        if guard is not None and number in guard.candidates and self.shadows is not None:
+            return self._guarded(guard, session, name, resolved, number, sha256, inputs, options, arrival)
+        return self._predict(session, name, resolved, number, sha256, inputs, options, arrival)
+
+    def _predict(self, session: Sessions, name: str, resolved: Resolved, number: int, sha256: str, inputs: Inputs,
+                 options: PredictOptions, arrival: Arrival | None) -> Prediction:
         model: LoadedModel = self.entry(session, name, number, sha256).value
         body = inputs.rows(model)
         proba = model.has_proba if options.proba is None else options.proba
@@ -175,15 +183,39 @@ class Predictor:
                          may_hold_booleans=options.may_hold_booleans)
         call = model.predict_both if proba else model.predict
         batcher = arrival.batcher if arrival is not None else None
-        if batcher is not None and model.features.types is None:
-            output = batcher.predict(call, decoded.X, arrival)
-        else:
-            output = call(decoded.X)
+        try:
+            if batcher is not None and model.features.types is None:
+                output = batcher.predict(call, decoded.X, arrival)
+            else:
+                output = call(decoded.X)
+        except Exception as error:  # the estimator's own refusal of these rows: a 422 naming it
+            raise PredictFailed(name, number, error) from error
         predicted, probabilities = output if proba else (output, None)
         if shadow is not None and self.shadows is not None and sampled(shadow.fraction, options.request_key):
             self.shadows.offer(Job(name, shadow, inputs, options, predicted,
                                    (time.perf_counter() - started) * 1000))
         return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias)
+
+    def _guarded(self, guard: GuardTarget, session: Sessions, name: str, resolved: Resolved, number: int,
+                 sha256: str, inputs: Inputs, options: PredictOptions, arrival: Arrival | None) -> Prediction:
+        """:meth:`_predict` for a request a guarded candidate serves, counted for its guard: its
+        latency, and whether its load or estimator failed (a request whose rows do not decode is
+        the caller's mistake, not the candidate's, and is not counted); for a disagreement guard,
+        the baseline version runs the same inputs after the answer, on the shadow runner."""
+        runner = self.shadows
+        assert runner is not None
+        started = time.perf_counter()
+        try:
+            prediction = self._predict(session, name, resolved, number, sha256, inputs, options, arrival)
+        except (PredictFailed, Unavailable):
+            runner.served(guard.id, number, (time.perf_counter() - started) * 1000, True)
+            raise
+        elapsed = (time.perf_counter() - started) * 1000
+        runner.served(guard.id, number, elapsed, False)
+        if guard.metric == "disagreement":
+            baseline = ShadowTarget(guard.id, guard.baseline_version, guard.baseline_sha256, 1.0)
+            runner.offer(Job(name, baseline, inputs, options, prediction.predicted, elapsed, guard_version=number))
+        return prediction
 
     def predictions(self, session: Sessions, name: str, ref: str, rows: Any) -> list[Any]:
         """The version's predictions for ``rows`` (records or rows), as JSON values."""

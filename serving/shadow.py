@@ -11,6 +11,10 @@ where the counts of every worker and server add up (``registry.shadows``).
 
 A request is sampled by a hash of its ``X-Request-Key`` when it has one (the same key is shadowed
 every time, or never), at random otherwise.
+
+The same thread serves guarded canaries (``serving.guard``): it runs the baseline version on the
+requests a candidate served, when the guard measures disagreement, and flushes and checks the
+guards' counts with the shadows'.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from modelyard.registry.refs import ShadowTarget
 from modelyard.serving.decode import decode
 
 if TYPE_CHECKING:
+    from modelyard.serving.guard import GuardMeter
     from modelyard.serving.service import Inputs, LoadedModel, PredictOptions, Predictor
 
 log = logging.getLogger("modelyard.serving")
@@ -60,14 +65,17 @@ class Job:
     options: PredictOptions
     primary: Any  # the primary's predictions
     primary_ms: float
+    guard_version: int | None = None  # a guard's comparison: the candidate that served (``shadow``: the baseline)
 
 
 class ShadowRunner:
     """This process's shadow runs (see the module's docstring)."""
 
     def __init__(self, predictor: Predictor, sessions: Callable[[], Session], *, max_queue: int = 1000,
-                 flush_s: float = 2.0, on_drop: Callable[[], None] | None = None) -> None:
+                 flush_s: float = 2.0, on_drop: Callable[[], None] | None = None,
+                 meter: GuardMeter | None = None) -> None:
         self._predictor = predictor
+        self.meter = meter
         self._sessions = sessions
         self._flush_s = flush_s
         self._on_drop = on_drop
@@ -84,6 +92,8 @@ class ShadowRunner:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
+            if job.guard_version is not None:  # a comparison not made: the guard counts fewer samples
+                return
             with self._lock:
                 counts = self._counts_of(job.shadow.id)
                 counts.requests += 1
@@ -91,9 +101,18 @@ class ShadowRunner:
             if self._on_drop is not None:
                 self._on_drop()
 
+    def served(self, guard_id: int, version: int, ms: float, failed: bool) -> None:
+        """Count a request a guarded candidate served (the thread that flushes it starts here)."""
+        if self._pid != os.getpid():
+            self._start()
+        if self.meter is not None:
+            self.meter.served(guard_id, version, ms, failed)
+
     def flush(self) -> None:
-        """Append what this process counted to the registry (a report read here calls this
-        first, so it includes this process's latest runs)."""
+        """Append what this process counted to the registry, and check the guards counted (a
+        report read here calls this first, so it includes this process's latest runs)."""
+        if self.meter is not None:
+            self.meter.flush(self._sessions)
         with self._lock:
             pending, self._counts = self._counts, {}
         if not pending:
@@ -148,6 +167,8 @@ class ShadowRunner:
                              may_hold_booleans=job.options.may_hold_booleans)
             predicted = model.predict(decoded.X)
         except Exception:  # noqa: BLE001 - a shadow that fails or refuses the input is counted, never raised
+            if job.guard_version is not None:  # the baseline could not answer: nothing to compare
+                return
             with self._lock:
                 counts = self._counts_of(shadow.id)
                 counts.requests += 1
@@ -156,6 +177,10 @@ class ShadowRunner:
             return
         elapsed = (time.perf_counter() - started) * 1000
         rows, agreed, diff = compare(job.primary, predicted)
+        if job.guard_version is not None:
+            if self.meter is not None:
+                self.meter.compared(shadow.id, job.guard_version, rows, agreed)
+            return
         with self._lock:
             counts = self._counts_of(shadow.id)
             counts.requests += 1

@@ -120,6 +120,17 @@ def test_weights_and_history(server: dict[str, Any], tmp_path: Path) -> None:
     assert _run(server, "shadow", "cli-canary").returncode == 0  # the report as a table
     assert _run(server, "shadow", "cli-canary", "--remove").returncode == 0
     assert _run(server, "shadow", "cli-canary").returncode == 1
+    assert _run(server, "guard", "cli-canary").returncode == 1  # no guard yet: the API's 404
+    assert _run(server, "promote", "cli-canary", "1").returncode == 0
+    guarded = _run(server, "weights", "cli-canary", "1=90", "2=10", "--guard", "error_rate:0.05", "--window", "60",
+                   "--min-samples", "10", "--json")
+    assert guarded.returncode == 0, guarded.stderr
+    assert json.loads(guarded.stdout)["guard"] == {"metric": "error_rate", "max": 0.05, "window_seconds": 60,
+                                                   "min_samples": 10}
+    status = _run(server, "guard", "cli-canary")
+    assert status.returncode == 0 and "error_rate over 60 s, max 0.05, at least 10 samples; returns to v1: " \
+        "inconclusive" in status.stdout, status.stdout
+    assert _run(server, "weights", "cli-canary", "1=1", "--guard", "error_rate").returncode == 2
 
 
 @pytest.mark.parametrize(("args", "status", "words"), [

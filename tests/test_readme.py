@@ -29,7 +29,8 @@ BLOCKS = {
     "activate": ". .venv/bin/activate",
     "pages": "page_size=1",
     "upload": "/models/flowers/versions/1/promote",
-    "canary": "/models/flowers/aliases/canary",
+    "canary": "/models/flowers/canary/predict",
+    "guard": "/models/flowers/aliases/canary/guard",
     "cli": "modelyard upload model.pkl",
     "tokens": "modelyard token create",
 }
@@ -84,10 +85,14 @@ def test_the_readme_blocks_run_as_written(served: dict[str, Any]) -> None:
     assert json.loads(canary[0]) == {"alias": "canary", "version": 1, "previous_version": None,
                                      "weights": {"1": 90, "2": 10}}
     assert re.fullmatch(r"x-model-version: [12]\r?", canary[-1], flags=re.I)
+    guarded, status = [json.loads(line) for line in out["guard"].splitlines() if line.startswith("{")]
+    assert guarded["weights"] == {"1": 90, "3": 10} and guarded["guard"]["metric"] == "error_rate"
+    assert status["baseline"] == {"weights": {"1": 90, "2": 10}} and status["verdict"] == "inconclusive"
     cli = out["cli"]
     assert "uploaded flowers-cli version 1" in cli and "flowers-cli: production (new) -> 1" in cli
     assert "uploaded flowers-cli version 2" in cli and "flowers-cli: production 1 -> 1:90 2:10" in cli
     assert "v1:90 v2:10" in cli  # the history table
+    assert "error_rate over 300 s, max 0.05, at least 200 samples; returns to v1: inconclusive" in cli
     assert cli.index("virginica") < cli.index("setosa")  # the --json row, then the CSV row
     model = (served["dir"] / "model.pkl").read_bytes()
     assert (served["dir"] / "flowers-v1.pkl").read_bytes() == model

@@ -104,3 +104,9 @@ def test_the_model_page_shows_splits_shadows_and_history(client: FlaskClient, an
     assert "v1:75 v2:25" in page and "alias.moved" in page  # the alias's history, with a token
     public = anon.get("/ui/models/flowers").get_data(as_text=True)
     assert "v1 75.0%" in public and 'class="history"' not in public  # history follows the audit log's rule
+    make_version(runtime, "flowers")
+    assert client.put("/models/flowers/aliases/production", json={"weights": {"1": 50, "2": 25, "3": 25}, "guard": {
+        "metric": "error_rate", "max": 0.05, "window_seconds": 60, "min_samples": 10}}).status_code == 200
+    page = " ".join(client.get("/ui/models/flowers").get_data(as_text=True).split())
+    assert ("error_rate at most 0.05 over 60 s (at least 10 samples), else back to v1:75 v2:25 : v3 inconclusive"
+            in page), page

@@ -17,9 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, g, render_template, request
 from markupsafe import Markup, escape
 
-from modelyard.registry import history, queries, shadows
+from modelyard.registry import guards, history, queries, shadows
 from modelyard.registry.auth import Unauthorized, require, require_token_for
-from modelyard.registry.errors import NoShadow, NotFound
+from modelyard.registry.errors import NoGuard, NoShadow, NotFound
 from modelyard.web.auth import public
 from modelyard.web.context import runtime, session
 
@@ -80,8 +80,12 @@ def model_page(name: str) -> str:
             report: dict[str, Any] | None = shadows.report(db, name, alias)
         except NoShadow:
             report = None
+        try:
+            guard: dict[str, Any] | None = guards.status(db, name, alias) if isinstance(state, dict) else None
+        except NoGuard:
+            guard = None
         past = history.alias_history(db, name, alias, limit=10).items if events is not None else None
-        rollout.append({"alias": alias, "state": state, "shadow": report, "history": past})
+        rollout.append({"alias": alias, "state": state, "shadow": report, "guard": guard, "history": past})
     return render_template("model.html", model=model, versions=versions, events=events,
                            charts=_charts(versions), rollout=rollout)
 

@@ -183,6 +183,29 @@ def test_a_failing_predict_reaches_every_request_of_the_batch() -> None:
     assert _ask(batcher, lambda rows: rows[:, 0], np.ones((1, 2))) == [1.0]  # and it keeps serving
 
 
+def test_rows_the_estimator_refuses_fail_only_their_own_request() -> None:
+    """A batch that raises is answered request by request: one request's bad row (an unknown
+    category, say) does not fail the requests batched with it."""
+    model = CountingModel()
+
+    def picky(rows: np.ndarray) -> np.ndarray:
+        if (rows[:, 0] == 3).any():
+            raise ValueError("found unknown category 3")
+        return model.predict(rows)
+
+    batcher = MicroBatcher(max_rows=64, max_wait_s=0.05)
+
+    def work(i: int) -> Any:
+        if i == 0:
+            threading.Timer(0.1, model.gate.set).start()
+        try:
+            return _ask(batcher, picky, np.array([[float(i), 0.0]]))
+        except ValueError as exc:
+            return str(exc)
+
+    assert _concurrently(6, work) == [[0.0], [10.0], [20.0], "found unknown category 3", [40.0], [50.0]]
+
+
 def test_a_request_that_fails_to_decode_does_not_stall_the_batcher() -> None:
     model = CountingModel()
     model.gate.set()
