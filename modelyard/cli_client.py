@@ -27,8 +27,8 @@ _out = Console(soft_wrap=True)
 
 
 def register(group: click.Group) -> None:
-    for command in (models, versions, upload, promote, rollback, weights, guard, shadow, history, predict, download,
-                    events):
+    for command in (models, versions, upload, promote, approve, rollback, weights, guard, shadow, history, predict,
+                    download, events):
         group.add_command(command)
 
 
@@ -189,6 +189,11 @@ def upload(client: Client, file: Path, name: str, fmt: str | None, description: 
 
 
 def _moved(move: dict[str, Any], name: str) -> Shown:
+    if move.get("status") == "pending":  # held for a second approver
+        return Shown(move, lambda: _out.print(
+            f"{name}: moving {move['alias']} waits for a second approver: another promoter runs "
+            f"`modelyard approve {name} {move['id']}`" + (f" --alias {move['alias']}" if move["alias"] != "production"
+                                                          else "")))
     def state(weights: dict[str, int] | None, version: int | None) -> str:
         if weights:
             return " ".join(f"{v}:{w}" for v, w in weights.items())
@@ -226,6 +231,20 @@ def weights(client: Client, name: str, split: tuple[str, ...], alias: str, guard
             raise click.BadParameter(f"{guard!r}: give METRIC:MAX, e.g. error_rate:0.05",
                                      param_hint="--guard") from None
     return _moved(client.set_weights(name, alias, parsed, guard=rule), name)
+
+
+@click.command(help="approve a move waiting for a second approver (with another promoter's token), or "
+                    "list them (no ID)")
+@click.argument("name")
+@click.argument("approval", type=int, required=False)
+@click.option("--alias", default="production", show_default=True)
+@_remote
+def approve(client: Client, name: str, approval: int | None, alias: str) -> Shown:
+    if approval is not None:
+        return _moved(client.approve(name, approval, alias), name)
+    waiting = client.approvals(name, alias)
+    rows = [[p["id"], _state_text(p), p["requested_by"], p["requested_at"], p["expires_at"]] for p in waiting]
+    return Shown(waiting, _table(["id", "state", "asked by", "asked at", "expires"], rows))
 
 
 @click.command(help="where an alias's guarded canary stands: each new version's measure and verdict")

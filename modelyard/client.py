@@ -196,6 +196,15 @@ class Client:
             body["guard"] = dict(guard)
         return self._json("PUT", f"/models/{_p(name)}/aliases/{_p(alias)}", json=body)
 
+    def approvals(self, name: str, alias: str = "production") -> list[dict[str, Any]]:
+        """The moves of ``alias`` waiting for a second approver."""
+        return cast(list[dict[str, Any]], self._request("GET", f"/models/{_p(name)}/aliases/{_p(alias)}/approvals")
+                    .json())
+
+    def approve(self, name: str, approval: int, alias: str = "production") -> dict[str, Any]:
+        """Approve a pending move with this client's token (another promoter's than the asker's)."""
+        return self._json("POST", f"/models/{_p(name)}/aliases/{_p(alias)}/approvals/{approval}")
+
     def guard_status(self, name: str, alias: str = "production") -> dict[str, Any]:
         """Where ``alias``'s guarded canary stands: per candidate, its measure over the window and
         its verdict (ok, over, inconclusive)."""

@@ -114,6 +114,13 @@ class ShadowSettings:
 
 
 @dataclass(frozen=True)
+class AliasSettings:
+    replay: tuple[str, ...]
+    second_approver: tuple[str, ...]
+    approval_ttl_seconds: int
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str
 
@@ -131,6 +138,7 @@ class Settings:
     serving: ServingSettings
     batching: BatchingSettings
     shadow: ShadowSettings
+    aliases: AliasSettings
     logging: LoggingSettings
 
     @classmethod
@@ -151,7 +159,7 @@ class Settings:
 _SECTIONS: dict[str, Any] = {
     "server": ServerSettings, "database": DatabaseSettings, "artifacts": ArtifactSettings, "cache": CacheSettings,
     "upload": UploadSettings, "auth": AuthSettings, "serving": ServingSettings, "batching": BatchingSettings,
-    "shadow": ShadowSettings, "logging": LoggingSettings,
+    "shadow": ShadowSettings, "aliases": AliasSettings, "logging": LoggingSettings,
 }
 
 
@@ -274,6 +282,7 @@ _POSITIVE = {
     ("batching", "max_rows"),
     ("shadow", "max_queue"),
     ("shadow", "flush_seconds"),
+    ("aliases", "approval_ttl_seconds"),
 }
 _CHOICES = {
     ("server", "engine"): {"granian", "gunicorn"},

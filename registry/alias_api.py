@@ -10,7 +10,7 @@ from flask import jsonify
 from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
-from modelyard.registry import aliases, guards, history, queries, refs, shadows
+from modelyard.registry import aliases, approvals, guards, history, queries, refs, shadows
 from modelyard.registry.api import check_body_type
 from modelyard.registry.schemas import (
     AliasMoveSchema,
@@ -19,6 +19,7 @@ from modelyard.registry.schemas import (
     ArgumentsParser,
     GuardStatusSchema,
     HistoryArgs,
+    PendingMoveSchema,
     PromoteSchema,
     ShadowReportSchema,
     ShadowSchema,
@@ -39,6 +40,9 @@ class Promote(MethodView):
     @moves_alias
     @blp.arguments(PromoteSchema, required=False)
     @blp.response(200, AliasMoveSchema)
+    @blp.alt_response(202, schema=PendingMoveSchema, description="Held for a second approver ([aliases] "
+                      "second_approver): the pending move, and where to approve it")
+    @blp.alt_response(409, description="The version failed its replay ([aliases] replay)")
     def post(self, body: dict[str, Any], name: str, ref: str) -> Any:
         """Promote a version
 
@@ -46,7 +50,8 @@ class Promote(MethodView):
         pointed at before (`previous_version`, null when the alias is new).
         """
         alias = body.get("alias", refs.DEFAULT_ALIAS)
-        return aliases.promote(session(), name, ref, alias, actor=current_actor().name)
+        return _moved(aliases.promote(session(), name, ref, alias, actor=current_actor().name, gate=_gate(alias),
+                                      replayer=_replay))
 
 
 @blp.route("/models/<name>/aliases")
@@ -72,6 +77,7 @@ class AliasDetail(MethodView):
     @moves_alias
     @blp.arguments(AliasSetSchema)
     @blp.response(200, AliasMoveSchema)
+    @blp.alt_response(202, schema=PendingMoveSchema, description="Held for a second approver")
     def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
         """Set or move an alias, or split it between versions
 
@@ -86,10 +92,12 @@ class AliasDetail(MethodView):
         canary by itself (event `alias.guard_tripped`, with the measure) when one passes `max`
         on at least `min_samples` requests; fewer is inconclusive, never a trip.
         """
+        actor, gate = current_actor().name, _gate(alias)
         if "weights" in body:
-            return aliases.set_weights(session(), name, alias, body["weights"], guard=body.get("guard"),
-                                       actor=current_actor().name)
-        return aliases.set_alias(session(), name, alias, body["version"], actor=current_actor().name)
+            return _moved(aliases.set_weights(session(), name, alias, body["weights"], guard=body.get("guard"),
+                                              actor=actor, gate=gate, replayer=_replay))
+        return _moved(aliases.set_alias(session(), name, alias, body["version"], actor=actor, gate=gate,
+                                        replayer=_replay))
 
     @requires("uploader")
     @moves_alias
@@ -136,6 +144,56 @@ class AliasHistory(MethodView):
         page = history.alias_history(session(), name, alias, offset=pagination_parameters.first_item,
                                      limit=pagination_parameters.page_size, before=args.get("cursor"))
         return page_of(pagination_parameters, page, "history", by_cursor="cursor" in args)
+
+
+@blp.route("/models/<name>/aliases/<alias>/approvals")
+class AliasApprovals(MethodView):
+    @requires("reader")
+    @blp.response(200, PendingMoveSchema(many=True))
+    def get(self, name: str, alias: str) -> Any:
+        """Moves of an alias waiting for a second approver
+
+        Those not yet approved nor expired, oldest first (`[aliases] second_approver`).
+        """
+        return approvals.pending(session(), name, alias)
+
+
+@blp.route("/models/<name>/aliases/<alias>/approvals/<int:approval_id>")
+class AliasApproval(MethodView):
+    @requires("promoter")
+    @blp.response(200, AliasMoveSchema)
+    @blp.alt_response(403, description="The token that asked for the move cannot approve it")
+    @blp.alt_response(409, description="Approved already, expired, or the version failed its replay")
+    def post(self, name: str, alias: str, approval_id: int) -> Any:
+        """Approve a pending move
+
+        A promoter's token other than the one that asked makes the move (a replay gate replays
+        its versions again first); the event names both.
+        """
+        return aliases.approve(session(), name, alias, approval_id, actor=current_actor().name, gate=_gate(alias),
+                               replayer=_replay)
+
+
+def _gate(alias: str) -> approvals.Gate:
+    """What a move of ``alias`` must pass, from ``[aliases]``."""
+    config = runtime().settings.aliases
+    gate = approvals.Gate(alias in config.replay, alias in config.second_approver, config.approval_ttl_seconds)
+    return gate if gate.replay or gate.second_approver else approvals.NO_GATE
+
+
+def _replay(name: str, version: int, rows: Any) -> list[Any]:
+    return runtime().predictor.predictions(session, name, str(version), rows)
+
+
+def _moved(result: Any) -> Any:
+    """A move made, or (202) one held for its second approver, saying how to approve it."""
+    if not isinstance(result, dict):
+        return result
+    link = f"/models/{result['model']}/aliases/{result['alias']}/approvals/{result['id']}"
+    response = jsonify({**PendingMoveSchema().dump(result), "status": "pending", "approve": link,
+                        "message": f"waiting for a second approver: POST {link} with another promoter's token"})
+    response.status_code = 202
+    return response
 
 
 @blp.route("/models/<name>/aliases/<alias>/guard")

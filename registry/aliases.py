@@ -18,14 +18,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from modelyard.registry import guards
+from modelyard.registry import approvals, guards
+from modelyard.registry.approvals import NO_GATE, Gate, Replayer
 from modelyard.registry.db import utcnow
 from modelyard.registry.errors import AliasNotFound, InvalidInput, NoRollbackHistory, VersionNotFound
 from modelyard.registry.models import Alias, Event, Guard, Model, ModelVersion
 from modelyard.registry.refs import DEFAULT_ALIAS, get_model, parse_version_ref, resolve_version, validate_alias_name
 from modelyard.registry.writes import record, write
 
-# the events that give an alias a new state
+# the events that give an alias a new state (an approved move is an alias.moved or alias.set)
 MOVES = ("alias.set", "alias.moved", "alias.rolled_back", "alias.guard_tripped")
 
 
@@ -48,14 +49,20 @@ def state_of(session: Session, alias: Alias) -> dict[str, Any]:
     return {"weights": dict(alias.weights), **({"guard": guards.rule_of(guard)} if guard is not None else {})}
 
 
-def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str = "anonymous") -> AliasMove:
+def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str = "anonymous",
+              gate: Gate = NO_GATE, replayer: Replayer | None = None) -> AliasMove | dict[str, Any]:
     """Point ``alias`` at the version ``ref`` names (create or move it; a weighted alias becomes
-    plain); one transaction.
+    plain); one transaction. A ``gate`` may replay the version's example first and hold the
+    move for a second approver (then the pending move is returned, see
+    :mod:`registry.approvals`).
 
     Raises InvalidName (422) for a reserved or malformed alias, ModelNotFound /
-    VersionNotFound (404).
+    VersionNotFound (404), ReplayFailed (409).
     """
     validate_alias_name(alias)
+    if gate != NO_GATE:
+        number = resolve_version(session, name, ref).version
+        return _gated(session, name, alias, {"version": number}, actor, gate, replayer)
 
     def step() -> AliasMove:
         version = resolve_version(session, name, ref)
@@ -64,8 +71,59 @@ def set_alias(session: Session, name: str, alias: str, ref: str, *, actor: str =
     return write(session, step)
 
 
+def approve(session: Session, name: str, alias: str, approval_id: int, *, actor: str, gate: Gate = NO_GATE,
+            replayer: Replayer | None = None) -> AliasMove:
+    """Make a move that waited for its second approver: ``actor`` must not be who asked for it
+    (403); a replay gate replays its versions again first. Raises NoApproval (404),
+    ApprovalClosed (409) when approved already or expired, ReplayFailed (409)."""
+    waiting = {p["id"]: p for p in approvals.pending(session, name, alias)}
+    session.rollback()
+    state = waiting.get(approval_id)
+    if state is not None and state["requested_by"] != actor and gate.replay:
+        for number in _serving(state):
+            approvals.replay(session, name, number, replayer)
+
+    def step() -> AliasMove:
+        state = approvals.claim(session, name, alias, approval_id, actor)
+        note = {"approval": {"id": approval_id, "requested_by": waiting[approval_id]["requested_by"]}} \
+            if approval_id in waiting else {}
+        if "weights" in state:
+            return _split(session, name, alias, state["weights"], state.get("guard"), actor, note)
+        version = resolve_version(session, name, str(state["version"]))
+        return move(session, version.model, alias, version, actor=actor, note=note)
+
+    return write(session, step)
+
+
+def _gated(session: Session, name: str, alias: str, state: dict[str, Any], actor: str, gate: Gate,
+           replayer: Replayer | None) -> AliasMove | dict[str, Any]:
+    """A move of a gated alias: its versions replayed, then held for a second approver or made."""
+    session.rollback()
+    if gate.replay:
+        for number in _serving(state):
+            approvals.replay(session, name, number, replayer)
+    if gate.second_approver:
+        def hold() -> dict[str, Any]:
+            held = approvals.request(session, name, alias, state, actor, gate)
+            record(session, name, "alias.move_requested", actor, alias=alias, after={**state, "approval": held["id"]})
+            return held
+
+        return write(session, hold)
+    if "weights" in state:
+        return write(session, lambda: _split(session, name, alias, state["weights"], state.get("guard"), actor))
+    return set_alias(session, name, alias, str(state["version"]), actor=actor)
+
+
+def _serving(state: dict[str, Any]) -> list[int]:
+    """The versions a state sends requests to."""
+    if "weights" in state:
+        return sorted(int(n) for n, w in state["weights"].items() if w > 0)
+    return [int(state["version"])]
+
+
 def set_weights(session: Session, name: str, alias: str, weights: Mapping[Any, Any], *,
-                guard: Mapping[str, Any] | None = None, actor: str = "anonymous") -> AliasMove:
+                guard: Mapping[str, Any] | None = None, actor: str = "anonymous", gate: Gate = NO_GATE,
+                replayer: Replayer | None = None) -> AliasMove | dict[str, Any]:
     """Split ``alias``'s requests between versions by ``weights`` (``{"3": 90, "4": 10}``),
     guarded by ``guard`` (see :mod:`registry.guards`): the versions new to the alias are
     watched, and it returns to its state before the canary when one's measure passes the rule's
@@ -73,31 +131,40 @@ def set_weights(session: Session, name: str, alias: str, weights: Mapping[Any, A
 
     Raises InvalidInput (422) for weights that are not whole numbers >= 0 with one above 0, or
     keys that are not version numbers, or a guard that is malformed or would watch nothing;
-    VersionNotFound (404) for a version that does not exist.
+    VersionNotFound (404) for a version that does not exist. A ``gate`` as :func:`set_alias`'s
+    (every version given weight is replayed).
     """
     validate_alias_name(alias)
     split = _checked_weights(weights)
     rule = guards.checked_rule(guard) if guard is not None else None
-
-    def step() -> AliasMove:
-        model = get_model(session, name)
-        versions = _versions(session, model, split)
-        baseline = None
-        if rule is not None:
-            row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
-            current = session.scalar(select(Guard).where(Guard.alias_id == row.id)) if row is not None else None
-            baseline = current.baseline if current is not None else (state_of(session, row) if row else None)
-            guards.require(baseline, split, alias)
-        return move(session, model, alias, versions, actor=actor, weights=split, guard=rule, baseline=baseline)
-
-    return write(session, step)
+    if gate != NO_GATE:
+        _versions(session, get_model(session, name), split)  # 404s before any replay
+        return _gated(session, name, alias, {"weights": split, **({"guard": rule} if rule else {})}, actor, gate,
+                      replayer)
+    return write(session, lambda: _split(session, name, alias, split, rule, actor))
 
 
-def promote(session: Session, name: str, ref: str, alias: str = DEFAULT_ALIAS, *,
-            actor: str = "anonymous") -> AliasMove:
+def _split(session: Session, name: str, alias: str, split: dict[str, int], rule: dict[str, Any] | None, actor: str,
+           note: dict[str, Any] | None = None) -> AliasMove:
+    """Weights (and a guard) for an alias, in the caller's transaction."""
+    model = get_model(session, name)
+    versions = _versions(session, model, split)
+    baseline = None
+    if rule is not None:
+        row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+        current = session.scalar(select(Guard).where(Guard.alias_id == row.id)) if row is not None else None
+        baseline = current.baseline if current is not None else (state_of(session, row) if row else None)
+        guards.require(baseline, split, alias)
+    return move(session, model, alias, versions, actor=actor, weights=split, guard=rule, baseline=baseline,
+                note=note)
+
+
+def promote(session: Session, name: str, ref: str, alias: str = DEFAULT_ALIAS, *, actor: str = "anonymous",
+            gate: Gate = NO_GATE, replayer: Replayer | None = None) -> AliasMove | dict[str, Any]:
     """Move ``alias`` (default ``production``) to the version ``ref`` names, plain (a weighted
-    alias stops splitting); returns the version it pointed at before (None when it is new)."""
-    return set_alias(session, name, alias, ref, actor=actor)
+    alias stops splitting); returns the version it pointed at before (None when it is new), or
+    the pending move when its gate holds it for a second approver."""
+    return set_alias(session, name, alias, ref, actor=actor, gate=gate, replayer=replayer)
 
 
 def delete_alias(session: Session, name: str, alias: str, *, actor: str = "anonymous") -> None:

@@ -33,6 +33,7 @@ class EstimatorInfo:
     allow_nan: bool = False  # its scikit-learn tags say it takes NaN for a missing value
     load_warnings: list[str] = dataclasses.field(default_factory=list)
     pickled_with: str | None = None  # the scikit-learn version the file was written with
+    example_predictions: list[Any] | None = None  # what it predicted for the upload's example (a replay compares)
 
 
 TEXT = "text"
@@ -76,9 +77,9 @@ def inspect(
     info = describe(estimator)
     if takes_text(estimator):
         texts = example_texts(example) if example is not None else PROBE_TEXTS
-        _first_that_predicts(estimator, [texts], "a list of strings")
+        said = _first_that_predicts(estimator, [texts], "a list of strings")
         return dataclasses.replace(info, input_kind=TEXT, n_features=1, feature_names=names_hint or ["text"],
-                                   feature_types=[STRING])
+                                   feature_types=[STRING], example_predictions=said if example is not None else None)
     n_features = info.n_features or (len(names_hint) if names_hint else None) or example_width(example)
     if not n_features:
         return info
@@ -92,7 +93,9 @@ def inspect(
     try:
         if not candidates:
             raise InvalidArtifact("the example holds strings")
-        _first_that_predicts(estimator, candidates, f"a numeric row of {n_features} features")
+        said = _first_that_predicts(estimator, candidates, f"a numeric row of {n_features} features")
+        if example is not None:
+            info = dataclasses.replace(info, example_predictions=said)
         if info.allow_nan and not _predicts(estimator, np.full((1, n_features), np.nan)):
             return dataclasses.replace(info, allow_nan=False)  # the tags promised more than it does
         return info
@@ -102,14 +105,15 @@ def inspect(
         types, samples = _feature_types(estimator, info.feature_names)
         frame_rows = rows if rows is not None else [samples]
         try:
-            _predict_quietly(estimator, make_frame(frame_rows, info.feature_names, types))
+            said = _predict_quietly(estimator, make_frame(frame_rows, info.feature_names, types))
         except Exception:
             raise array_error from None
         # A ColumnTransformer's tags do not say what its transformers take: try a missing value
         # in every numeric column.
         missing = [None if kind == NUMBER else sample for kind, sample in zip(types, samples)]
         allow_nan = NUMBER in types and _predicts(estimator, make_frame([missing], info.feature_names, types))
-        return dataclasses.replace(info, input_kind="dataframe", feature_types=types, allow_nan=allow_nan)
+        return dataclasses.replace(info, input_kind="dataframe", feature_types=types, allow_nan=allow_nan,
+                                   example_predictions=said if rows is not None else None)
 
 
 # Fitted state that holds points of the input space: training rows of neighbour models, support
@@ -185,12 +189,12 @@ def probe_rows(n_features: int) -> list[np.ndarray]:
     return [np.zeros((1, n_features)), np.ones((1, n_features)), normal]
 
 
-def _first_that_predicts(estimator: Any, candidates: list[Any], what: str) -> None:
+def _first_that_predicts(estimator: Any, candidates: list[Any], what: str) -> list[Any]:
+    """The first candidate's predictions (as JSON values) the estimator makes without raising."""
     error: Exception | None = None
     for X in candidates:
         try:
-            _predict_quietly(estimator, X)
-            return
+            return _predict_quietly(estimator, X)
         except Exception as exc:  # noqa: BLE001 - the estimator's own complaint, reported below
             error = exc
     raise InvalidArtifact(
@@ -307,10 +311,11 @@ def make_frame(rows: list[list[Any]], names: list[str] | tuple[str, ...], types:
     return frame
 
 
-def _predict_quietly(estimator: Any, X: Any) -> None:
+def _predict_quietly(estimator: Any, X: Any) -> list[Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        estimator.predict(X)
+        predicted: list[Any] = np.asarray(estimator.predict(X)).tolist()
+        return predicted
 
 
 def _feature_types(estimator: Any, names: list[str]) -> tuple[list[str], list[Any]]:

@@ -101,6 +101,9 @@ class ModelVersion(Base):
     # file raised (e.g. InconsistentVersionWarning), and whether the estimator takes NaN for a
     # missing value (its scikit-learn tags' allow_nan).
     example: Mapped[Any | None] = mapped_column(JSON)
+    # What the estimator predicted for ``example`` in the upload's trial: a replay at promotion
+    # predicts the example again and must get the same (None: no example, or uploaded before).
+    example_predictions: Mapped[list[Any] | None] = mapped_column(JSON)
     load_warnings: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     allow_nan: Mapped[bool] = mapped_column(default=False, server_default=false())
     description: Mapped[str] = mapped_column(Text, default="")
@@ -227,6 +230,26 @@ class GuardCount(Base):
     latency_ms: Mapped[list[Any]] = mapped_column(default=list)  # counts per latency bucket
 
     __table_args__ = (Index("ix_guard_counts_guard_id_at", "guard_id", "at"),)
+
+
+class Approval(Base):
+    """A move of an alias that needs a second approver (``[aliases] second_approver``), waiting
+    for one: the state it would give the alias, who asked and until when. Approved, it is
+    applied in the approver's transaction; it is never applied twice."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[IntPK]
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    alias: Mapped[Name]
+    state: Mapped[dict[str, Any]]  # {"version": n} or {"weights": {...}} (with its "guard")
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requested_at: Mapped[Created]
+    expires_at: Mapped[dt.datetime]
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    approved_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index("ix_approvals_model_id_alias", "model_id", "alias"),)
 
 
 class Event(Base):

@@ -268,6 +268,18 @@ class ShadowReportSchema(ShadowSchema):
     latency_ms = fields.Dict(keys=fields.String(), values=fields.Nested(LatencySchema))
 
 
+class PendingMoveSchema(ma.Schema):
+    id = fields.Integer()
+    model = fields.String()
+    alias = fields.String()
+    version = fields.Integer(metadata={"description": "the version it would point at"})
+    weights = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "or the split"})
+    guard = fields.Dict()
+    requested_by = fields.String()
+    requested_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime()
+
+
 class CandidateSchema(ma.Schema):
     requests = fields.Integer(metadata={"description": "requests it served in the window"})
     errors = fields.Integer(metadata={"description": "of those, its load or its estimator failed"})
@@ -336,6 +348,8 @@ class VersionSchema(ma.Schema):
                        "scikit-learn version that wrote the file"})
     allow_nan = fields.Boolean(metadata={"description": "null values are sent to the estimator as NaN (missing)"})
     example = fields.Raw(allow_none=True, metadata={"description": "The rows given at upload for the trial"})
+    example_predictions = fields.Raw(allow_none=True, metadata={
+        "description": "What the version predicted for them at upload: a replay at promotion must get the same"})
     load_warnings = fields.List(fields.String(), metadata={
         "description": "Warnings loading the file raised (at upload, and in the answering process)"})
     description = fields.String()

@@ -256,6 +256,7 @@ def _add_version(
         library_versions={**introspect.library_versions(),
                           **({"sklearn_pickled": info.pickled_with} if info.pickled_with else {})},
         example=spec.example,
+        example_predictions=info.example_predictions,
         load_warnings=list(info.load_warnings),
         allow_nan=info.allow_nan,
         description=spec.description,

@@ -192,3 +192,29 @@ def test_the_readme_notebook_example_runs_as_written(server: dict[str, Any], tmp
     assert lines[1] == "[2, 2] ['virginica', 'virginica']"
     assert lines[2] == "{'alias': 'production', 'version': 1, 'previous_version': None}"
     assert lines[3] == "['notebook-iris']"
+
+
+def test_a_gated_promotion_through_the_cli(tmp_path: Path) -> None:
+    """[aliases] replay and second_approver set by environment: `promote` says the move waits,
+    `approve` lists it, the asker's own approval is refused and another promoter's makes it."""
+    with running_server(tmp_path, workers=1, MODELYARD_ALIASES_REPLAY="production",
+                        MODELYARD_ALIASES_SECOND_APPROVER="production") as gated:
+        import httpx
+
+        tokens = {who: httpx.post(f"{gated['base']}/tokens", json={"name": who, "role": "promoter"},
+                                  headers={"Authorization": f"Bearer {gated['token']}"}).json()["token"]
+                  for who in ("alice", "bob")}
+        model_file = tmp_path / "m.pkl"
+        model_file.write_bytes(pickle.dumps(fitted_logreg()))
+        uploaded = _run(gated, "upload", str(model_file), "--name", "cli-gated", "--features",
+                        json.dumps(list(VIRGINICA)), "--example", json.dumps([VIRGINICA]))
+        assert uploaded.returncode == 0, uploaded.stderr
+        asked = _run(gated, "promote", "cli-gated", "1", MODELYARD_TOKEN=tokens["alice"])
+        assert asked.returncode == 0, asked.stderr
+        assert "production waits for a second approver" in asked.stdout
+        waiting = json.loads(_run(gated, "approve", "cli-gated", "--json").stdout)
+        assert [(p["version"], p["requested_by"]) for p in waiting] == [(1, "alice")]
+        own = _run(gated, "approve", "cli-gated", str(waiting[0]["id"]), MODELYARD_TOKEN=tokens["alice"])
+        assert own.returncode == 1 and "[403]" in own.stderr
+        done = _run(gated, "approve", "cli-gated", str(waiting[0]["id"]), MODELYARD_TOKEN=tokens["bob"])
+        assert done.returncode == 0 and done.stdout.strip() == "cli-gated: production (new) -> 1", done.stderr

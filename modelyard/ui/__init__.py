@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, g, render_template, request
 from markupsafe import Markup, escape
 
-from modelyard.registry import guards, history, queries, shadows
+from modelyard.registry import approvals, guards, history, queries, shadows
 from modelyard.registry.auth import Unauthorized, require, require_token_for
 from modelyard.registry.errors import NoGuard, NoShadow, NotFound
 from modelyard.web.auth import public
@@ -85,7 +85,8 @@ def model_page(name: str) -> str:
         except NoGuard:
             guard = None
         past = history.alias_history(db, name, alias, limit=10).items if events is not None else None
-        rollout.append({"alias": alias, "state": state, "shadow": report, "guard": guard, "history": past})
+        rollout.append({"alias": alias, "state": state, "shadow": report, "guard": guard, "history": past,
+                        "pending": approvals.pending(db, name, alias)})
     return render_template("model.html", model=model, versions=versions, events=events,
                            charts=_charts(versions), rollout=rollout)
 
