@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from modelyard import __version__, metrics, ops, ui
 from modelyard.config import ConfigError, Settings, load_config
-from modelyard.registry import landlock, maintenance, sandbox, seed
+from modelyard.registry import landlock, maintenance, sandbox, seed, webhook_sender, webhooks
 from modelyard.registry.alias_api import blp as aliases_blp
 from modelyard.registry.api import blp as registry_blp
 from modelyard.registry.auth import AuthPolicy, ensure_admin_token
@@ -25,6 +25,7 @@ from modelyard.registry.models import Alias, Model, ModelVersion
 from modelyard.registry.refs import DEFAULT_ALIAS, RefCache
 from modelyard.registry.safety import allowlist
 from modelyard.registry.storage import make_store
+from modelyard.registry.webhook_api import blp as webhooks_blp
 from modelyard.serving.api import blp as serving_blp
 from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
@@ -85,7 +86,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
                             max_expanded_bytes=upload.max_expanded_bytes, extra_globals=extra_globals)
     rt = Runtime(settings=settings, auth=policy, engine=engine, sessions=sessions, store=store,
                  upload_max_bytes=upload.max_bytes, upload_limits=limits, predictor=predictor, predict=handler,
-                 observers=(metrics.observe,))
+                 observers=(metrics.observe,), background=(webhook_sender.Sender(
+                     sessions, webhooks.Policy.of(settings.webhooks), poll_seconds=settings.webhooks.poll_seconds),))
     if prepare:
         _log_sandbox()
         _prepare(rt, settings)
@@ -116,7 +118,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     app.teardown_appcontext(close_session)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
     api = errors.Api(app)
-    for blp in (ops.blp, registry_blp, aliases_blp, serving_blp, v2_blp):
+    for blp in (ops.blp, registry_blp, aliases_blp, webhooks_blp, serving_blp, v2_blp):
         api.register_blueprint(blp)
     app.register_blueprint(ops.docs_assets)
     app.register_blueprint(ui.bp)  # HTML pages: not in the OpenAPI document

@@ -27,8 +27,10 @@ _out = Console(soft_wrap=True)
 
 
 def register(group: click.Group) -> None:
+    from modelyard.cli_webhooks import webhooks
+
     for command in (models, versions, upload, promote, approve, rollback, weights, guard, shadow, history, predict,
-                    download, events):
+                    download, events, webhooks):
         group.add_command(command)
 
 

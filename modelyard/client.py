@@ -234,6 +234,23 @@ class Client:
     def delete_shadow(self, name: str, alias: str = "production") -> None:
         self._request("DELETE", f"/models/{_p(name)}/aliases/{_p(alias)}/shadow")
 
+    def add_webhook(self, url: str, events: list[str], secret: str | None = None) -> dict[str, Any]:
+        """Tell ``url`` of ``events`` (or ``["*"]``), signed with ``secret`` (made, and shown only
+        in this answer, when None). Admin."""
+        return self._json("POST", "/webhooks", json={"url": url, "events": events,
+                                                      **({"secret": secret} if secret is not None else {})})
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        """The webhooks (never their secrets). Admin."""
+        return cast(list[dict[str, Any]], self._request("GET", "/webhooks").json())
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        self._request("DELETE", f"/webhooks/{webhook_id}")
+
+    def webhook_deliveries(self, webhook_id: int) -> list[dict[str, Any]]:
+        """A webhook's delivery log (every page), newest first."""
+        return list(self._pages(f"/webhooks/{webhook_id}/deliveries"))
+
     def delete_alias(self, name: str, alias: str) -> None:
         self._request("DELETE", f"/models/{_p(name)}/aliases/{_p(alias)}")
 

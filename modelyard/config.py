@@ -121,6 +121,15 @@ class AliasSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    allow_private: bool
+    timeout_seconds: float
+    max_attempts: int
+    backoff_seconds: float
+    poll_seconds: float
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str
 
@@ -139,6 +148,7 @@ class Settings:
     batching: BatchingSettings
     shadow: ShadowSettings
     aliases: AliasSettings
+    webhooks: WebhookSettings
     logging: LoggingSettings
 
     @classmethod
@@ -159,7 +169,8 @@ class Settings:
 _SECTIONS: dict[str, Any] = {
     "server": ServerSettings, "database": DatabaseSettings, "artifacts": ArtifactSettings, "cache": CacheSettings,
     "upload": UploadSettings, "auth": AuthSettings, "serving": ServingSettings, "batching": BatchingSettings,
-    "shadow": ShadowSettings, "aliases": AliasSettings, "logging": LoggingSettings,
+    "shadow": ShadowSettings, "aliases": AliasSettings, "webhooks": WebhookSettings,
+    "logging": LoggingSettings,
 }
 
 
@@ -283,6 +294,10 @@ _POSITIVE = {
     ("shadow", "max_queue"),
     ("shadow", "flush_seconds"),
     ("aliases", "approval_ttl_seconds"),
+    ("webhooks", "timeout_seconds"),
+    ("webhooks", "max_attempts"),
+    ("webhooks", "backoff_seconds"),
+    ("webhooks", "poll_seconds"),
 }
 _CHOICES = {
     ("server", "engine"): {"granian", "gunicorn"},

@@ -136,4 +136,7 @@ def serve_granian(app: Flask, server: ServerSettings) -> None:
 
 def _after_fork(app: Flask) -> None:
     # Connections opened by the master must not be shared by the forked workers.
-    app.extensions[EXTENSION].engine.dispose(close=False)
+    runtime = app.extensions[EXTENSION]
+    runtime.engine.dispose(close=False)
+    for task in runtime.background:  # each worker's own threads (the webhook sender)
+        task.start()

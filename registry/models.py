@@ -252,6 +252,47 @@ class Approval(Base):
     __table_args__ = (Index("ix_approvals_model_id_alias", "model_id", "alias"),)
 
 
+class Webhook(Base):
+    """A URL told of the registry's events (``events``: actions, or ``["*"]``), each delivery
+    signed with ``secret`` the Standard Webhooks way. The secret is kept to sign with; the API
+    never shows it."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[IntPK]
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]]
+    secret: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[Created]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class Delivery(Base):
+    """The outbox: one event for one webhook, written in the event's own transaction (nothing is
+    lost if a server dies after the commit), sent by whichever server claims it first: a claim
+    moves ``next_attempt_at`` past the send's time limit, so no other server sends it meanwhile,
+    and a server that dies mid-send leaves it to be sent again after that."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[IntPK]
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[int]
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[Created]
+    last_status: Mapped[int | None]  # the receiver's HTTP status, when it answered
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[Created]
+    delivered_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
+                      Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+                      Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"))
+
+
 class Event(Base):
     """Append-only audit log. Keyed by model name, not id, so history outlives a deleted model."""
 

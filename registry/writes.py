@@ -11,6 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelyard.registry import webhooks
 from modelyard.registry.db import begin_write
 from modelyard.registry.models import Event, RegistryState
 
@@ -49,8 +50,11 @@ def record(
     session: Session, model_name: str, action: str, actor: str, *, version: int | None = None,
     alias: str | None = None, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
 ) -> Event:
-    """Add one event to the audit log, in the write's transaction."""
+    """Add one event to the audit log, and its webhook deliveries to the outbox, in the write's
+    transaction."""
     event = Event(model_name=model_name, version=version, alias=alias, action=action, actor=actor,
                   before=before, after=after)
     session.add(event)
+    session.flush()
+    webhooks.enqueue(session, event)
     return event

@@ -218,3 +218,19 @@ def test_a_gated_promotion_through_the_cli(tmp_path: Path) -> None:
         assert own.returncode == 1 and "[403]" in own.stderr
         done = _run(gated, "approve", "cli-gated", str(waiting[0]["id"]), MODELYARD_TOKEN=tokens["bob"])
         assert done.returncode == 0 and done.stdout.strip() == "cli-gated: production (new) -> 1", done.stderr
+
+
+def test_webhooks_through_the_cli(server: dict[str, Any]) -> None:
+    added = _run(server, "webhooks", "add", "https://93.184.215.14/hook", "alias.removed")
+    assert added.returncode == 0, added.stderr
+    lines = added.stdout.strip().splitlines()
+    assert lines[0].endswith(": https://93.184.215.14/hook <- alias.removed")
+    assert lines[1].startswith("secret (shown this once): whsec_")
+    hook_id = lines[0].split()[1].rstrip(":")
+    listed = json.loads(_run(server, "webhooks", "list", "--json").stdout)
+    assert [h["url"] for h in listed] == ["https://93.184.215.14/hook"] and "secret" not in listed[0]
+    assert json.loads(_run(server, "webhooks", "deliveries", hook_id, "--json").stdout) == []
+    refused = _run(server, "webhooks", "add", "http://127.0.0.1:9/hook", "*")
+    assert refused.returncode == 1 and "[422]" in refused.stderr and "allow_private" in refused.stderr
+    assert _run(server, "webhooks", "remove", hook_id).returncode == 0
+    assert _run(server, "webhooks", "list").returncode == 0

@@ -26,7 +26,8 @@ def _check(engine: Engine) -> None:
     assert set(inspect(engine).get_table_names()) == {"alembic_version", "models", "model_versions",
                                                        "aliases", "events", "tokens", "registry_state",
                                                        "artifact_blobs", "artifact_chunks", "model_tags", "shadows",
-                                                       "shadow_counts", "guards", "guard_counts", "approvals"}
+                                                       "shadow_counts", "guards", "guard_counts", "approvals",
+                                                       "webhooks", "webhook_deliveries"}
     assert _diff(engine) == []
     upgrade_to_head(engine)  # a second run is a no-op
     assert _diff(engine) == []

@@ -102,3 +102,58 @@ def test_a_broken_candidate_is_rolled_back_under_load_inside_its_window_and_an_i
         trips = [line for server in (a, b) for line in call(server, "GET", "/metrics")[1].decode().splitlines()
                  if line.startswith("modelyard_guard_trips_total{")]
         assert trips == ['modelyard_guard_trips_total{alias="production",metric="error_rate",model="shop"} 1.0']
+
+
+def test_webhooks_reach_a_loopback_receiver_once_each_even_when_a_server_dies_before_sending(
+        tmp_path: Path, pg_url: str) -> None:
+    """Two servers on one PostgreSQL. Server A records events while the receiver is down, and is
+    killed (SIGKILL, master and workers) before any of them is delivered; the receiver comes up,
+    and server B delivers them from the outbox. More events through both servers: each arrives
+    exactly once, with a signature the Standard Webhooks library accepts."""
+    import base64
+    import os
+    import signal
+
+    from tests.serve_helpers import children_of, free_port, running_server
+    from tests.webhook_receiver import receiving
+
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    port = free_port()  # the receiver's, not listening yet
+    settings = {"MODELYARD_ARTIFACTS_STORE": "database", "MODELYARD_WEBHOOKS_ALLOW_PRIVATE": "true",
+                "MODELYARD_WEBHOOKS_BACKOFF_SECONDS": "0.5", "MODELYARD_WEBHOOKS_POLL_SECONDS": "0.2",
+                "MODELYARD_WEBHOOKS_MAX_ATTEMPTS": "30"}
+    for side in "abc":
+        (tmp_path / side).mkdir()
+    token_file = str(tmp_path / "a" / "admin.token")
+    with running_server(tmp_path / "a", database_url=pg_url, **settings) as a:
+        status, hook = call(a, "POST", "/webhooks", json.dumps(
+            {"url": f"http://127.0.0.1:{port}/hook", "events": ["version.created", "alias.set", "alias.moved"],
+             "secret": secret}).encode())
+        assert status == 201, hook
+        _upload(a, "hooked", "ignore")
+        _upload(a, "hooked", "ignore")
+        assert call(a, "POST", "/models/hooked/versions/1/promote")[0] == 200
+        for pid in [pid for pid, _ in children_of(a["master"])] + [a["master"]]:
+            os.kill(pid, signal.SIGKILL)  # committed, not delivered: the receiver is not up
+    log = (tmp_path / "a" / "server.log").read_text()
+
+    with receiving(port) as receiver, running_server(tmp_path / "b", database_url=pg_url, **settings,
+                                                      MODELYARD_AUTH_ADMIN_TOKEN_FILE=token_file) as b:
+        deadline = time.monotonic() + 30
+        while len(receiver.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with running_server(tmp_path / "c", database_url=pg_url, **settings,
+                            MODELYARD_AUTH_ADMIN_TOKEN_FILE=token_file) as c:
+            for server, target in ((b, 2), (c, 1), (b, 2), (c, 1)):
+                assert call(server, "POST", f"/models/hooked/versions/{target}/promote")[0] == 200
+            deadline = time.monotonic() + 30
+            while len(receiver.received) < 7 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1)  # time for a duplicate to show, if one were sent
+        got = receiver.verified(secret)
+        status, deliveries = call(b, "GET", f"/webhooks/{hook['id']}/deliveries?page_size=50")
+    assert [g["type"] for g in got[:3]] == ["version.created", "version.created", "alias.set"], (got, log)
+    assert [g["type"] for g in got[3:]] == ["alias.moved"] * 4
+    assert len({g["data"]["id"] for g in got}) == len(got) == 7  # each event once
+    assert len({g["_id"] for g in got}) == 7
+    assert status == 200 and {d["status"] for d in deliveries} == {"delivered"} and len(deliveries) == 7

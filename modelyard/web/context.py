@@ -69,6 +69,10 @@ class Observation(NamedTuple):
 Observer = Callable[[Observation], None]
 
 
+class Startable(Protocol):
+    def start(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Runtime:
     settings: Any  # the roof's typed Settings (modelyard.config); blueprints read the parts below
@@ -81,6 +85,7 @@ class Runtime:
     predictor: Serving  # resolve -> load (cache) -> predict, for every protocol
     predict: AnswersPredicts  # answers a predict request from its WSGI environ (serving.http)
     observers: tuple[Observer, ...] = ()
+    background: tuple[Startable, ...] = ()  # started in each server process after the fork (webhook senders)
 
     def versions_removed(self, removed: Sequence[RemovedVersion]) -> None:
         """The registry deleted versions: this process stops serving them."""
