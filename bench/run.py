@@ -235,7 +235,9 @@ def api(port: int, token: str, method: str, path: str, body: Any = None) -> Any:
 
 def rollout(port: int, token: str) -> None:
     """On the serving under test: iris version 2 (the same model again), alias ``canary`` split
-    50/50 between 1 and 2, and alias ``shadowed`` on 1 with version 2 shadowing every request."""
+    50/50 between 1 and 2, alias ``guarded`` the same split guarded (error_rate: every request
+    version 2 serves is counted for its guard), and alias ``shadowed`` on 1 with version 2
+    shadowing every request."""
     from sklearn.datasets import load_iris
     from sklearn.svm import SVC
 
@@ -245,6 +247,9 @@ def rollout(port: int, token: str) -> None:
            features=json.dumps(seeded["feature_names"]), feature_aliases=json.dumps(seeded["feature_aliases"]),
            labels=json.dumps(seeded["labels"]))
     api(port, token, "PUT", "/models/iris/aliases/canary", {"weights": {"1": 50, "2": 50}})
+    api(port, token, "PUT", "/models/iris/aliases/guarded", {"version": 1})
+    api(port, token, "PUT", "/models/iris/aliases/guarded", {"weights": {"1": 50, "2": 50}, "guard": {
+        "metric": "error_rate", "max": 0.05, "window_seconds": 300, "min_samples": 200}})
     api(port, token, "PUT", "/models/iris/aliases/shadowed", {"version": 1})
     api(port, token, "PUT", "/models/iris/aliases/shadowed/shadow", {"version": 2, "fraction": 1.0})
 
@@ -368,6 +373,7 @@ def main() -> int:
         ("modelyard /v2 infer, batching off", "off", "/v2/models/iris/infer", v2_body),
         ("modelyard /invocations, batching off", "off", "/invocations", mlflow_body),
         ("modelyard weighted alias 50/50, batching off", "off", "/models/iris/canary/predict", single),
+        ("modelyard guarded canary 50/50, batching off", "off", "/models/iris/guarded/predict", single),
         ("modelyard with a 100% shadow, batching off", "off", "/models/iris/shadowed/predict", single),
         ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
         ("modelyard 100-row batches, batching on", "on", "/models/iris/production/predict", rows100),
@@ -408,6 +414,8 @@ def main() -> int:
         results["batching"] = batch_sizes(ports["on"], (work / "modelyard-on" / "admin.token").read_text().strip())
         results["shadow_report"] = api(ports["off"], (work / "modelyard-off" / "admin.token").read_text().strip(),
                                        "GET", "/models/iris/aliases/shadowed/shadow")
+        results["guard_status"] = api(ports["off"], (work / "modelyard-off" / "admin.token").read_text().strip(),
+                                      "GET", "/models/iris/aliases/guarded/guard")
         # After the load: master and workers, each worker having served (and loaded) the model.
         results["pss_bytes"] = {engine: pss_bytes(processes[key].pid)
                                 for key, engine in (("off", "granian"), ("gunicorn", "gunicorn"))}
@@ -452,6 +460,7 @@ def main() -> int:
     plain_rate = rate["modelyard /models/iris/1, batching off"]
     results["ratios_rollout"] = {
         "weighted_alias_over_plain_ref": rate["modelyard weighted alias 50/50, batching off"] / plain_rate,
+        "guarded_canary_over_plain_ref": rate["modelyard guarded canary 50/50, batching off"] / plain_rate,
         "shadow_100_percent_over_plain_ref": rate["modelyard with a 100% shadow, batching off"] / plain_rate,
     }
     results["rows_per_s_100_row_batches"] = {
@@ -489,6 +498,9 @@ def main() -> int:
     r, shadow = results["ratios_rollout"], results["shadow_report"]
     print(f"rollout, single row, against /models/iris/1: "
           f"weighted alias 50/50 {r['weighted_alias_over_plain_ref']:.2f}x, "
+          f"guarded canary 50/50 {r['guarded_canary_over_plain_ref']:.2f}x "
+          f"(guard: {results['guard_status']['candidates']['2']['requests']:,} counted in its window, "
+          f"{results['guard_status']['verdict']}), "
           f"100% shadow {r['shadow_100_percent_over_plain_ref']:.2f}x (shadow runs: {shadow['requests']:,} sampled, "
           f"{shadow['compared']:,} compared, {shadow['dropped']:,} dropped, agreement {shadow['agreement']}, "
           f"p50 primary {shadow['latency_ms']['primary']['p50']} ms / "

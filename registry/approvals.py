@@ -104,8 +104,8 @@ def claim(session: Session, name: str, alias: str, approval_id: int, actor: str)
     Raises NoApproval (404), Forbidden (403) for the token that asked, ApprovalClosed (409) when
     it was approved already or expired."""
     model = get_model(session, name)
-    row = session.scalar(select(Approval).where(Approval.id == approval_id, Approval.model_id == model.id,
-                                                Approval.alias == alias).with_for_update())
+    row = None if not 0 < approval_id <= 2**31 - 1 else session.scalar(select(Approval).where(
+        Approval.id == approval_id, Approval.model_id == model.id, Approval.alias == alias).with_for_update())
     if row is None:
         raise NoApproval(name, alias, approval_id)
     if row.approved_by is not None:

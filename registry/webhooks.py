@@ -36,6 +36,7 @@ EVENTS = ("model.created", "model.updated", "model.deleted", "version.created", 
           "version.deleted", "alias.set", "alias.moved", "alias.rolled_back", "alias.removed", "alias.guard_tripped",
           "alias.shadow_set", "alias.shadow_removed", "alias.move_requested")
 ALL = "*"
+MAX_ID = 2**31 - 1  # ids past the integer column's range name nothing (a 404, not the driver's overflow)
 SECRET_PREFIX = "whsec_"
 
 
@@ -94,7 +95,7 @@ def listed(session: Session) -> list[Webhook]:
 
 
 def get(session: Session, webhook_id: int) -> Webhook:
-    hook = session.get(Webhook, webhook_id)
+    hook = session.get(Webhook, webhook_id) if 0 < webhook_id <= MAX_ID else None
     if hook is None:
         raise WebhookNotFound(webhook_id)
     return hook

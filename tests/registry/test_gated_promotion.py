@@ -100,7 +100,8 @@ def test_weights_wait_too_and_pending_moves_expire(gated: Flask) -> None:
     assert bob.get("/models/gated/aliases/production/approvals").json == []
     expired = bob.post(late.json["approve"])
     assert expired.status_code == 409 and "expired" in expired.json["message"]
-    assert bob.post("/models/gated/aliases/production/approvals/999").status_code == 404
+    for missing in ("999", "50205280232578863857664"):
+        assert bob.post(f"/models/gated/aliases/production/approvals/{missing}").status_code == 404
     assert bob.get("/models/gated/aliases").json["production"]["weights"] == {"1": 90, "2": 10}
     # a rollback is the lever of an incident: never held
     assert bob.post("/models/gated/aliases/production/rollback").json["version"] == 1

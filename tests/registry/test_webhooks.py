@@ -87,6 +87,10 @@ def test_a_made_secret_is_shown_once_and_only_admins_manage_webhooks(hooked: Fla
     assert anon.get("/webhooks").status_code == 401
     assert client.delete(f"/webhooks/{made['id']}").status_code == 204
     assert client.get(f"/webhooks/{made['id']}").status_code == 404
+    for huge in ("50205280232578863857664", "2147483648", "0"):  # past the id column: a 404, never a 500
+        assert client.get(f"/webhooks/{huge}").status_code == 404
+        assert client.delete(f"/webhooks/{huge}").status_code == 404
+        assert client.get(f"/webhooks/{huge}/deliveries").status_code == 404
 
 
 def test_events_are_delivered_signed_once_each(hooked: Flask) -> None:
