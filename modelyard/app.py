@@ -83,7 +83,9 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
                              default_model=settings.serving.default_model)
     upload = settings.upload
     limits = sandbox.Limits(timeout_seconds=upload.trial_timeout_seconds, memory_bytes=upload.trial_memory_bytes,
-                            max_expanded_bytes=upload.max_expanded_bytes, extra_globals=extra_globals)
+                            max_expanded_bytes=upload.max_expanded_bytes, extra_globals=extra_globals,
+                            reference_max_rows=settings.observe.reference_max_rows,
+                            max_categories=settings.observe.max_categories)
     rt = Runtime(settings=settings, auth=policy, engine=engine, sessions=sessions, store=store,
                  upload_max_bytes=upload.max_bytes, upload_limits=limits, predictor=predictor, predict=handler,
                  observers=(metrics.observe,), background=(webhook_sender.Sender(

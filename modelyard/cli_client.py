@@ -163,11 +163,13 @@ def versions_list(client: Client, name: str) -> Shown:
 @click.option("--features", help="JSON list of feature names, in column order")
 @click.option("--labels", help="JSON list of class labels, aligned with classes_")
 @click.option("--example", help="JSON rows or records the server's trial predicts")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="training rows, a CSV (with a header) or JSON file: profiled per feature for drift")
 @click.option("--progress/--no-progress", default=None, help="a progress bar (default: on a terminal)")
 @_remote
 def upload(client: Client, file: Path, name: str, fmt: str | None, description: str | None, metrics: str | None,
            params: str | None, tags: str | None, features: str | None, labels: str | None, example: str | None,
-           progress: bool | None) -> Shown:
+           reference: Path | None, progress: bool | None) -> Shown:
     err = Console(stderr=True, force_terminal=progress if progress is not None else None)
     show = progress if progress is not None else err.is_terminal
     bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -178,7 +180,7 @@ def upload(client: Client, file: Path, name: str, fmt: str | None, description: 
             file, name, format=fmt, description=description, metrics=_json_option(metrics, "--metrics"),
             params=_json_option(params, "--params"), tags=_json_option(tags, "--tags"),
             features=_json_option(features, "--features"), labels=_json_option(labels, "--labels"),
-            example=_json_option(example, "--example"),
+            example=_json_option(example, "--example"), reference=reference,
             progress=lambda done, _total: bar.update(task, completed=done))
 
     def render() -> None:

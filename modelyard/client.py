@@ -130,11 +130,13 @@ class Client:
     def upload(self, model: Any, name: str, *, format: str | None = None, description: str | None = None,
                metrics: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
                tags: dict[str, str] | None = None, features: list[str] | None = None, labels: list[Any] | None = None,
-               feature_aliases: dict[str, str] | None = None, example: Any = None,
+               feature_aliases: dict[str, str] | None = None, example: Any = None, reference: Any = None,
                progress: Progress | None = None) -> dict[str, Any]:
         """Upload a new version of ``name`` and return its detail. ``model`` is a fitted
         estimator (written with skops unless ``format`` says joblib or pickle) or the path of a
-        model file; ``example`` rows, records or a DataFrame the server's trial predicts."""
+        model file; ``example`` rows, records or a DataFrame the server's trial predicts;
+        ``reference`` the training data (a DataFrame, an array, rows or records, or the path of a
+        CSV or JSON file), profiled per feature by the server for drift and not kept."""
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
             stream: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below, after the request
@@ -155,10 +157,15 @@ class Client:
                            ("example", _rows(example) if example is not None else None)):
             if value is not None:
                 fields[key] = json.dumps(value)
+        files: dict[str, Any] = {}
+        if isinstance(reference, (str, os.PathLike)):
+            files["reference"] = (Path(reference).name, Path(reference).read_bytes(), "application/octet-stream")
+        elif reference is not None:
+            files["reference"] = ("reference.json", json.dumps(_rows(reference)).encode(), "application/json")
         try:
             reader = _Counting(stream, size, progress) if progress else stream
             return self._json("POST", f"/models/{_p(name)}/versions", data=fields,
-                              files={"file": (filename, reader, "application/octet-stream")})
+                              files={"file": (filename, reader, "application/octet-stream"), **files})
         finally:
             stream.close()
 

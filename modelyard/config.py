@@ -130,6 +130,12 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class ObserveSettings:
+    reference_max_rows: int
+    max_categories: int
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str
 
@@ -149,6 +155,7 @@ class Settings:
     shadow: ShadowSettings
     aliases: AliasSettings
     webhooks: WebhookSettings
+    observe: ObserveSettings
     logging: LoggingSettings
 
     @classmethod
@@ -170,6 +177,7 @@ _SECTIONS: dict[str, Any] = {
     "server": ServerSettings, "database": DatabaseSettings, "artifacts": ArtifactSettings, "cache": CacheSettings,
     "upload": UploadSettings, "auth": AuthSettings, "serving": ServingSettings, "batching": BatchingSettings,
     "shadow": ShadowSettings, "aliases": AliasSettings, "webhooks": WebhookSettings,
+    "observe": ObserveSettings,
     "logging": LoggingSettings,
 }
 
@@ -298,6 +306,8 @@ _POSITIVE = {
     ("webhooks", "max_attempts"),
     ("webhooks", "backoff_seconds"),
     ("webhooks", "poll_seconds"),
+    ("observe", "reference_max_rows"),
+    ("observe", "max_categories"),
 }
 _CHOICES = {
     ("server", "engine"): {"granian", "gunicorn"},

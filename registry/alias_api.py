@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import marshmallow as ma
 from flask import jsonify
 from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
+from marshmallow import fields
 
 from modelyard.registry import aliases, approvals, guards, history, queries, refs, shadows
 from modelyard.registry.api import check_body_type
@@ -17,9 +19,7 @@ from modelyard.registry.schemas import (
     AliasSetSchema,
     AliasStateSchema,
     ArgumentsParser,
-    GuardStatusSchema,
     HistoryArgs,
-    PendingMoveSchema,
     PromoteSchema,
     ShadowReportSchema,
     ShadowSchema,
@@ -28,6 +28,41 @@ from modelyard.registry.schemas import (
 from modelyard.web.auth import current_actor, moves_alias, private, requires
 from modelyard.web.context import runtime, session
 from modelyard.web.paging import PagedBlueprint, page_of
+
+
+class PendingMoveSchema(ma.Schema):
+    id = fields.Integer()
+    model = fields.String()
+    alias = fields.String()
+    version = fields.Integer(metadata={"description": "the version it would point at"})
+    weights = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "or the split"})
+    guard = fields.Dict()
+    requested_by = fields.String()
+    requested_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime()
+
+
+class CandidateSchema(ma.Schema):
+    requests = fields.Integer(metadata={"description": "requests it served in the window"})
+    errors = fields.Integer(metadata={"description": "of those, its load or its estimator failed"})
+    samples = fields.Integer(metadata={"description": "what the measure is over: requests, rows compared, "
+                                                      "or latencies"})
+    measure = fields.Float(allow_none=True)
+    verdict = fields.String(metadata={"description": "ok, over, or inconclusive (fewer samples than "
+                                                     "min_samples)"})
+
+
+class GuardStatusSchema(ma.Schema):
+    alias = fields.String()
+    metric = fields.String()
+    max = fields.Float()
+    window_seconds = fields.Integer()
+    min_samples = fields.Integer()
+    baseline = fields.Dict(metadata={"description": "the state the alias returns to when the guard trips"})
+    since = fields.AwareDateTime()
+    candidates = fields.Dict(keys=fields.String(), values=fields.Nested(CandidateSchema))
+    verdict = fields.String()
+
 
 blp = PagedBlueprint("aliases", __name__, description="Aliases: a version or a split of versions, and their history")
 blp.ARGUMENTS_PARSER = ArgumentsParser()

@@ -12,7 +12,7 @@ from flask.views import MethodView
 from flask_smorest.pagination import PaginationParameters
 
 from modelyard.registry import auth, maintenance, queries, service, upload
-from modelyard.registry.errors import InvalidArtifact, TooLarge
+from modelyard.registry.errors import InvalidArtifact, InvalidInput, MalformedBody, TooLarge
 from modelyard.registry.schemas import (
     ArgumentsParser,
     CheckReportSchema,
@@ -30,7 +30,7 @@ from modelyard.registry.schemas import (
 )
 from modelyard.registry.storage import Data, chunks_of
 from modelyard.web.auth import counts_as, current_actor, private, requires
-from modelyard.web.body import require_json, require_multipart
+from modelyard.web.body import parse_csv, parse_json, require_json, require_multipart
 from modelyard.web.context import runtime, session
 from modelyard.web.paging import PagedBlueprint, page_of
 
@@ -143,7 +143,8 @@ class Versions(MethodView):
 
         Multipart: `file` (pickle, joblib or skops) and optional `format`, `description`, and
         JSON-string fields `metadata` ({metrics, params, tags}), `features`, `labels`,
-        `feature_aliases`, `tags`. The file is scanned before anything is stored: a pickle that
+        `feature_aliases`, `tags`, `example`, and `reference` (training rows, CSV or JSON: profiled
+        per feature for drift, not kept). The file is scanned before anything is stored: a pickle that
         imports anything off the allowlist is refused with 422 naming it. Creates the model
         when missing.
         """
@@ -160,6 +161,7 @@ class Versions(MethodView):
             params=metadata.get("params", {}),
             tags={**metadata.get("tags", {}), **(form.get("tags") or {})},
             example=form.get("example"),
+            reference=_reference(form.get("reference"), rt.upload_max_bytes),
         )
         try:
             detail = service.register_version(session(), rt.store, name, data, spec,
@@ -301,6 +303,27 @@ class TokenDetail(MethodView):
         Requests bearing it are refused from the next one on.
         """
         auth.revoke_token(session(), name)
+
+
+def _reference(part: Any, max_bytes: int) -> Any:
+    """An upload's reference: a CSV (a ``.csv`` file, a ``text/csv`` part, or text that is not
+    JSON) as ``{"columns", "data"}``, else JSON rows or records; None when absent."""
+    if part is None:
+        return None
+    if isinstance(part, str):
+        raw, csv = part.encode(), not part.lstrip().startswith(("[", "{"))
+    else:
+        raw = part.stream.read(max_bytes + 1)
+        csv = (part.filename or "").lower().endswith(".csv") or part.mimetype == "text/csv"
+    if len(raw) > max_bytes:
+        raise TooLarge(f"the reference is larger than the upload limit of {max_bytes} bytes",
+                       errors={"max_bytes": max_bytes})
+    try:
+        return parse_csv(raw) if csv else parse_json(raw)
+    except MalformedBody as unreadable:  # the field's content, not the request's body
+        text = unreadable.message.replace("the CSV body", "it").replace("the body", "it")
+        raise InvalidInput(f"the reference could not be parsed as {'CSV' if csv else 'JSON'}: {text}",
+                           errors={"reference": "unreadable"}) from None
 
 
 _IN_MEMORY_BYTES = 1 << 20  # a smaller file is read into memory; a larger one is mapped

@@ -104,6 +104,9 @@ class ModelVersion(Base):
     # What the estimator predicted for ``example`` in the upload's trial: a replay at promotion
     # predicts the example again and must get the same (None: no example, or uploaded before).
     example_predictions: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The reference data's profile, per feature in fixed bins (registry.profile): what drift
+    # compares live traffic with. None: uploaded without a reference.
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     load_warnings: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     allow_nan: Mapped[bool] = mapped_column(default=False, server_default=false())
     description: Mapped[str] = mapped_column(Text, default="")

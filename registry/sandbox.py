@@ -30,6 +30,8 @@ class Limits:
     memory_bytes: int = 4 << 30
     max_expanded_bytes: int = 4 << 30  # what a compressed joblib file or a skops archive may expand to
     extra_globals: frozenset[str] = frozenset()  # [upload] extra_globals, admitted beside the allowlist
+    reference_max_rows: int = 100_000  # [observe]: the rows an upload's reference may hold
+    max_categories: int = 20  # [observe]: a string feature's categories profiled by name (the rest: other)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,14 @@ class ModelFile(Upload):
         return value
 
 
+class ReferenceFile(Upload):
+    """The reference data part: a file, or the same text in a form field (``-F reference=@x.csv``
+    or ``-F 'reference=[[...]]'``)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return value
+
+
 class UploadSchema(ma.Schema):
     file = ModelFile(required=True, metadata={"description": "The model file: pickle, joblib or skops"},
                      error_messages={"required": "a model file is required (curl -F file=@model.pkl)"})
@@ -124,6 +132,11 @@ class UploadSchema(ma.Schema):
         metadata={"description": "JSON rows or records (texts for a text model) the upload's trial predicts, "
                                  "kept with the version; without it, probe rows are tried"},
     )
+
+
+    reference = ReferenceFile(metadata={
+        "description": "A file of training (or validation) rows: CSV with a header, or JSON rows or records. "
+                       "Profiled per feature in fixed bins (drift compares with them); not kept"})
 
 
 class ModelCreateSchema(ma.Schema):
@@ -268,40 +281,6 @@ class ShadowReportSchema(ShadowSchema):
     latency_ms = fields.Dict(keys=fields.String(), values=fields.Nested(LatencySchema))
 
 
-class PendingMoveSchema(ma.Schema):
-    id = fields.Integer()
-    model = fields.String()
-    alias = fields.String()
-    version = fields.Integer(metadata={"description": "the version it would point at"})
-    weights = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "or the split"})
-    guard = fields.Dict()
-    requested_by = fields.String()
-    requested_at = fields.AwareDateTime()
-    expires_at = fields.AwareDateTime()
-
-
-class CandidateSchema(ma.Schema):
-    requests = fields.Integer(metadata={"description": "requests it served in the window"})
-    errors = fields.Integer(metadata={"description": "of those, its load or its estimator failed"})
-    samples = fields.Integer(metadata={"description": "what the measure is over: requests, rows compared, "
-                                                      "or latencies"})
-    measure = fields.Float(allow_none=True)
-    verdict = fields.String(metadata={"description": "ok, over, or inconclusive (fewer samples than "
-                                                     "min_samples)"})
-
-
-class GuardStatusSchema(ma.Schema):
-    alias = fields.String()
-    metric = fields.String()
-    max = fields.Float()
-    window_seconds = fields.Integer()
-    min_samples = fields.Integer()
-    baseline = fields.Dict(metadata={"description": "the state the alias returns to when the guard trips"})
-    since = fields.AwareDateTime()
-    candidates = fields.Dict(keys=fields.String(), values=fields.Nested(CandidateSchema))
-    verdict = fields.String()
-
-
 class AliasStateSchema(ma.Schema):
     """One state an alias had: a version, or a split of versions."""
 
@@ -348,6 +327,10 @@ class VersionSchema(ma.Schema):
                        "scikit-learn version that wrote the file"})
     allow_nan = fields.Boolean(metadata={"description": "null values are sent to the estimator as NaN (missing)"})
     example = fields.Raw(allow_none=True, metadata={"description": "The rows given at upload for the trial"})
+    profile = fields.Raw(allow_none=True, metadata={
+        "description": "The upload reference's profile per feature: fixed bins (number: decile edges, an "
+                       "underflow and an overflow bin, counts, mean, std, missing; string: top categories, "
+                       "other, missing), what drift compares with; null without a reference"})
     example_predictions = fields.Raw(allow_none=True, metadata={
         "description": "What the version predicted for them at upload: a replay at promotion must get the same"})
     load_warnings = fields.List(fields.String(), metadata={

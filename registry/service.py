@@ -257,6 +257,7 @@ def _add_version(
                           **({"sklearn_pickled": info.pickled_with} if info.pickled_with else {})},
         example=spec.example,
         example_predictions=info.example_predictions,
+        profile=prepared.profile,
         load_warnings=list(info.load_warnings),
         allow_nan=info.allow_nan,
         description=spec.description,

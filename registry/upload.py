@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.registry import introspect, safety, sandbox
+from modelyard.registry import introspect, profile, safety, sandbox
 from modelyard.registry.errors import InvalidInput
 from modelyard.registry.storage import Data
 
@@ -26,6 +26,7 @@ class VersionSpec:
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     example: Any = None  # rows or records for the trial predict, kept with the version
+    reference: Any = None  # rows or records of the training data: profiled (registry.profile), not kept
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Prepared:
     info: introspect.EstimatorInfo
     feature_names: list[str]
     labels: list[Any] | None
+    profile: dict[str, Any] | None = None
 
 
 def prepare_version(data: Data, spec: VersionSpec, *, limits: sandbox.Limits | None) -> Prepared:
@@ -75,7 +77,22 @@ def prepare_version(data: Data, spec: VersionSpec, *, limits: sandbox.Limits | N
         expected = "no classes" if info.classes is None else f"{len(info.classes)} classes"
         raise InvalidInput(f"{len(labels)} labels given, but the estimator has {expected}",
                            errors={"labels": labels})
-    return Prepared(fmt=fmt, spec=spec, info=info, feature_names=names, labels=labels)
+    return Prepared(fmt=fmt, spec=spec, info=info, feature_names=names, labels=labels,
+                    profile=_profile(spec, info, names, limits or sandbox.Limits()))
+
+
+def _profile(spec: VersionSpec, info: introspect.EstimatorInfo, names: list[str],
+             limits: sandbox.Limits) -> dict[str, Any] | None:
+    """The reference's profile, per feature as the model reads it (numbers, or a DataFrame's
+    typed columns)."""
+    if spec.reference is None:
+        return None
+    if info.input_kind == introspect.TEXT:
+        raise InvalidInput("a reference profiles tabular features; this model reads texts",
+                           errors={"reference": "text model"})
+    kinds = list(info.feature_types or []) if info.input_kind == "dataframe" else [introspect.NUMBER] * len(names)
+    return profile.build(spec.reference, names, kinds, aliases=spec.feature_aliases,
+                         max_rows=limits.reference_max_rows, max_categories=limits.max_categories)
 
 
 def _feature_names(spec: VersionSpec, info: introspect.EstimatorInfo) -> list[str]:

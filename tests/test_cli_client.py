@@ -234,3 +234,19 @@ def test_webhooks_through_the_cli(server: dict[str, Any]) -> None:
     assert refused.returncode == 1 and "[422]" in refused.stderr and "allow_private" in refused.stderr
     assert _run(server, "webhooks", "remove", hook_id).returncode == 0
     assert _run(server, "webhooks", "list").returncode == 0
+
+
+def test_an_upload_with_a_reference_file(server: dict[str, Any], tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tests.factories import X
+
+    model_file = tmp_path / "m.pkl"
+    model_file.write_bytes(pickle.dumps(fitted_logreg()))
+    (tmp_path / "train.csv").write_text(pd.DataFrame(X, columns=list(VIRGINICA)).to_csv(index=False))
+    uploaded = _run(server, "upload", str(model_file), "--name", "cli-profiled", "--features",
+                    json.dumps(list(VIRGINICA)), "--reference", str(tmp_path / "train.csv"), "--json")
+    assert uploaded.returncode == 0, uploaded.stderr
+    found = json.loads(uploaded.stdout)["profile"]
+    assert found["rows"] == len(X) and list(found["features"]) == list(VIRGINICA)
+    assert found["features"]["petal.length"]["mean"] == pytest.approx(float(X[:, 2].mean()))
