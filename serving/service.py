@@ -23,6 +23,7 @@ from modelyard.registry.storage import ArtifactStore
 from modelyard.serving.batching import Arrival, Batchers
 from modelyard.serving.cache import Entry, LRUCache
 from modelyard.serving.decode import FeatureSpec, decode
+from modelyard.serving.explain import EXPLAINABLE, Explainer, explainer_for
 from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
 from modelyard.serving.shadow import Job, ShadowRunner, sampled
 
@@ -42,6 +43,7 @@ class LoadedModel:
     predict: Predict  # the estimator's predict, or the same answer without per-call checks
     fast_path: bool  # predict skips scikit-learn's per-call checks (see serving.fastpath)
     load_warnings: tuple[str, ...] = ()  # what this process's load raised
+    explainer: Explainer | str = "not loaded"  # ?explain=true's, or why the version has none
 
     def predict_both(self, X: Any) -> tuple[Any, Any]:
         """predict and predict_proba of the same rows, in one call (one batch)."""
@@ -70,6 +72,7 @@ class PredictOptions(NamedTuple):
     proba: bool | None = False  # also predict_proba; None: when the version has it (the OIP's default outputs)
     may_hold_booleans: bool = True  # False: the raw body has no true/false, rows convert in one NumPy call
     request_key: str | None = None  # X-Request-Key: a weighted alias serves the same key the same version
+    explain: bool = False  # ?explain=true: each row's contributions and base value (serving.explain)
 
 
 DEFAULT_OPTIONS = PredictOptions()
@@ -104,6 +107,7 @@ class Prediction(NamedTuple):
     probabilities: Any  # predict_proba's, when asked (None otherwise)
     single_record: bool  # the body was one bare record
     alias: str | None = None  # the alias that chose the version, if one did
+    explanations: list[Any] | None = None  # per row, when asked: base_value, contributions, output
 
 
 def cache_key(name: str, version: int, sha256: str) -> CacheKey:
@@ -194,7 +198,15 @@ class Predictor:
         if shadow is not None and self.shadows is not None and sampled(shadow.fraction, options.request_key):
             self.shadows.offer(Job(name, shadow, inputs, options, predicted,
                                    (time.perf_counter() - started) * 1000))
-        return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias)
+        explanations = None
+        if options.explain:
+            explainer = model.explainer
+            if not isinstance(explainer, Explainer):
+                raise InvalidInput(f"version {number} of {name!r} cannot be explained: {explainer}; explainable: "
+                                   f"{EXPLAINABLE}")
+            explanations = explainer(decoded.X, predicted)
+        return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias,
+                          explanations)
 
     def _guarded(self, guard: GuardTarget, session: Sessions, name: str, resolved: Resolved, number: int,
                  sha256: str, inputs: Inputs, options: PredictOptions, arrival: Arrival | None) -> Prediction:
@@ -275,6 +287,7 @@ class Predictor:
             has_proba=version.has_proba,
             classes=tuple(classes) if flat else (),
             load_warnings=tuple(loaded_file.warnings),
+            explainer=explainer_for(estimator, version.feature_names, version.profile),
         )
         return loaded, version.size_bytes
 

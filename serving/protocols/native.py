@@ -31,10 +31,12 @@ class NativeRead(BodyRead):
 
 def read(raw: bytes, request: Request) -> NativeRead:
     """A native predict request whose body is ``raw``: rows of numbers straight into an array
-    when that is all it holds, else the JSON as the decoder reads it; ``?proba=true``."""
+    when that is all it holds, else the JSON as the decoder reads it; ``?proba=true``,
+    ``?explain=true``."""
     body = read_rows(raw) or parse_json(raw)
     options = PredictOptions(proba=query_flag(request.query, "proba"),
-                             may_hold_booleans=b"true" in raw or b"false" in raw, request_key=request.request_key)
+                             may_hold_booleans=b"true" in raw or b"false" in raw, request_key=request.request_key,
+                             explain=query_flag(request.query, "explain"))
     return NativeRead(body, options)
 
 
@@ -51,4 +53,6 @@ def answer(prediction: Prediction) -> dict[str, Any]:
         result["classes"] = list(model.classes)
         if model.label_of is not None:
             result["class_labels"] = [model.label_of.get(c) for c in model.classes]
+    if prediction.explanations is not None:
+        result["explanations"] = prediction.explanations
     return result

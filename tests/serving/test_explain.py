@@ -1,0 +1,116 @@
+"""Explanations (issue 26, part 4, additive models): ?explain=true adds per row a base value and
+each sent column's contribution, adding up to the model's output (a regressor's prediction, a
+classifier's decision function for the class explained), equal to coef * (x - reference mean) for
+a linear model; what is not additive, or has no reference, is a 422 that says what is."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from flask.testing import FlaskClient
+from sklearn.compose import make_column_transformer
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from tests.factories import X as IRIS
+from tests.factories import y as IRIS_Y
+
+RNG = np.random.default_rng(1)
+TRAIN = RNG.normal(size=(300, 3)) * [1.0, 10.0, 0.1] + [0.0, 50.0, 1.0]
+FEATURES = ["a", "b", "c"]
+ROWS = [[0.5, 45.0, 1.2], [-1.0, 60.0, 0.9]]
+
+
+def _upload(client: FlaskClient, name: str, estimator: Any, reference: Any, features: list[str] | None = FEATURES,
+            **form: str) -> None:
+    data: dict[str, Any] = {"file": (io.BytesIO(pickle.dumps(estimator)), "m.pkl"), **form}
+    if features is not None:
+        data["features"] = json.dumps(features)
+    if reference is not None:
+        data["reference"] = json.dumps(reference)
+    response = client.post(f"/models/{name}/versions", data=data, content_type="multipart/form-data")
+    assert response.status_code == 201, response.json
+
+
+def _explain(client: FlaskClient, name: str, body: Any) -> Any:
+    response = client.post(f"/models/{name}/latest/predict?explain=true", json=body)
+    return response
+
+
+def _adds_up(item: dict[str, Any]) -> bool:
+    total = item["base_value"] + math.fsum(item["contributions"].values())
+    return math.isclose(total, item["output"], rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_a_linear_regression_is_coef_times_the_distance_from_the_reference_mean(client: FlaskClient) -> None:
+    model = LinearRegression().fit(TRAIN, TRAIN @ [2.0, -0.5, 30.0] + 4.0)
+    _upload(client, "linear", model, TRAIN.tolist())
+    answer = _explain(client, "linear", {"inputs": ROWS}).json
+    mean = TRAIN.mean(axis=0)
+    for row, predicted, item in zip(ROWS, answer["predictions"], answer["explanations"]):
+        assert _adds_up(item) and item["output"] == pytest.approx(predicted, rel=1e-12)
+        for i, feature in enumerate(FEATURES):
+            assert item["contributions"][feature] == pytest.approx(model.coef_[i] * (row[i] - mean[i]), rel=1e-9)
+        assert item["base_value"] == pytest.approx(float(model.predict([mean])[0]), rel=1e-9)
+        assert "class" not in item
+    plain = client.post("/models/linear/latest/predict", json={"inputs": ROWS}).json
+    assert "explanations" not in plain and plain["predictions"] == answer["predictions"]
+
+
+def test_a_scaled_logistic_regression_explains_the_log_odds_in_the_columns_sent(client: FlaskClient) -> None:
+    labels = (TRAIN[:, 0] + TRAIN[:, 1] / 10 > 5).astype(int)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(TRAIN, labels)
+    _upload(client, "scaled", model, TRAIN.tolist(), labels=json.dumps(["no", "yes"]))
+    answer = _explain(client, "scaled", [dict(zip(FEATURES, row)) for row in ROWS]).json
+    for row, item in zip(ROWS, answer["explanations"]):
+        assert _adds_up(item) and item["class"] == 1 and set(item["contributions"]) == set(FEATURES)
+        assert item["output"] == pytest.approx(float(model.decision_function([row])[0]), rel=1e-9)
+
+
+def test_a_multiclass_model_explains_the_class_it_predicts(client: FlaskClient) -> None:
+    model = LogisticRegression(max_iter=1000).fit(IRIS, IRIS_Y)
+    names = ["sl", "sw", "pl", "pw"]
+    _upload(client, "flowers", model, IRIS.tolist(), features=names)
+    answer = _explain(client, "flowers", {"inputs": IRIS[::50].tolist()}).json
+    for row, predicted, item in zip(IRIS[::50], answer["predictions"], answer["explanations"]):
+        assert item["class"] == predicted and _adds_up(item)
+        assert item["output"] == pytest.approx(float(model.decision_function([row])[0][predicted]), rel=1e-9)
+
+
+def test_a_one_hot_encoded_string_column_is_explained_as_the_column_sent(client: FlaskClient) -> None:
+    frame = pd.DataFrame({"colour": ["red", "blue", "green", "red"] * 25, "size": np.arange(100.0)})
+    target = frame["size"] * 2 + frame["colour"].map({"red": 10.0, "blue": 0.0, "green": -5.0})
+    model = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+                                                  remainder=StandardScaler()), LinearRegression()).fit(frame, target)
+    _upload(client, "shop", model, json.loads(frame.to_json(orient="records")), features=None)
+    answer = _explain(client, "shop", [{"colour": "green", "size": 3.0}, {"colour": "red", "size": 80.0}]).json
+    first, second = answer["explanations"]
+    assert _adds_up(first) and _adds_up(second)
+    assert first["contributions"]["colour"] == pytest.approx(-15.0, abs=1e-6)  # green against red, the mode
+    assert second["contributions"]["colour"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("forest", "a RandomForestRegressor after nothing is not additive"),
+    ("bare", "uploaded without a `reference`"),
+    ("iris", "a multiclass SVC's decision function is voted"),
+])
+def test_what_cannot_be_explained_is_a_422_saying_what_can(client: FlaskClient, name: str, words: str) -> None:
+    if name == "forest":
+        _upload(client, name, RandomForestRegressor(n_estimators=3, random_state=0).fit(TRAIN, TRAIN[:, 0]),
+                TRAIN.tolist())
+    elif name == "bare":
+        _upload(client, name, LinearRegression().fit(TRAIN, TRAIN[:, 0]), None)
+    response = _explain(client, name, {"inputs": [[5.1, 3.5, 1.4, 0.2]] if name == "iris" else ROWS})
+    assert response.status_code == 422 and words in response.json["message"], response.json
+    assert "explainable: linear models" in response.json["message"]
+    assert client.post(f"/models/{name}/latest/predict?explain=maybe", json={"inputs": ROWS}).status_code == 422
