@@ -23,7 +23,7 @@ from modelyard.registry.storage import ArtifactStore
 from modelyard.serving.batching import Arrival, Batchers
 from modelyard.serving.cache import Entry, LRUCache
 from modelyard.serving.decode import FeatureSpec, decode
-from modelyard.serving.explain import EXPLAINABLE, Explainer, explainer_for
+from modelyard.serving.explain import EXPLAINABLE, explainer_for
 from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
 from modelyard.serving.shadow import Job, ShadowRunner, sampled
 
@@ -43,7 +43,7 @@ class LoadedModel:
     predict: Predict  # the estimator's predict, or the same answer without per-call checks
     fast_path: bool  # predict skips scikit-learn's per-call checks (see serving.fastpath)
     load_warnings: tuple[str, ...] = ()  # what this process's load raised
-    explainer: Explainer | str = "not loaded"  # ?explain=true's, or why the version has none
+    explainer: Any = "not loaded"  # ?explain=true's (serving.explain), or why the version has none
 
     def predict_both(self, X: Any) -> tuple[Any, Any]:
         """predict and predict_proba of the same rows, in one call (one batch)."""
@@ -201,7 +201,7 @@ class Predictor:
         explanations = None
         if options.explain:
             explainer = model.explainer
-            if not isinstance(explainer, Explainer):
+            if isinstance(explainer, str):
                 raise InvalidInput(f"version {number} of {name!r} cannot be explained: {explainer}; explainable: "
                                    f"{EXPLAINABLE}")
             explanations = explainer(decoded.X, predicted)

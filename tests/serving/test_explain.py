@@ -100,17 +100,86 @@ def test_a_one_hot_encoded_string_column_is_explained_as_the_column_sent(client:
 
 
 @pytest.mark.parametrize(("name", "words"), [
-    ("forest", "a RandomForestRegressor after nothing is not additive"),
+    ("neighbours", "a KNeighborsRegressor after StandardScaler is not additive"),
     ("bare", "uploaded without a `reference`"),
     ("iris", "a multiclass SVC's decision function is voted"),
 ])
 def test_what_cannot_be_explained_is_a_422_saying_what_can(client: FlaskClient, name: str, words: str) -> None:
-    if name == "forest":
-        _upload(client, name, RandomForestRegressor(n_estimators=3, random_state=0).fit(TRAIN, TRAIN[:, 0]),
+    if name == "neighbours":
+        from sklearn.neighbors import KNeighborsRegressor
+
+        _upload(client, name, make_pipeline(StandardScaler(), KNeighborsRegressor()).fit(TRAIN, TRAIN[:, 0]),
                 TRAIN.tolist())
     elif name == "bare":
         _upload(client, name, LinearRegression().fit(TRAIN, TRAIN[:, 0]), None)
     response = _explain(client, name, {"inputs": [[5.1, 3.5, 1.4, 0.2]] if name == "iris" else ROWS})
     assert response.status_code == 422 and words in response.json["message"], response.json
-    assert "explainable: linear models" in response.json["message"]
+    assert "explainable: decision trees, random forests" in response.json["message"]
     assert client.post(f"/models/{name}/latest/predict?explain=maybe", json={"inputs": ROWS}).status_code == 422
+
+
+def _shap(model: Any, rows: np.ndarray) -> np.ndarray:
+    import shap
+
+    return np.asarray(shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").shap_values(rows))
+
+
+@pytest.mark.parametrize("kind", ["tree", "forest", "extra", "boosting"])
+def test_tree_regressors_match_shap_and_add_up(client: FlaskClient, kind: str) -> None:
+    from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor
+    from sklearn.tree import DecisionTreeRegressor
+
+    target = TRAIN @ [1.0, 0.1, 10.0] + np.sin(TRAIN[:, 0]) * 3
+    model = {"tree": DecisionTreeRegressor(max_depth=6, random_state=0),
+             "forest": RandomForestRegressor(n_estimators=8, max_depth=6, random_state=0),
+             "extra": ExtraTreesRegressor(n_estimators=8, max_depth=6, random_state=0),
+             "boosting": GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0)}[kind]
+    model.fit(TRAIN, target)
+    _upload(client, kind, model, None)  # TreeSHAP needs no reference: the trees' own training cover
+    rows = TRAIN[:5]
+    answer = _explain(client, kind, {"inputs": rows.tolist()}).json
+    expected = _shap(model, rows)
+    for j, item in enumerate(answer["explanations"]):
+        assert _adds_up(item) and item["output"] == pytest.approx(answer["predictions"][j], rel=1e-9)
+        assert [item["contributions"][f] for f in FEATURES] == pytest.approx(expected[j].tolist(), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["forest", "boosting-binary", "boosting-multiclass"])
+def test_tree_classifiers_explain_the_predicted_class(client: FlaskClient, kind: str) -> None:
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+
+    labels = IRIS_Y if kind == "boosting-multiclass" else (IRIS_Y == 2).astype(int)
+    model = (RandomForestClassifier(n_estimators=6, max_depth=4, random_state=0) if kind == "forest"
+             else GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0)).fit(IRIS, labels)
+    names = ["sl", "sw", "pl", "pw"]
+    _upload(client, kind, model, None, features=names)
+    rows = IRIS[::25]
+    answer = _explain(client, kind, {"inputs": rows.tolist()}).json
+    if kind == "boosting-multiclass":  # shap explains binary GradientBoostingClassifier only: the sums decide
+        for j, item in enumerate(answer["explanations"]):
+            column = answer["predictions"][j]
+            assert item["class"] == column and _adds_up(item)
+            assert item["output"] == pytest.approx(float(model.decision_function(rows[j:j + 1])[0][column]), rel=1e-9)
+        return
+    expected = _shap(model, rows)
+    for j, item in enumerate(answer["explanations"]):
+        assert _adds_up(item)
+        if kind == "forest":  # the predicted class's probability
+            column = answer["predictions"][j]
+            assert item["class"] == column
+            assert item["output"] == pytest.approx(model.predict_proba(rows[j:j + 1])[0][column], rel=1e-9)
+            shap_row = expected[j, :, column] if expected.ndim == 3 else expected[column][j]
+        else:  # the log-odds of class 1
+            assert item["class"] == 1
+            assert item["output"] == pytest.approx(float(model.decision_function(rows[j:j + 1])[0]), rel=1e-9)
+            shap_row = expected[j]
+        assert [item["contributions"][f] for f in names] == pytest.approx(np.asarray(shap_row).tolist(), rel=1e-6,
+                                                                           abs=1e-9)
+
+
+def test_an_explanation_too_costly_for_a_request_is_a_422(client: FlaskClient) -> None:
+    forest = RandomForestRegressor(n_estimators=40, random_state=0).fit(TRAIN, TRAIN[:, 0])
+    _upload(client, "big", forest, None)
+    response = _explain(client, "big", {"inputs": TRAIN[:50].tolist()})
+    assert response.status_code == 422 and "send fewer rows" in response.json["message"], response.json
+    assert _explain(client, "big", {"inputs": TRAIN[:1].tolist()}).status_code == 200
