@@ -72,6 +72,8 @@ class InferRead:
         if "id" in self.request:
             reply["id"] = self.request["id"]
         parameters = {k: v for k, v in (self.request.get("parameters") or {}).items() if k != "binary_data_output"}
+        if prediction.explanations is not None:  # per row: base_value + contributions = output
+            parameters["explanations"] = prediction.explanations
         if parameters:
             reply["parameters"] = parameters
         header = orjson.dumps(reply)
@@ -88,8 +90,12 @@ def read(raw: bytes, request: Request) -> InferRead:
     asked = infer.get("outputs")
     names = {o.get("name") for o in asked if isinstance(o, dict)} if isinstance(asked, list) and asked else None
     proba = None if names is None else PROBA in names  # every output the version has, unless some are named
+    given = infer.get("parameters")
+    explain = given.get("explain", False) if isinstance(given, dict) else False
+    if not isinstance(explain, bool):
+        raise InvalidInput(f"parameters.explain must be true or false, got {explain!r}")
     return InferRead(infer, tensors, PredictOptions(proba=proba, may_hold_booleans=False,
-                                                    request_key=request.request_key))
+                                                    request_key=request.request_key, explain=explain))
 
 
 def _read(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:

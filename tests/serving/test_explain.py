@@ -183,3 +183,16 @@ def test_an_explanation_too_costly_for_a_request_is_a_422(client: FlaskClient) -
     response = _explain(client, "big", {"inputs": TRAIN[:50].tolist()})
     assert response.status_code == 422 and "send fewer rows" in response.json["message"], response.json
     assert _explain(client, "big", {"inputs": TRAIN[:1].tolist()}).status_code == 200
+
+
+def test_the_open_inference_protocol_asks_with_a_parameter(client: FlaskClient) -> None:
+    model = LinearRegression().fit(TRAIN, TRAIN @ [2.0, -0.5, 30.0])
+    _upload(client, "v2linear", model, TRAIN.tolist())
+    body = {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP64", "data": ROWS}],
+            "parameters": {"explain": True}}
+    answer = client.post("/v2/models/v2linear/infer", json=body).json
+    explanations = answer["parameters"]["explanations"]
+    assert len(explanations) == 2 and all(_adds_up(item) for item in explanations)
+    assert [item["output"] for item in explanations] == pytest.approx(answer["outputs"][0]["data"], rel=1e-12)
+    refused = client.post("/v2/models/v2linear/infer", json={**body, "parameters": {"explain": "yes"}})
+    assert refused.status_code == 422 and "parameters.explain must be true or false" in refused.json["error"]
