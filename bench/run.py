@@ -250,6 +250,15 @@ def rollout(port: int, token: str) -> None:
     api(port, token, "PUT", "/models/iris/aliases/guarded", {"version": 1})
     api(port, token, "PUT", "/models/iris/aliases/guarded", {"weights": {"1": 50, "2": 50}, "guard": {
         "metric": "error_rate", "max": 0.05, "window_seconds": 300, "min_samples": 200}})
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    names = json.dumps(seeded["feature_names"])  # explanations (issue 26): a linear model with its reference, a tree
+    upload(port, token, "explained", pickle.dumps(LogisticRegression(max_iter=1000).fit(iris.data, iris.target)),
+           features=names, reference=json.dumps(iris.data.tolist()))
+    upload(port, token, "explained-tree",
+           pickle.dumps(DecisionTreeClassifier(max_depth=4, random_state=0).fit(iris.data, iris.target)),
+           features=names)
     api(port, token, "PUT", "/models/iris/aliases/shadowed", {"version": 1})
     api(port, token, "PUT", "/models/iris/aliases/shadowed/shadow", {"version": 2, "fraction": 1.0})
 
@@ -375,6 +384,9 @@ def main() -> int:
         ("modelyard weighted alias 50/50, batching off", "off", "/models/iris/canary/predict", single),
         ("modelyard guarded canary 50/50, batching off", "off", "/models/iris/guarded/predict", single),
         ("modelyard with a 100% shadow, batching off", "off", "/models/iris/shadowed/predict", single),
+        ("modelyard logistic regression, batching off", "off", "/models/explained/1/predict", single),
+        ("modelyard logistic regression explained", "off", "/models/explained/1/predict?explain=true", single),
+        ("modelyard tree (depth 4) explained", "off", "/models/explained-tree/1/predict?explain=true", single),
         ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
         ("modelyard 100-row batches, batching on", "on", "/models/iris/production/predict", rows100),
     ]
@@ -463,6 +475,12 @@ def main() -> int:
         "guarded_canary_over_plain_ref": rate["modelyard guarded canary 50/50, batching off"] / plain_rate,
         "shadow_100_percent_over_plain_ref": rate["modelyard with a 100% shadow, batching off"] / plain_rate,
     }
+    # Explanations' cost (issue 26): the same single row with and without ?explain=true.
+    results["ratios_explain"] = {
+        "linear_explained_over_plain": (rate["modelyard logistic regression explained"]
+                                        / rate["modelyard logistic regression, batching off"]),
+        "tree_explained_over_plain_ref": rate["modelyard tree (depth 4) explained"] / plain_rate,
+    }
     results["rows_per_s_100_row_batches"] = {
         batching: best[f"modelyard 100-row batches, batching {batching}"].requests_per_s * 100
         for batching in ("off", "on")}
@@ -505,6 +523,9 @@ def main() -> int:
           f"{shadow['compared']:,} compared, {shadow['dropped']:,} dropped, agreement {shadow['agreement']}, "
           f"p50 primary {shadow['latency_ms']['primary']['p50']} ms / "
           f"shadow {shadow['latency_ms']['shadow']['p50']} ms)")
+    r = results["ratios_explain"]
+    print(f"explanations, single row: a logistic regression explained {r['linear_explained_over_plain']:.2f}x of "
+          f"it unexplained, a depth-4 tree explained {r['tree_explained_over_plain_ref']:.2f}x of /models/iris/1")
     pss = results["pss_bytes"]
     print(f"memory (PSS, master + workers): granian {pss['granian'] / 2**20:.0f} MiB, "
           f"gunicorn {pss['gunicorn'] / 2**20:.0f} MiB")
