@@ -121,7 +121,20 @@ class Explainer(NamedTuple):
 
 def explainer_for(estimator: Any, features: Sequence[str],
                   profile: dict[str, Any] | None) -> Explainer | TreeExplainer | _PerClassBoosting | str:
-    """The version's explainer, or why it has none."""
+    """The version's explainer, or why it has none. Called when a version is loaded: whatever
+    an estimator's structure holds, this never raises (a version that cannot be explained still
+    serves)."""
+    try:
+        return _explainer(estimator, features, profile)
+    except Exception as error:  # noqa: BLE001 - an estimator this reading did not foresee
+        return f"its structure could not be read ({type(error).__name__}: {error})"
+
+
+def _explainer(estimator: Any, features: Sequence[str],
+               profile: dict[str, Any] | None) -> Explainer | TreeExplainer | _PerClassBoosting | str:
+    classes_ = getattr(estimator, "classes_", None)
+    if isinstance(classes_, list) or getattr(estimator, "n_outputs_", 1) != 1:
+        return "a model of several outputs"
     trees = _trees(estimator, features)
     if trees is not None:
         return trees

@@ -196,3 +196,26 @@ def test_the_open_inference_protocol_asks_with_a_parameter(client: FlaskClient) 
     assert [item["output"] for item in explanations] == pytest.approx(answer["outputs"][0]["data"], rel=1e-12)
     refused = client.post("/v2/models/v2linear/infer", json={**body, "parameters": {"explain": "yes"}})
     assert refused.status_code == 422 and "parameters.explain must be true or false" in refused.json["error"]
+
+
+def test_a_model_of_several_outputs_serves_and_says_why_it_is_not_explained(client: FlaskClient) -> None:
+    from sklearn.multioutput import MultiOutputClassifier
+
+    labels = np.column_stack([[0, 1, 2] * 100, [1, 0] * 150])
+    _upload(client, "multi", MultiOutputClassifier(LogisticRegression()).fit(TRAIN, labels), TRAIN.tolist())
+    assert client.post("/models/multi/latest/predict", json={"inputs": ROWS}).status_code == 200
+    response = _explain(client, "multi", {"inputs": ROWS})
+    assert response.status_code == 422 and "a model of several outputs" in response.json["message"]
+
+
+def test_the_explainer_never_raises_while_a_version_loads() -> None:
+    from modelyard.serving.explain import explainer_for
+
+    class Odd:
+        classes_ = np.array([0, 1])
+
+        @property
+        def coef_(self) -> Any:
+            raise RuntimeError("no coefficients today")
+
+    assert explainer_for(Odd(), FEATURES, None).startswith("its structure could not be read (RuntimeError")
