@@ -22,6 +22,7 @@ from modelyard.registry.auth import AuthPolicy, ensure_admin_token
 from modelyard.registry.db import make_engine, make_session_factory, upgrade_to_head
 from modelyard.registry.errors import ModelyardError
 from modelyard.registry.models import Alias, Model, ModelVersion
+from modelyard.registry.observe_api import blp as observe_blp
 from modelyard.registry.refs import DEFAULT_ALIAS, RefCache
 from modelyard.registry.safety import allowlist
 from modelyard.registry.storage import make_store
@@ -31,6 +32,7 @@ from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
 from modelyard.serving.guard import GuardMeter
 from modelyard.serving.http import PredictHandler, PredictLane
+from modelyard.serving.observe import Observer
 from modelyard.serving.protocols import v2
 from modelyard.serving.routes import V2_PREFIX
 from modelyard.serving.service import Options, Predictor
@@ -75,6 +77,10 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     predictor.shadows = ShadowRunner(predictor, sessions, max_queue=settings.shadow.max_queue,
                                      flush_s=settings.shadow.flush_seconds, on_drop=metrics.shadow_dropped,
                                      meter=GuardMeter(on_trip=metrics.guard_tripped))
+    watch = settings.observe
+    predictor.observer = Observer(sessions, sample_rate=watch.sample_rate, logged_rows=watch.logged_rows,
+                                  max_queue=watch.max_queue, flush_s=watch.flush_seconds,
+                                  retention_days=watch.retention_days, on_drop=metrics.observe_dropped)
     policy = AuthPolicy(anonymous_role=settings.auth.anonymous_role,
                         private_reads=frozenset(settings.auth.private_reads),
                         protected_aliases=frozenset(settings.auth.protected_aliases))
@@ -120,7 +126,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     app.teardown_appcontext(close_session)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
     api = errors.Api(app)
-    for blp in (ops.blp, registry_blp, aliases_blp, webhooks_blp, serving_blp, v2_blp):
+    for blp in (ops.blp, registry_blp, aliases_blp, observe_blp, webhooks_blp, serving_blp, v2_blp):
         api.register_blueprint(blp)
     app.register_blueprint(ops.docs_assets)
     app.register_blueprint(ui.bp)  # HTML pages: not in the OpenAPI document

@@ -133,6 +133,12 @@ class WebhookSettings:
 class ObserveSettings:
     reference_max_rows: int
     max_categories: int
+    sample_rate: float
+    logged_rows: int
+    max_queue: int
+    flush_seconds: float
+    retention_days: int
+    min_samples: int
 
 
 @dataclass(frozen=True)
@@ -308,6 +314,11 @@ _POSITIVE = {
     ("webhooks", "poll_seconds"),
     ("observe", "reference_max_rows"),
     ("observe", "max_categories"),
+    ("observe", "logged_rows"),
+    ("observe", "max_queue"),
+    ("observe", "flush_seconds"),
+    ("observe", "retention_days"),
+    ("observe", "min_samples"),
 }
 _CHOICES = {
     ("server", "engine"): {"granian", "gunicorn"},
@@ -321,6 +332,8 @@ def _validate(config: Config) -> None:
     for section, key in _POSITIVE:
         if config[section][key] <= 0:
             raise ConfigError(f"[{section}] {key}: must be positive, got {config[section][key]}")
+    if not 0 <= config["observe"]["sample_rate"] <= 1:
+        raise ConfigError(f"[observe] sample_rate: must be from 0 to 1, got {config['observe']['sample_rate']}")
     if config["server"]["port"] > 65535:
         raise ConfigError(f"[server] port: must be at most 65535, got {config['server']['port']}")
     for (section, key), choices in _CHOICES.items():

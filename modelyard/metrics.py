@@ -45,6 +45,8 @@ BATCH_ROWS = Histogram("modelyard_batch_rows", "Rows in one batched predict call
 UPLOADS = Counter("modelyard_uploads_total", "Version uploads", ["status"])
 SHADOW_DROPPED = Counter("modelyard_shadow_dropped_total", "Sampled requests not run on their shadow: the queue "
                          "was full")
+OBSERVE_DROPPED = Counter("modelyard_observe_dropped_total", "Answered requests neither logged nor counted for "
+                          "drift: the observer's queue was full")
 GUARD_TRIPS = Counter("modelyard_guard_trips_total", "Guarded canaries this process returned to their state "
                       "before the canary", ["model", "alias", "metric"])
 
@@ -74,6 +76,11 @@ def record_batch(requests: int, rows: int) -> None:
 def shadow_dropped() -> None:
     """The shadow runner's listener: a sampled request it had no room for."""
     SHADOW_DROPPED.inc()
+
+
+def observe_dropped() -> None:
+    """The observer's listener: a request it had no room for."""
+    OBSERVE_DROPPED.inc()
 
 
 def guard_tripped(found: dict[str, Any]) -> None:

@@ -243,7 +243,7 @@ class AliasGuard(MethodView):
         over, the measure and its verdict (`ok`, `over`, or `inconclusive` below
         `min_samples`). 404 when the alias has no guard (it never had one, or it tripped).
         """
-        runtime().predictor.flush_shadows()
+        runtime().predictor.flush_counts()
         return guards.status(session(), name, alias)
 
 
@@ -259,7 +259,7 @@ class AliasShadow(MethodView):
         predictions, and p50/p99 latency of the primary and the shadow, added up over every
         worker and server since the shadow was set.
         """
-        runtime().predictor.flush_shadows()
+        runtime().predictor.flush_counts()
         return shadows.report(session(), name, alias)
 
     @requires("uploader")

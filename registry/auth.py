@@ -42,7 +42,7 @@ class Actor:
 
 
 PRIVATE_READS = {"artifacts": "downloading a model file", "events": "reading the audit log",
-                 "metrics": "reading the metrics"}
+                 "metrics": "reading the metrics", "predictions": "reading the prediction log"}
 
 
 @dataclass(frozen=True)

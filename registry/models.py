@@ -372,3 +372,8 @@ class ArtifactChunk(Base):
     sha256: Mapped[str] = mapped_column(String(64), ForeignKey("artifact_blobs.sha256"), primary_key=True)
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# What serving observed (the prediction log and the drift counts), kept in its own module; imported
+# here so that the models' metadata, which Alembic compares with the schema, is whole.
+from modelyard.registry import observe_tables  # noqa: E402,F401

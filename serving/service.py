@@ -25,6 +25,7 @@ from modelyard.serving.cache import Entry, LRUCache
 from modelyard.serving.decode import FeatureSpec, decode
 from modelyard.serving.explain import EXPLAINABLE, explainer_for
 from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
+from modelyard.serving.observe import Binner, Observer
 from modelyard.serving.shadow import Job, ShadowRunner, sampled
 
 CacheKey = tuple[str, int, str]  # (model name, version, sha256): a key never goes stale
@@ -44,6 +45,8 @@ class LoadedModel:
     fast_path: bool  # predict skips scikit-learn's per-call checks (see serving.fastpath)
     load_warnings: tuple[str, ...] = ()  # what this process's load raised
     explainer: Any = "not loaded"  # ?explain=true's (serving.explain), or why the version has none
+    version_id: int = 0  # the registry's id of the version (what the prediction log and drift counts name)
+    binner: Binner | None = None  # its reference profile's bins (serving.observe); None: no reference
 
     def predict_both(self, X: Any) -> tuple[Any, Any]:
         """predict and predict_proba of the same rows, in one call (one batch)."""
@@ -130,6 +133,7 @@ class Predictor:
         self.batchers = batchers
         self.options = options
         self.shadows: ShadowRunner | None = None  # set by the app: runs sampled requests on an alias's shadow
+        self.observer: Observer | None = None  # set by the app: the prediction log and drift counts
 
     def resolve(self, session: Sessions, name: str, ref: str) -> Resolved:
         """What ``ref`` names now (one version, or a weighted alias's split).
@@ -182,7 +186,7 @@ class Predictor:
             raise InvalidInput(f"version {number} of {name!r} has no predict_proba; ask without proba=true")
         _configure_this_thread()
         shadow = resolved.shadow
-        started = time.perf_counter() if shadow is not None else 0.0
+        started = time.perf_counter()
         decoded = decode(body, model.features, max_rows=self.options.max_rows,
                          may_hold_booleans=options.may_hold_booleans)
         call = model.predict_both if proba else model.predict
@@ -205,6 +209,8 @@ class Predictor:
                 raise InvalidInput(f"version {number} of {name!r} cannot be explained: {explainer}; explainable: "
                                    f"{EXPLAINABLE}")
             explanations = explainer(decoded.X, predicted)
+        if self.observer is not None:
+            self.observer.offer(model, decoded.X, predicted, resolved.alias, options.request_key, started)
         return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias,
                           explanations)
 
@@ -233,11 +239,14 @@ class Predictor:
         """The version's predictions for ``rows`` (records or rows), as JSON values."""
         return list(plain(self.predict(session, name, ref, Body(rows)).predicted))
 
-    def flush_shadows(self) -> None:
-        """Write this process's shadow counts to the registry now, after the runs queued so far."""
+    def flush_counts(self) -> None:
+        """Write this process's shadow counts, prediction log and drift counts to the registry
+        now, after the runs queued so far."""
         if self.shadows is not None:
             self.shadows.wait_idle(timeout=1.0)
             self.shadows.flush()
+        if self.observer is not None:
+            self.observer.flush()
 
     def cache_state(self, name: str, version: int, sha256: str) -> dict[str, Any]:
         """Whether this process has the version loaded, how long loading took, when it last served."""
@@ -288,6 +297,8 @@ class Predictor:
             classes=tuple(classes) if flat else (),
             load_warnings=tuple(loaded_file.warnings),
             explainer=explainer_for(estimator, version.feature_names, version.profile),
+            version_id=version.id,
+            binner=Binner.of(version.profile, version.feature_names),
         )
         return loaded, version.size_bytes
 

@@ -18,7 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"registry": ROOT / "registry", "serving": ROOT / "serving", "web": ROOT / "modelyard" / "web"}
-BLUEPRINTS = {"registry/api.py", "registry/alias_api.py", "registry/webhook_api.py", "registry/schemas.py",
+BLUEPRINTS = {"registry/api.py", "registry/alias_api.py", "registry/webhook_api.py", "registry/observe_api.py",
+              "registry/schemas.py",
               "serving/api.py", "serving/http.py",
               "serving/routes.py", "serving/protocols/native.py", "serving/protocols/mlflow.py",
               "serving/protocols/v2.py", "serving/protocols/__init__.py", "serving/v2_api.py"}

@@ -27,7 +27,8 @@ def _check(engine: Engine) -> None:
                                                        "aliases", "events", "tokens", "registry_state",
                                                        "artifact_blobs", "artifact_chunks", "model_tags", "shadows",
                                                        "shadow_counts", "guards", "guard_counts", "approvals",
-                                                       "webhooks", "webhook_deliveries"}
+                                                       "webhooks", "webhook_deliveries", "prediction_log",
+                                                       "drift_counts", "drift_verdicts"}
     assert _diff(engine) == []
     upgrade_to_head(engine)  # a second run is a no-op
     assert _diff(engine) == []

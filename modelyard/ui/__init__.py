@@ -64,7 +64,7 @@ def models_page() -> str:
 @_page
 def model_page(name: str) -> str:
     """A model: its versions newest first, each metric across versions, the event timeline."""
-    runtime().predictor.flush_shadows()  # before the page's read begins, so that it sees them
+    runtime().predictor.flush_counts()  # before the page's read begins, so that it sees them
     db = session()
     model = queries.model_detail(db, name)
     versions = queries.list_versions(db, name, limit=100).items

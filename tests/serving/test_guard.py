@@ -64,7 +64,7 @@ def test_a_broken_candidate_is_rolled_back_with_the_measure(client: FlaskClient,
     assert set(statuses) == {200, 422}  # version 1 answers them; the candidate refuses them
     refused = client.post("/models/shop/2/predict", json=UNSEEN)
     assert refused.status_code == 422 and "could not predict these rows: ValueError" in refused.json["message"]
-    runtime.predictor.flush_shadows()  # a worker's flush: counts appended, the guard checked
+    runtime.predictor.flush_counts()  # a worker's flush: counts appended, the guard checked
     assert client.get("/models/shop/aliases").json == {"production": 1}
     assert client.get("/models/shop/aliases/production/guard").status_code == 404
     event = client.get("/models/shop/events").json[0]
@@ -84,7 +84,7 @@ def test_a_broken_candidate_is_rolled_back_with_the_measure(client: FlaskClient,
 def test_too_few_samples_is_inconclusive_never_a_trip(client: FlaskClient, runtime: Runtime, shop: None) -> None:
     _canary(client, {"1": 50, "2": 50}, {**RULE, "min_samples": 1000})
     _send(client, 60, UNSEEN)
-    runtime.predictor.flush_shadows()
+    runtime.predictor.flush_counts()
     status = client.get("/models/shop/aliases/production/guard").json
     assert status["verdict"] == "inconclusive" and status["candidates"]["2"]["verdict"] == "inconclusive"
     assert status["candidates"]["2"]["measure"] == 1.0 and status["candidates"]["2"]["errors"] > 0
@@ -95,7 +95,7 @@ def test_a_healthy_candidate_stays(client: FlaskClient, runtime: Runtime, shop: 
     _canary(client, {"1": 50, "3": 50})
     _send(client, 80, UNSEEN)
     _send(client, 40, {"inputs": [["x", 1]]}, key="bad")  # rows that do not decode: the caller's, not counted
-    runtime.predictor.flush_shadows()
+    runtime.predictor.flush_counts()
     status = client.get("/models/shop/aliases/production/guard").json
     assert status["verdict"] == "ok" and status["candidates"]["3"]["errors"] == 0
     assert status["candidates"]["3"]["requests"] >= RULE["min_samples"]
@@ -108,7 +108,7 @@ def test_disagreement_runs_the_baseline_on_what_the_candidate_served(client: Fla
     _canary(client, {"1": 50, "2": 50}, {"metric": "disagreement", "max": 0.2, "window_seconds": 60,
                                          "min_samples": 100}, model="flowers")
     _send(client, 30, {"inputs": X[::10].tolist()}, model="flowers")
-    runtime.predictor.flush_shadows()
+    runtime.predictor.flush_counts()
     event = client.get("/models/flowers/events").json[0]
     tree = DecisionTreeClassifier(max_depth=1, random_state=0).fit(X, y).predict(X[::10])
     expected = 1 - float(np.mean(tree == fitted_logreg().predict(X[::10])))
@@ -120,7 +120,7 @@ def test_disagreement_runs_the_baseline_on_what_the_candidate_served(client: Fla
 def test_p99_latency_over_the_limit_trips(client: FlaskClient, runtime: Runtime, shop: None) -> None:
     _canary(client, {"1": 50, "3": 50}, {"metric": "p99_ms", "max": 0.001, "window_seconds": 60, "min_samples": 10})
     _send(client, 60, KNOWN)
-    runtime.predictor.flush_shadows()
+    runtime.predictor.flush_counts()
     event = client.get("/models/shop/events").json[0]
     assert event["action"] == "alias.guard_tripped" and event["after"]["tripped"]["value"] > 0.001
 

@@ -107,7 +107,7 @@ def test_counts_add_up_across_processes_on_one_registry(config: dict[str, Any], 
     other = create_app(config, prepare=False)
     try:
         _predict(admin_client(other), 7)
-        other.extensions[EXTENSION].predictor.flush_shadows()
+        other.extensions[EXTENSION].predictor.flush_counts()
         _predict(client, 5)
         assert client.get("/models/flowers/aliases/production/shadow").json["compared"] == 12
     finally:

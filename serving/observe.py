@@ -1,0 +1,276 @@
+"""What serving observes of its own answers, at no cost a request can feel: the sampled
+prediction log and the drift counts (``registry.observe``).
+
+After a prediction the Predictor hands this process's :class:`Observer` the request's decoded rows
+and outputs, when the request is sampled (``[observe] sample_rate``: by a hash of its
+``X-Request-Key`` when sent, so a key is logged every time or never, else at random) or its
+version has a reference profile (every request's rows are counted into the profile's bins). The
+hand-over is one append to a bounded deque; a full one drops the request, counted in /metrics.
+One thread per process, started on first use (after the server forks its workers), every
+``[observe] flush_seconds`` places the rows in the profile's fixed bins (:class:`Binner`, the
+same rule as ``registry.profile.bin_of``, vectorised) and writes the log rows and the counts in
+one transaction, where the counts of every process and server add up. A failed write loses that
+flush (logged); serving never waits for it and never sees it fail.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from modelyard.registry import observe
+from modelyard.registry.introspect import STRING
+from modelyard.registry.observe import MISSING_BIN, BinKey, Logged
+
+if TYPE_CHECKING:
+    from modelyard.serving.service import LoadedModel
+
+log = logging.getLogger("modelyard.serving")
+_SCALE = float(1 << 64)
+PRUNE_EVERY_S = 3600.0
+_TAKE_EVERY_S = 0.25
+
+
+def sampled(rate: float, key: str | None) -> bool:
+    """Whether a request is logged: by a hash of its key (salted apart from the weighted alias's
+    pick and the shadow's sample), else at random."""
+    if rate >= 1.0:
+        return True
+    if key is None:
+        return random.random() < rate
+    digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"observe").digest()
+    return int.from_bytes(digest, "big") / _SCALE < rate
+
+
+@dataclass(frozen=True)
+class _Feature:
+    name: str
+    column: int
+    edges: np.ndarray | None  # a number feature's bin edges (None: a string feature)
+    categories: Mapping[str, int] | None  # a string feature's bin of each profiled category (the rest: ``other``)
+
+
+class Binner:
+    """A version's reference profile, ready to count live rows into its bins."""
+
+    def __init__(self, features: Sequence[_Feature]) -> None:
+        self.features = tuple(features)
+
+    @classmethod
+    def of(cls, profile: Mapping[str, Any] | None, feature_names: Sequence[str]) -> Binner | None:
+        """The binner of a version's profile (None: no reference, nothing to count)."""
+        if not profile:
+            return None
+        found = []
+        for column, name in enumerate(feature_names):
+            entry = profile["features"].get(name)
+            if entry is None:
+                continue
+            if entry["kind"] == STRING:
+                found.append(_Feature(name, column, None, {c: i for i, c in enumerate(sorted(entry["counts"]))}))
+            elif entry["edges"]:
+                found.append(_Feature(name, column, np.asarray(entry["edges"], dtype=np.float64), None))
+        return cls(found)
+
+    def count(self, X: Any, into: dict[tuple[str, int], int]) -> None:
+        """Add the bins of ``X``'s rows (an array in feature order, or a DataFrame) to ``into``,
+        keyed by (feature, bin); bin -1 counts missing values."""
+        frame = hasattr(X, "columns")
+        for feature in self.features:
+            values = X[feature.name] if frame else X[:, feature.column]
+            if feature.edges is not None:
+                bins = number_bins(feature.edges, _floats(values))
+                for bin_, n in zip(*np.unique(bins, return_counts=True)):
+                    key = (feature.name, int(bin_))
+                    into[key] = into.get(key, 0) + int(n)
+            else:
+                assert feature.categories is not None
+                other = len(feature.categories)
+                for value in (values.tolist() if hasattr(values, "tolist") else values):
+                    missing = value is None or (isinstance(value, float) and math.isnan(value))
+                    bin_ = MISSING_BIN if missing else feature.categories.get(str(value), other)
+                    key = (feature.name, bin_)
+                    into[key] = into.get(key, 0) + 1
+
+
+def number_bins(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``registry.profile.bin_of`` of each value, at once; -1 for NaN (missing)."""
+    inner = max(1, len(edges) - 1)
+    bins = np.clip(np.searchsorted(edges, values, side="right"), 1, inner)
+    bins[values < edges[0]] = 0
+    bins[values > edges[-1]] = inner + 1
+    bins[np.isnan(values)] = MISSING_BIN
+    return bins
+
+
+def _floats(values: Any) -> np.ndarray:
+    if hasattr(values, "to_numpy"):
+        return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.asarray(values, dtype=np.float64)
+
+
+class Observer:
+    """This process's prediction log and drift counts (see the module's docstring)."""
+
+    def __init__(self, sessions: Callable[[], Session], *, sample_rate: float = 0.01, logged_rows: int = 100,
+                 max_queue: int = 10_000, flush_s: float = 2.0, retention_days: int = 30,
+                 on_drop: Callable[[], None] | None = None) -> None:
+        self.sample_rate = sample_rate
+        self._sessions = sessions
+        self._logged_rows = logged_rows
+        self._max_queue = max_queue
+        self._flush_s = flush_s
+        self._retention_days = retention_days
+        self._on_drop = on_drop
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._logged: list[Logged] = []
+        self._bins: dict[BinKey, int] = {}
+        self._pid: int | None = None
+        self._pruned = 0.0
+
+    def offer(self, model: LoadedModel, X: Any, predicted: Any, alias: str | None, key: str | None,
+              started: float) -> None:
+        """Hand over one answered request; never blocks, never raises. Kept only when it is
+        sampled for the log or its version counts drift."""
+        logged = self.sample_rate > 0.0 and sampled(self.sample_rate, key)
+        if not logged and model.binner is None:
+            return
+        if self._pid != os.getpid():
+            self._start()
+        if len(self._pending) >= self._max_queue:
+            if self._on_drop is not None:
+                self._on_drop()
+            return
+        ms = (time.perf_counter() - started) * 1000 if logged else None
+        self._pending.append((model, X, predicted, alias, key, ms, time.time()))
+
+    def flush(self) -> None:
+        """Bin and write what was handed over so far (the thread calls it every flush; tests and
+        a report read call it to have it written now)."""
+        with self._flushing:
+            self._take()
+            logged, self._logged = self._logged, []
+            bins, self._bins = self._bins, {}
+            if not logged and not bins:
+                return
+            db = self._sessions()
+            try:
+                observe.append(db, logged, bins)
+            except Exception:  # the registry is out of reach: this flush is lost, serving goes on
+                log.warning("could not write %d logged predictions and their drift counts", len(logged),
+                            exc_info=True)
+            finally:
+                db.close()
+
+    def _take(self) -> None:
+        """Move what requests handed over into this flush's log rows and bin counts."""
+        taken = []
+        while self._pending:
+            taken.append(self._pending.popleft())
+        if taken:
+            logged, bins = self._digest(taken)
+            self._logged.extend(logged)
+            for key, n in bins.items():
+                self._bins[key] = self._bins.get(key, 0) + n
+
+    def _digest(self, taken: list[tuple[Any, ...]]) -> tuple[list[Logged], dict[BinKey, int]]:
+        from modelyard.serving.service import plain  # noqa: PLC0415 - service imports this module
+
+        logged: list[Logged] = []
+        by_version: dict[int, tuple[Any, list[Any]]] = {}
+        for model, X, predicted, alias, key, ms, at in taken:
+            if model.binner is not None:
+                by_version.setdefault(model.version_id, (model.binner, []))[1].append(X)
+            if ms is not None:
+                n = len(X)
+                logged.append(Logged(
+                    version_id=model.version_id, at=dt.datetime.fromtimestamp(at, dt.UTC), alias=alias,
+                    request_key=key, n_rows=n, rows=_json_ready(_head(X, self._logged_rows)),
+                    outputs=_json_ready(plain(_first(predicted, self._logged_rows))), latency_ms=round(ms, 3)))
+        bins: dict[BinKey, int] = {}
+        bucket = observe.bucket_of(dt.datetime.now(dt.UTC))
+        for version_id, (binner, batches) in by_version.items():
+            counted: dict[tuple[str, int], int] = {}
+            for X in _stacked(batches):
+                binner.count(X, counted)
+            for (feature, bin_), n in counted.items():
+                bins[(version_id, bucket, False, feature, bin_)] = n
+        return logged, bins
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pending = collections.deque()  # a parent's requests are not this process's
+            self._logged, self._bins = [], {}
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="observer", daemon=True).start()
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            time.sleep(min(_TAKE_EVERY_S, self._flush_s))
+            try:
+                if time.monotonic() - last_flush < self._flush_s:
+                    with self._flushing:
+                        self._take()  # often, so that the queue never holds more than a moment's requests
+                    continue
+                last_flush = time.monotonic()
+                self.flush()
+                if time.monotonic() - self._pruned >= PRUNE_EVERY_S:
+                    self._pruned = time.monotonic()
+                    self._prune()
+            except Exception:  # noqa: BLE001 - the thread outlives any one flush
+                log.warning("the observer's flush failed", exc_info=True)
+
+    def _prune(self) -> None:
+        db = self._sessions()
+        try:
+            observe.prune(db, self._retention_days)
+        finally:
+            db.close()
+
+
+def _stacked(batches: list[Any]) -> list[Any]:
+    """One array of many requests' rows (they bin in one pass), or the DataFrames as they came."""
+    arrays = [X for X in batches if isinstance(X, np.ndarray) and X.ndim == 2]
+    others = [X for X in batches if not (isinstance(X, np.ndarray) and X.ndim == 2)]
+    return ([np.concatenate(arrays)] if arrays else []) + others
+
+
+def _head(X: Any, n: int) -> Any:
+    if hasattr(X, "iloc"):
+        head = X.iloc[:n]
+        return head.astype(object).where(head.notna(), None).to_numpy().tolist()
+    return np.asarray(X[:n]).tolist()
+
+
+def _first(predicted: Any, n: int) -> Any:
+    """The first ``n`` rows' outputs (a multi-output list holds one array per output)."""
+    if isinstance(predicted, list):
+        return [p[:n] for p in predicted]
+    return predicted[:n]
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
