@@ -80,7 +80,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     watch = settings.observe
     predictor.observer = Observer(sessions, sample_rate=watch.sample_rate, logged_rows=watch.logged_rows,
                                   max_queue=watch.max_queue, flush_s=watch.flush_seconds,
-                                  retention_days=watch.retention_days, on_drop=metrics.observe_dropped)
+                                  retention_days=watch.retention_days, min_samples=watch.min_samples,
+                                  on_drop=metrics.observe_dropped, on_drift=metrics.drift_judged)
     policy = AuthPolicy(anonymous_role=settings.auth.anonymous_role,
                         private_reads=frozenset(settings.auth.private_reads),
                         protected_aliases=frozenset(settings.auth.protected_aliases))

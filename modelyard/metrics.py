@@ -8,6 +8,7 @@ known here), :class:`CacheMetrics` the estimator cache, :func:`record_batch` the
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -47,6 +49,11 @@ SHADOW_DROPPED = Counter("modelyard_shadow_dropped_total", "Sampled requests not
                          "was full")
 OBSERVE_DROPPED = Counter("modelyard_observe_dropped_total", "Answered requests neither logged nor counted for "
                           "drift: the observer's queue was full")
+DRIFT_PSI = Gauge("modelyard_drift_psi", "Population stability index of a version's feature (feature \"prediction\": "
+                  "its outputs) over the last hour against its reference; NaN while its samples are insufficient",
+                  ["model", "version", "feature"], multiprocess_mode="mostrecent")
+DRIFT_SAMPLES = Gauge("modelyard_drift_samples", "Rows of a version's feature counted over the last hour, every "
+                      "server's", ["model", "version", "feature"], multiprocess_mode="mostrecent")
 GUARD_TRIPS = Counter("modelyard_guard_trips_total", "Guarded canaries this process returned to their state "
                       "before the canary", ["model", "alias", "metric"])
 
@@ -81,6 +88,16 @@ def shadow_dropped() -> None:
 def observe_dropped() -> None:
     """The observer's listener: a request it had no room for."""
     OBSERVE_DROPPED.inc()
+
+
+def drift_judged(report: dict[str, Any]) -> None:
+    """The observer's listener: a version's drift over the last hour, as its periodic check found it."""
+    model, version = report["model"], str(report["version"])
+    judged = list(report["features"]) + ([report["predictions"]] if report["predictions"] else [])
+    for feature in judged:
+        DRIFT_SAMPLES.labels(model, version, feature["feature"]).set(feature["samples"])
+        psi = feature["psi"]
+        DRIFT_PSI.labels(model, version, feature["feature"]).set(math.nan if psi is None else psi)
 
 
 def guard_tripped(found: dict[str, Any]) -> None:

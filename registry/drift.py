@@ -19,18 +19,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelyard.registry import writes
+from modelyard.registry.db import begin_write
 from modelyard.registry.errors import InvalidInput
 from modelyard.registry.introspect import STRING
 from modelyard.registry.observe import BUCKET_SECONDS, MISSING_BIN, bucket_of
-from modelyard.registry.observe_tables import DriftCount
+from modelyard.registry.observe_tables import DriftCount, DriftVerdict
 from modelyard.registry.profile import OTHER
 from modelyard.registry.refs import resolve_version
 
 EPSILON = 1e-4
 MODERATE, SIGNIFICANT = 0.1, 0.25
 VERDICTS = ("insufficient", "none", "moderate", "significant")  # in order of concern
+CHECK_WINDOW = dt.timedelta(hours=1)  # what serving's periodic check (the gauges, the event) looks back over
+CHECK_EVERY_S = 60.0
 WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7)}
 
 
@@ -72,6 +77,47 @@ def report(session: Session, name: str, ref: str, *, since: dt.datetime, until: 
     verdicts = [f["verdict"] for f in features] + ([predictions["verdict"]] if predictions else [])
     return {**head, "verdict": max(verdicts, key=VERDICTS.index) if verdicts else "insufficient",
             "reference_rows": profile["rows"], "features": features, "predictions": predictions}
+
+
+def check(session: Session, name: str, ref: str, *, min_samples: int,
+          now: dt.datetime | None = None) -> dict[str, Any]:
+    """Drift over the last :data:`CHECK_WINDOW` (what each serving process runs every
+    :data:`CHECK_EVERY_S` for the versions it counted), kept as each feature's verdict; a feature
+    (or the predictions) that becomes ``significant`` is recorded once, as the event
+    ``version.drift_significant`` (and so sent to the webhooks that ask for it), by whichever
+    process saw it first. ``insufficient`` keeps the verdict before it: a quiet hour neither raises
+    nor clears an alarm. Returns the report."""
+    now = now or dt.datetime.now(dt.UTC)
+    since, until = window_of(None, now - CHECK_WINDOW, now, now)
+    found = report(session, name, ref, since=since, until=until, min_samples=min_samples)
+    session.rollback()
+    judged = [(False, f) for f in found["features"]] + ([(True, found["predictions"])] if found["predictions"] else [])
+    judged = [(output, f) for output, f in judged if f["verdict"] != "insufficient"]
+    if not judged:
+        return found
+    version = resolve_version(session, name, str(found["version"]))
+    begin_write(session)
+    try:
+        for output, feature in judged:
+            key = "" if output else feature["feature"]
+            row = session.get(DriftVerdict, (version.id, output, key), with_for_update=True)
+            if row is None:
+                row = DriftVerdict(version_id=version.id, output=output, feature=key, verdict="none")
+                session.add(row)
+            if feature["verdict"] == "significant" and row.verdict != "significant":
+                writes.record(session, name, "version.drift_significant", "drift", version=version.version,
+                              before={"verdict": row.verdict},
+                              after={"feature": feature["feature"], "output": output, "psi": feature["psi"],
+                                     "js_distance": feature["js_distance"], "samples": feature["samples"],
+                                     "since": since.isoformat(), "until": until.isoformat()})
+            row.verdict, row.psi, row.checked_at = feature["verdict"], feature["psi"], now
+        session.commit()
+    except IntegrityError:  # another process added the same feature's first verdict: it judged this round
+        session.rollback()
+    except BaseException:
+        session.rollback()
+        raise
+    return found
 
 
 def _counts(session: Session, version_id: int, since: dt.datetime,

@@ -34,6 +34,7 @@ class EstimatorInfo:
     load_warnings: list[str] = dataclasses.field(default_factory=list)
     pickled_with: str | None = None  # the scikit-learn version the file was written with
     example_predictions: list[Any] | None = None  # what it predicted for the upload's example (a replay compares)
+    prediction_profile: dict[str, Any] | None = None  # its predictions of the upload's reference, profiled
 
 
 TEXT = "text"

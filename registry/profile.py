@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.registry.errors import InvalidInput
-from modelyard.registry.introspect import NUMBER, STRING
+from modelyard.registry.introspect import NUMBER, STRING, make_frame
 
 DECILES = np.linspace(0.0, 1.0, 11)
 OTHER = "other"
@@ -54,6 +54,34 @@ def build(reference: Any, features: Sequence[str], kinds: Sequence[str], *, alia
         values = [row[column] for row in rows]
         profiles[name] = _strings(name, values, max_categories) if kind == STRING else _numbers(name, values)
     return {"rows": len(rows), "features": profiles}
+
+
+def of_predictions(estimator: Any, info: Any, reference: Any, *, names: Sequence[str] | None,
+                   aliases: Mapping[str, str], max_categories: int) -> dict[str, Any] | None:
+    """The profile of what ``estimator`` predicts for the reference rows (in the upload's trial,
+    where the estimator is loaded): a classifier's predicted classes as categories (their
+    ``str``), a regressor's outputs in decile bins. None when it cannot say (a text model, several
+    outputs, rows that do not fit or that the estimator refuses): the upload's own reading of the
+    reference reports what is wrong with it."""
+    if info.input_kind == "text" or not info.n_features:
+        return None
+    features = list(names or info.feature_names or [f"x{i}" for i in range(info.n_features)])
+    try:
+        rows = _rows(reference, features, dict(aliases))
+        if info.input_kind == "dataframe":
+            X = make_frame(rows, features, info.feature_types)
+        else:
+            X = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+        predicted = np.asarray(estimator.predict(X))
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+    if predicted.ndim != 1:
+        return None
+    if info.classes is not None:
+        return _strings("prediction", [str(v) for v in predicted.tolist()], max_categories)
+    if predicted.dtype.kind not in "iuf":
+        return None
+    return _numbers("prediction", [float(v) for v in predicted.tolist()])
 
 
 def _numbers(name: str, values: list[Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.registry import introspect, landlock, safety, zygote
+from modelyard.registry import introspect, landlock, profile, safety, zygote
 from modelyard.registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
 from modelyard.registry.storage import Data
 
@@ -42,6 +42,8 @@ class Trial:
     feature_names: list[str] | None = None
     feature_aliases: dict[str, str] = dataclasses.field(default_factory=dict)
     example: Any = None
+    reference: Any = None  # the upload's reference rows: their predictions are profiled (drift of the outputs)
+    max_categories: int = 20
 
 
 def trial(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str] = frozenset()) -> introspect.EstimatorInfo:
@@ -49,7 +51,12 @@ def trial(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str] = frozens
     loaded = safety.load_recorded(data, fmt, extra=extra)
     info = introspect.inspect(loaded.estimator, names_hint=spec.feature_names, aliases=spec.feature_aliases,
                               example=spec.example)
-    return dataclasses.replace(info, load_warnings=loaded.warnings, pickled_with=loaded.pickled_with)
+    predicted = None
+    if spec.reference is not None:
+        predicted = profile.of_predictions(loaded.estimator, info, spec.reference, names=spec.feature_names,
+                                           aliases=spec.feature_aliases, max_categories=spec.max_categories)
+    return dataclasses.replace(info, load_warnings=loaded.warnings, pickled_with=loaded.pickled_with,
+                               prediction_profile=predicted)
 
 
 def inspect_artifact(data: Data, fmt: str, *, spec: Trial, limits: Limits) -> introspect.EstimatorInfo:

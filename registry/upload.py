@@ -53,7 +53,8 @@ def prepare_version(data: Data, spec: VersionSpec, *, limits: sandbox.Limits | N
     else:
         safety.scan(data, fmt, max_expanded_bytes=expands, extra=extra)
     trial = sandbox.Trial(list(spec.feature_names) if spec.feature_names is not None else None,
-                          dict(spec.feature_aliases), spec.example)
+                          dict(spec.feature_aliases), spec.example, spec.reference,
+                          (limits or sandbox.Limits()).max_categories)
     if limits is None:  # trusted bytes, never a large upload
         info = sandbox.trial(data if isinstance(data, bytes) else bytes(data), fmt, trial)
     else:
@@ -91,8 +92,11 @@ def _profile(spec: VersionSpec, info: introspect.EstimatorInfo, names: list[str]
         raise InvalidInput("a reference profiles tabular features; this model reads texts",
                            errors={"reference": "text model"})
     kinds = list(info.feature_types or []) if info.input_kind == "dataframe" else [introspect.NUMBER] * len(names)
-    return profile.build(spec.reference, names, kinds, aliases=spec.feature_aliases,
-                         max_rows=limits.reference_max_rows, max_categories=limits.max_categories)
+    built = profile.build(spec.reference, names, kinds, aliases=spec.feature_aliases,
+                          max_rows=limits.reference_max_rows, max_categories=limits.max_categories)
+    if info.prediction_profile is not None:
+        built["predictions"] = info.prediction_profile
+    return built
 
 
 def _feature_names(spec: VersionSpec, info: introspect.EstimatorInfo) -> list[str]:

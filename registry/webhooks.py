@@ -34,7 +34,7 @@ from modelyard.registry.models import Delivery, Event, Webhook
 
 EVENTS = ("model.created", "model.updated", "model.deleted", "version.created", "version.updated",
           "version.deleted", "alias.set", "alias.moved", "alias.rolled_back", "alias.removed", "alias.guard_tripped",
-          "alias.shadow_set", "alias.shadow_removed", "alias.move_requested")
+          "alias.shadow_set", "alias.shadow_removed", "alias.move_requested", "version.drift_significant")
 ALL = "*"
 MAX_ID = 2**31 - 1  # ids past the integer column's range name nothing (a 404, not the driver's overflow)
 SECRET_PREFIX = "whsec_"

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from modelyard.registry import observe
+from modelyard.registry import drift, observe
+from modelyard.registry.errors import ModelyardError
 from modelyard.registry.introspect import STRING
 from modelyard.registry.observe import MISSING_BIN, BinKey, Logged
 
@@ -66,44 +67,54 @@ class _Feature:
 class Binner:
     """A version's reference profile, ready to count live rows into its bins."""
 
-    def __init__(self, features: Sequence[_Feature]) -> None:
+    def __init__(self, features: Sequence[_Feature], output: _Feature | None = None) -> None:
         self.features = tuple(features)
+        self.output = output  # the predictions' bins, when the reference's predictions were profiled
 
     @classmethod
     def of(cls, profile: Mapping[str, Any] | None, feature_names: Sequence[str]) -> Binner | None:
         """The binner of a version's profile (None: no reference, nothing to count)."""
         if not profile:
             return None
-        found = []
-        for column, name in enumerate(feature_names):
-            entry = profile["features"].get(name)
-            if entry is None:
-                continue
-            if entry["kind"] == STRING:
-                found.append(_Feature(name, column, None, {c: i for i, c in enumerate(sorted(entry["counts"]))}))
-            elif entry["edges"]:
-                found.append(_Feature(name, column, np.asarray(entry["edges"], dtype=np.float64), None))
-        return cls(found)
+        found = [feature for column, name in enumerate(feature_names)
+                 if (feature := _feature(name, column, profile["features"].get(name))) is not None]
+        return cls(found, _feature("", -1, profile.get("predictions")))
 
-    def count(self, X: Any, into: dict[tuple[str, int], int]) -> None:
-        """Add the bins of ``X``'s rows (an array in feature order, or a DataFrame) to ``into``,
-        keyed by (feature, bin); bin -1 counts missing values."""
+    def count(self, X: Any, predicted: Any, into: dict[tuple[bool, str, int], int]) -> None:
+        """Add the bins of ``X``'s rows (an array in feature order, or a DataFrame) and of their
+        ``predicted`` outputs to ``into``, keyed by (output, feature, bin); bin -1 counts missing
+        values."""
         frame = hasattr(X, "columns")
         for feature in self.features:
-            values = X[feature.name] if frame else X[:, feature.column]
-            if feature.edges is not None:
-                bins = number_bins(feature.edges, _floats(values))
-                for bin_, n in zip(*np.unique(bins, return_counts=True)):
-                    key = (feature.name, int(bin_))
-                    into[key] = into.get(key, 0) + int(n)
-            else:
-                assert feature.categories is not None
-                other = len(feature.categories)
-                for value in (values.tolist() if hasattr(values, "tolist") else values):
-                    missing = value is None or (isinstance(value, float) and math.isnan(value))
-                    bin_ = MISSING_BIN if missing else feature.categories.get(str(value), other)
-                    key = (feature.name, bin_)
-                    into[key] = into.get(key, 0) + 1
+            _add(feature, False, X[feature.name] if frame else X[:, feature.column], into)
+        if self.output is not None and predicted is not None:
+            _add(self.output, True, predicted, into)
+
+
+def _feature(name: str, column: int, entry: Mapping[str, Any] | None) -> _Feature | None:
+    if entry is None:
+        return None
+    if entry["kind"] == STRING:
+        return _Feature(name, column, None, {c: i for i, c in enumerate(sorted(entry["counts"]))})
+    if entry["edges"]:
+        return _Feature(name, column, np.asarray(entry["edges"], dtype=np.float64), None)
+    return None
+
+
+def _add(feature: _Feature, output: bool, values: Any, into: dict[tuple[bool, str, int], int]) -> None:
+    if feature.edges is not None:
+        bins = number_bins(feature.edges, _floats(values))
+        for bin_, n in zip(*np.unique(bins, return_counts=True)):
+            key = (output, feature.name, int(bin_))
+            into[key] = into.get(key, 0) + int(n)
+        return
+    assert feature.categories is not None
+    other = len(feature.categories)
+    for value in (values.tolist() if hasattr(values, "tolist") else values):
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        bin_ = MISSING_BIN if missing else feature.categories.get(str(value), other)
+        key = (output, feature.name, bin_)
+        into[key] = into.get(key, 0) + 1
 
 
 def number_bins(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -126,8 +137,9 @@ class Observer:
     """This process's prediction log and drift counts (see the module's docstring)."""
 
     def __init__(self, sessions: Callable[[], Session], *, sample_rate: float = 0.01, logged_rows: int = 100,
-                 max_queue: int = 10_000, flush_s: float = 2.0, retention_days: int = 30,
-                 on_drop: Callable[[], None] | None = None) -> None:
+                 max_queue: int = 10_000, flush_s: float = 2.0, retention_days: int = 30, min_samples: int = 100,
+                 on_drop: Callable[[], None] | None = None,
+                 on_drift: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.sample_rate = sample_rate
         self._sessions = sessions
         self._logged_rows = logged_rows
@@ -135,16 +147,20 @@ class Observer:
         self._flush_s = flush_s
         self._retention_days = retention_days
         self._on_drop = on_drop
+        self._on_drift = on_drift
+        self._min_samples = min_samples
+        self._checked = time.monotonic()
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._logged: list[Logged] = []
         self._bins: dict[BinKey, int] = {}
+        self._counted: set[tuple[str, int]] = set()  # versions counted since the last drift check
         self._pid: int | None = None
         self._pruned = 0.0
 
-    def offer(self, model: LoadedModel, X: Any, predicted: Any, alias: str | None, key: str | None,
-              started: float) -> None:
+    def offer(self, name: str, number: int, model: LoadedModel, X: Any, predicted: Any, alias: str | None,
+              key: str | None, started: float) -> None:
         """Hand over one answered request; never blocks, never raises. Kept only when it is
         sampled for the log or its version counts drift."""
         logged = self.sample_rate > 0.0 and sampled(self.sample_rate, key)
@@ -157,7 +173,7 @@ class Observer:
                 self._on_drop()
             return
         ms = (time.perf_counter() - started) * 1000 if logged else None
-        self._pending.append((model, X, predicted, alias, key, ms, time.time()))
+        self._pending.append((name, number, model, X, predicted, alias, key, ms, time.time()))
 
     def flush(self) -> None:
         """Bin and write what was handed over so far (the thread calls it every flush; tests and
@@ -192,10 +208,13 @@ class Observer:
         from modelyard.serving.service import plain  # noqa: PLC0415 - service imports this module
 
         logged: list[Logged] = []
-        by_version: dict[int, tuple[Any, list[Any]]] = {}
-        for model, X, predicted, alias, key, ms, at in taken:
+        by_version: dict[int, tuple[Any, list[Any], list[Any]]] = {}
+        for name, number, model, X, predicted, alias, key, ms, at in taken:
             if model.binner is not None:
-                by_version.setdefault(model.version_id, (model.binner, []))[1].append(X)
+                self._counted.add((name, number))
+                _, inputs, outputs = by_version.setdefault(model.version_id, (model.binner, [], []))
+                inputs.append(X)
+                outputs.append(predicted)
             if ms is not None:
                 n = len(X)
                 logged.append(Logged(
@@ -204,12 +223,12 @@ class Observer:
                     outputs=_json_ready(plain(_first(predicted, self._logged_rows))), latency_ms=round(ms, 3)))
         bins: dict[BinKey, int] = {}
         bucket = observe.bucket_of(dt.datetime.now(dt.UTC))
-        for version_id, (binner, batches) in by_version.items():
-            counted: dict[tuple[str, int], int] = {}
-            for X in _stacked(batches):
-                binner.count(X, counted)
-            for (feature, bin_), n in counted.items():
-                bins[(version_id, bucket, False, feature, bin_)] = n
+        for version_id, (binner, inputs, outputs) in by_version.items():
+            counted: dict[tuple[bool, str, int], int] = {}
+            for X, predicted in _stacked(inputs, outputs):
+                binner.count(X, predicted, counted)
+            for (output, feature, bin_), n in counted.items():
+                bins[(version_id, bucket, output, feature, bin_)] = n
         return logged, bins
 
     def _start(self) -> None:
@@ -217,7 +236,7 @@ class Observer:
             if self._pid == os.getpid():
                 return
             self._pending = collections.deque()  # a parent's requests are not this process's
-            self._logged, self._bins = [], {}
+            self._logged, self._bins, self._counted = [], {}, set()
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="observer", daemon=True).start()
 
@@ -232,11 +251,31 @@ class Observer:
                     continue
                 last_flush = time.monotonic()
                 self.flush()
+                if time.monotonic() - self._checked >= drift.CHECK_EVERY_S:
+                    self._checked = time.monotonic()
+                    self.check()
                 if time.monotonic() - self._pruned >= PRUNE_EVERY_S:
                     self._pruned = time.monotonic()
                     self._prune()
             except Exception:  # noqa: BLE001 - the thread outlives any one flush
                 log.warning("the observer's flush failed", exc_info=True)
+
+    def check(self) -> None:
+        """Judge the drift of the versions counted since the last check (``registry.drift.check``:
+        the verdicts kept, the event when a feature becomes significant) and hand each report to
+        the listener (the gauges)."""
+        with self._flushing:
+            counted, self._counted = self._counted, set()
+        for name, number in sorted(counted):
+            db = self._sessions()
+            try:
+                found = drift.check(db, name, str(number), min_samples=self._min_samples)
+            except ModelyardError:  # deleted since
+                continue
+            finally:
+                db.close()
+            if self._on_drift is not None:
+                self._on_drift(found)
 
     def _prune(self) -> None:
         db = self._sessions()
@@ -246,11 +285,22 @@ class Observer:
             db.close()
 
 
-def _stacked(batches: list[Any]) -> list[Any]:
-    """One array of many requests' rows (they bin in one pass), or the DataFrames as they came."""
-    arrays = [X for X in batches if isinstance(X, np.ndarray) and X.ndim == 2]
-    others = [X for X in batches if not (isinstance(X, np.ndarray) and X.ndim == 2)]
-    return ([np.concatenate(arrays)] if arrays else []) + others
+def _stacked(inputs: list[Any], outputs: list[Any]) -> list[tuple[Any, Any]]:
+    """Many requests' rows and outputs as one array each (they bin in one pass), else request by
+    request (DataFrames; outputs of several columns, which have no profile, are left out)."""
+    pairs = list(zip(inputs, outputs))
+    arrays = [(X, _one_output(y)) for X, y in pairs if isinstance(X, np.ndarray) and X.ndim == 2]
+    others = [(X, _one_output(y)) for X, y in pairs if not (isinstance(X, np.ndarray) and X.ndim == 2)]
+    if not arrays:
+        return others
+    outs = [y for _, y in arrays]
+    joined = np.concatenate(outs) if all(y is not None for y in outs) else None
+    return [(np.concatenate([X for X, _ in arrays]), joined), *others]
+
+
+def _one_output(predicted: Any) -> Any:
+    array = np.asarray(predicted) if not isinstance(predicted, list) else None
+    return array if array is not None and array.ndim == 1 else None
 
 
 def _head(X: Any, n: int) -> Any:

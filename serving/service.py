@@ -210,7 +210,8 @@ class Predictor:
                                    f"{EXPLAINABLE}")
             explanations = explainer(decoded.X, predicted)
         if self.observer is not None:
-            self.observer.offer(model, decoded.X, predicted, resolved.alias, options.request_key, started)
+            self.observer.offer(name, number, model, decoded.X, predicted, resolved.alias, options.request_key,
+                                started)
         return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias,
                           explanations)
 

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, g, render_template, request
 from markupsafe import Markup, escape
 
-from modelyard.registry import approvals, guards, history, queries, shadows
+from modelyard.registry import approvals, drift, guards, history, queries, shadows
 from modelyard.registry.auth import Unauthorized, require, require_token_for
 from modelyard.registry.errors import NoGuard, NoShadow, NotFound
 from modelyard.web.auth import public
@@ -95,14 +95,21 @@ def model_page(name: str) -> str:
 @_page
 def version_page(name: str, ref: str) -> str:
     """A version's whole detail, its download, and a try-predict form prefilled with its example."""
+    rt = runtime()
+    rt.predictor.flush_counts()  # this process's latest counts, before the page's read begins, so that it sees them
     version = queries.version_detail(session(), name, ref)
     try:  # a download is a private read by default: the page asks for the token before trying
         require_token_for(g.actor, "artifacts", runtime().auth.private_reads)
         download_needs_token = False
     except Unauthorized:
         download_needs_token = True
+    since, until = drift.window_of("1h", None, None)
+    report = drift.report(session(), name, str(version.version), since=since, until=until,
+                          min_samples=rt.settings.observe.min_samples)
+    judged = report["features"] + ([report["predictions"]] if report["predictions"] else [])
     return render_template("version.html", name=name, version=version, aliases=queries.model_aliases(session(), name),
-                           download_needs_token=download_needs_token)
+                           download_needs_token=download_needs_token, drift=report,
+                           drift_rows=[(f, _bins_chart(f)) for f in judged])
 
 
 @bp.route("/models/<name>/compare")
@@ -133,6 +140,25 @@ def _charts(versions: list[queries.VersionView]) -> list[tuple[str, Markup]]:
     return [(metric, _chart(metric, [(v.version, float(v.row.metrics[metric])) for v in ordered
                                      if isinstance(v.row.metrics.get(metric), (int, float))]))
             for metric in names]
+
+
+def _bins_chart(feature: dict[str, Any]) -> Markup:
+    """A feature's bins, the reference's share (grey) beside the last hour's (coloured), each bin
+    labelled in its bar's title."""
+    width, height, pad = 320, 70, 4
+    bins = feature["bins"]
+    top = max([b["reference"] for b in bins] + [b["live"] for b in bins] + [1e-9])
+    slot = (width - 2 * pad) / max(1, len(bins))
+    bars = []
+    for i, b in enumerate(bins):
+        for j, (kind, share) in enumerate((("reference", b["reference"]), ("live", b["live"]))):
+            h = share / top * (height - 2 * pad)
+            x, bar = pad + i * slot + j * slot / 2, max(slot / 2 - 1, 1)
+            bars.append(f'<rect class="{kind}" x="{x:.1f}" y="{height - pad - h:.1f}" width="{bar:.1f}" '
+                        f'height="{h:.1f}"><title>{escape(b["bin"])}: {kind} {share:.1%}</title></rect>')
+    svg = (f'<svg class="bins" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="{escape(feature["feature"])}: reference and live shares by bin">{"".join(bars)}</svg>')
+    return Markup(svg)  # noqa: S704 - numbers and escaped names only
 
 
 def _chart(metric: str, points: list[tuple[int, float]]) -> Markup:

@@ -86,6 +86,8 @@ def test_traffic_like_the_reference_drifts_nowhere_and_a_shifted_feature_is_sign
     report = watched.get("/models/linear/versions/1/drift?window=1h").json
     assert report["verdict"] == "none", report
     assert [f["verdict"] for f in report["features"]] == ["none"] * 3
+    predictions = report["predictions"]  # the reference's predictions were profiled at upload, in deciles
+    assert predictions["verdict"] == "none" and predictions["samples"] == 1000 and len(predictions["bins"]) == 12
     for feature in report["features"]:
         assert feature["samples"] == 1000 and feature["psi"] < 0.1 and 0 <= feature["js_distance"] < 0.1
         assert sum(b["live"] for b in feature["bins"]) == pytest.approx(1.0)
@@ -100,6 +102,7 @@ def test_traffic_like_the_reference_drifts_nowhere_and_a_shifted_feature_is_sign
     verdicts = {f["feature"]: f["verdict"] for f in report["features"]}
     assert verdicts == {"a": "none", "b": "significant", "c": "none"}, report
     assert report["verdict"] == "significant"
+    assert report["predictions"]["verdict"] == "significant"  # y = a + 2b + 3c moved with b
     b = next(f for f in report["features"] if f["feature"] == "b")
     assert b["psi"] > 1.0 and b["js_distance"] > 0.5
     assert b["bins"][-1]["bin"].startswith(">") and b["bins"][-2]["reference"] == pytest.approx(0.1, abs=0.01)
@@ -167,3 +170,86 @@ def test_string_features_and_missing_values_of_a_dataframe_model(watched: FlaskC
     shares = {b["bin"]: b["live"] for b in city["bins"]}
     assert shares == {"oslo": 0.0, "paris": 0.5, "rome": 0.0, "other": 0.5}
     assert city["verdict"] == "significant" and city["samples"] == 120
+
+
+def test_a_classifiers_predicted_classes_are_compared_with_what_it_predicted_for_the_reference(
+        watched: FlaskClient) -> None:
+    y = (TRAIN[:, 0] > 0.5).astype(int)  # about 31% ones
+    model = LogisticRegression().fit(TRAIN, y)
+    _upload(watched, model, json.dumps(TRAIN.tolist()), "clf", features=json.dumps(FEATURES))
+    stored = watched.get("/models/clf/versions/1").json["profile"]["predictions"]
+    assert stored["kind"] == "string" and set(stored["counts"]) == {"0", "1"}
+    assert sum(stored["counts"].values()) == len(TRAIN)
+    _send(watched, "clf", TRAIN[:400])
+    report = watched.get("/models/clf/versions/1/drift").json
+    assert report["predictions"]["verdict"] == "none", report["predictions"]
+    assert {b["bin"] for b in report["predictions"]["bins"]} == {"0", "1", "other"}
+
+    _upload(watched, model, json.dumps(TRAIN.tolist()), "clf2", features=json.dumps(FEATURES))
+    ones = TRAIN[TRAIN[:, 0] > 1.0][:150]  # only rows it calls 1
+    _send(watched, "clf2", ones)
+    report = watched.get("/models/clf2/versions/1/drift").json
+    shares = {b["bin"]: b["live"] for b in report["predictions"]["bins"]}
+    assert shares["1"] > 0.95 and report["predictions"]["verdict"] == "significant"
+
+
+def test_a_feature_that_becomes_significant_is_one_event_and_a_webhook_and_the_gauges_say_it(
+        config: dict[str, dict[str, Any]]) -> None:
+    apps = [create_app({**config, "observe": {"sample_rate": 0.0, "min_samples": 100},
+                        "webhooks": {"allow_private": True}}) for _ in range(2)]
+    clients = [admin_client(app) for app in apps]
+    hook = clients[0].post("/webhooks", json={"url": "http://127.0.0.1:9/hook",
+                                              "events": ["version.drift_significant"]})
+    assert hook.status_code == 201
+    _regression(clients[0])
+    like = RNG.normal(size=(300, 3)) * [1.0, 10.0, 0.1] + [0.0, 50.0, 1.0]
+    _send(clients[0], "linear", like[:150])
+    _send(clients[1], "linear", like[150:])  # two processes' counts: 300 in all
+    observers = [app.extensions[EXTENSION].predictor.observer for app in apps]
+    for observer in observers:
+        observer.flush()
+    for observer in observers:
+        observer.check()
+    assert clients[0].get("/models/linear/events").json[0]["action"] == "version.created"  # nothing drifted
+    text_metrics = clients[0].get("/metrics").get_data(as_text=True)
+    assert 'modelyard_drift_samples{feature="b",model="linear",version="1"} 300.0' in text_metrics
+
+    moved = like.copy()
+    moved[:, 1] += 3 * STD[1]
+    _send(clients[0], "linear", np.concatenate([moved, moved]))  # b now mostly above its reference
+    _send(clients[1], "linear", np.concatenate([moved, moved]))
+    for observer in observers:
+        observer.flush()
+    for observer in observers:  # both judge it; one records it
+        observer.check()
+    for observer in observers:  # and a later check of a still-drifted feature records nothing more
+        _send(clients[0], "linear", moved[:10])
+        observer.flush()
+        observer.check()
+    events = [e for e in clients[0].get("/models/linear/events").json if e["action"] == "version.drift_significant"]
+    assert sorted(e["after"]["feature"] for e in events) == ["b", "prediction"], events
+    b = next(e for e in events if e["after"]["feature"] == "b")
+    assert b["actor"] == "drift" and b["version"] == 1 and b["after"]["psi"] > 0.25
+    assert b["before"] == {"verdict": "none"}
+    deliveries = clients[0].get(f"/webhooks/{hook.json['id']}/deliveries").json
+    assert len(deliveries) == 2 and {d["event_type"] for d in deliveries} == {"version.drift_significant"}
+    text_metrics = clients[0].get("/metrics").get_data(as_text=True)
+    psi_line = next(line for line in text_metrics.splitlines()
+                    if line.startswith('modelyard_drift_psi{feature="b",model="linear",version="1"}'))
+    assert float(psi_line.split()[-1]) > 0.25
+    for app in apps:
+        app.extensions[EXTENSION].engine.dispose()
+
+
+def test_the_version_page_draws_each_features_bins_and_marks_the_drifted_ones(watched: FlaskClient) -> None:
+    _regression(watched)
+    moved = TRAIN[:300].copy()
+    moved[:, 2] += 2 * STD[2]
+    _send(watched, "linear", moved)
+    html = watched.get("/ui/models/linear/versions/1").get_data(as_text=True)
+    assert html.count('<svg class="bins"') == 4  # three features and the predictions
+    rows = {chunk.split('"', 1)[0]: chunk.split("</tr>", 1)[0] for chunk in html.split('data-feature="')[1:]}
+    assert set(rows) == {"a", "b", "c", "prediction"}
+    assert 'class="verdict significant"' in rows["c"] and 'class="verdict none"' in rows["a"]
+    assert html.count('<tr class="drifted"') >= 1 and "12 bins" not in html
+    assert "without a reference" in watched.get("/ui/models/iris/versions/1").get_data(as_text=True)
