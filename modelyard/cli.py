@@ -1,10 +1,11 @@
 """``modelyard`` command line (click): serve (granian or gunicorn), debug (Flask's server), migrate,
-config, token, check, gc and db copy on this host; the commands that reach a server are
+config, token, check, gc, db copy and observe export on this host; the commands that reach a server are
 ``cli_client``'s."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 from collections.abc import Sequence
@@ -17,10 +18,11 @@ from modelyard import cli_client
 from modelyard.config import ConfigError, load_config
 from modelyard.registry.auth import ROLES
 
+_TIMES = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def cli() -> None:
-    """modelyard: serve and manage the registry (serve, migrate, token, check, gc, db copy) on
+    """modelyard: serve and manage the registry (serve, migrate, token, check, gc, db copy, observe export) on
     this host, or reach a server from anywhere (models, versions, upload, predict, promote,
     rollback, download, events; --url and --token, or MODELYARD_URL and MODELYARD_TOKEN)."""
 
@@ -135,6 +137,22 @@ def db_copy(to: str, to_store: str, to_root: str | None, replace: bool) -> int:
     return _command("db", to=to, to_store=to_store, to_root=to_root, replace=replace)
 
 
+@cli.group(help="what the servers observed: the prediction log")
+def observe() -> None:
+    pass
+
+
+@observe.command(name="export", help="write the prediction log (one line per logged row, a column per feature) to a "
+                                     "CSV or Parquet file")
+@click.option("--to", "to", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="the file to write: .csv, or .parquet (needs pyarrow: the parquet extra)")
+@click.option("--since", type=click.DateTime(_TIMES), help="from this time, UTC (included)")
+@click.option("--until", type=click.DateTime(_TIMES), help="to this time, UTC (excluded)")
+@click.option("--model", help="only this model's versions")
+def observe_export(to: Path, since: dt.datetime | None, until: dt.datetime | None, model: str | None) -> int:
+    return _command("observe", to=to, since=since, until=until, model=model)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         overrides = {"server": {k: v for k in ("engine", "host", "port", "workers", "threads")
@@ -165,6 +183,28 @@ def _run(args: argparse.Namespace) -> int:
         return _gc(args)
     elif args.command == "db":
         return _db_copy(args)
+    elif args.command == "observe":
+        return _export(args)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from modelyard.observe_export import ExportError, export
+    from modelyard.registry.db import make_engine, make_session_factory
+
+    def utc(at: dt.datetime | None) -> dt.datetime | None:
+        return at.replace(tzinfo=dt.UTC) if at is not None and at.tzinfo is None else at
+
+    engine = make_engine(load_config().database.url)
+    try:
+        with make_session_factory(engine)() as session:
+            written = export(session, args.to, since=utc(args.since), until=utc(args.until), model=args.model)
+    except ExportError as exc:
+        print(f"modelyard: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"wrote {written:,} logged rows to {args.to}")
     return 0
 
 

@@ -4,19 +4,30 @@ else at random), what a logged request keeps, the private read that pages throug
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import json
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from flask import Flask
-from sklearn.linear_model import LinearRegression
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 from sqlalchemy import func, select, text
 
 from modelyard.app import create_app
+from modelyard.observe_export import FIXED
 from modelyard.registry import observe
 from modelyard.registry.observe_tables import DriftCount, LoggedPrediction
 from modelyard.serving.observe import sampled
@@ -24,6 +35,7 @@ from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client
 
 IRIS = [5.1, 3.5, 1.4, 0.2]
+MODELYARD = str(Path(sys.executable).parent / "modelyard")
 
 
 def _app(config: dict[str, dict[str, Any]], **observe_settings: Any) -> Flask:
@@ -185,3 +197,46 @@ def test_retention_drops_old_days(logged: Flask) -> None:
                                         "WHERE p.relname = 'prediction_log'")).all()
             assert f"prediction_log_p{(now - dt.timedelta(days=40)):%Y%m%d}" not in days
             assert f"prediction_log_p{now:%Y%m%d}" in days
+
+
+def _export(config: dict[str, dict[str, Any]], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env["MODELYARD_DATABASE_URL"] = config["database"]["url"]
+    return subprocess.run([MODELYARD, "observe", "export", *args], env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_the_export_command_writes_a_line_per_logged_row_with_a_column_per_feature(
+        logged: Flask, config: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    client = admin_client(logged)
+    frame = pd.DataFrame({"city": ["paris", "rome", "oslo", "rome"] * 50, "size": np.linspace(-1, 1, 200)})
+    shop = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                                                 remainder="passthrough"),
+                         LogisticRegression()).fit(frame, np.where(frame["size"] > 0, "big", "small"))
+    assert client.post("/models/shop/versions", data={"file": (io.BytesIO(pickle.dumps(shop)), "m.pkl")},
+                       content_type="multipart/form-data").status_code == 201
+    assert client.post("/models/iris/1/predict", json=[IRIS, [6.7, 3.0, 5.2, 2.3]],
+                       headers={"X-Request-Key": "two"}).status_code == 200
+    assert client.post("/models/shop/1/predict", json={"city": "rome", "size": 0.5}).status_code == 200
+    logged.extensions[EXTENSION].predictor.flush_counts()
+
+    result = _export(config, "--to", str(tmp_path / "log.csv"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote 3 logged rows to {tmp_path / 'log.csv'}"
+    lines = list(csv.DictReader((tmp_path / "log.csv").open()))
+    iris = [line for line in lines if line["model"] == "iris"]
+    assert [line["row"] for line in iris] == ["0", "1"] and {line["request_key"] for line in iris} == {"two"}
+    assert iris[1]["petal.length"] == "5.2" and iris[1]["output"] == "2" and iris[0]["city"] == ""
+    shop_line = next(line for line in lines if line["model"] == "shop")
+    assert shop_line["city"] == "rome" and shop_line["size"] == "0.5" and shop_line["output"] == "big"
+
+    result = _export(config, "--to", str(tmp_path / "log.parquet"), "--model", "iris", "--since", "2000-01-01")
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(tmp_path / "log.parquet").to_pandas()
+    assert list(table.columns) == [*FIXED, "sepal.length", "sepal.width", "petal.length", "petal.width", "output"]
+    assert table["petal.length"].tolist() == [1.4, 5.2] and table["output"].tolist() == [0.0, 2.0]
+    later = _export(config, "--to", str(tmp_path / "none.csv"), "--since", "2999-01-01")
+    assert later.returncode == 0 and later.stdout.startswith("wrote 0 logged rows")
+    assert (tmp_path / "none.csv").read_text().startswith("at,model,version")
+    refused = _export(config, "--to", str(tmp_path / "log.json"))
+    assert refused.returncode == 2 and "--to must name a .csv or .parquet file" in refused.stderr
