@@ -367,7 +367,7 @@ def main() -> int:
     # measurement (idle CPU, p50 ~4x): the best round is the least disturbed one, and taking it
     # for every target keeps the ratios like for like. All rounds are kept in the JSON.
     ports = {name: free_port() for name in ("floor", "floor-sync", "floor-granian", "wsgi-granian", "tutorial",
-                                             "off", "on", "gunicorn")}
+                                             "off", "on", "gunicorn", "quiet")}
     targets = [
         ("floor (constant JSON)", "floor", "/predict", single),
         ("floor, gunicorn sync x2", "floor-sync", "/predict", single),
@@ -379,12 +379,14 @@ def main() -> int:
         ("modelyard /predict, batching on", "on", "/predict", tutorial_body),
         ("modelyard /predict, gunicorn", "gunicorn", "/predict", tutorial_body),
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
+        ("modelyard /models/iris/1, observing off", "quiet", "/models/iris/1/predict", single),
         ("modelyard /v2 infer, batching off", "off", "/v2/models/iris/infer", v2_body),
         ("modelyard /invocations, batching off", "off", "/invocations", mlflow_body),
         ("modelyard weighted alias 50/50, batching off", "off", "/models/iris/canary/predict", single),
         ("modelyard guarded canary 50/50, batching off", "off", "/models/iris/guarded/predict", single),
         ("modelyard with a 100% shadow, batching off", "off", "/models/iris/shadowed/predict", single),
         ("modelyard logistic regression, batching off", "off", "/models/explained/1/predict", single),
+        ("modelyard logistic regression, observing off", "quiet", "/models/explained/1/predict", single),
         ("modelyard logistic regression explained", "off", "/models/explained/1/predict?explain=true", single),
         ("modelyard tree (depth 4) explained", "off", "/models/explained-tree/1/predict?explain=true", single),
         ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
@@ -403,13 +405,19 @@ def main() -> int:
         stack.enter_context(server(gunicorn("bench.tutorial_app:app", ports["tutorial"], args.workers, args.threads),
                                    os.environ.copy(), ports["tutorial"], work / "tutorial.log",
                                    ready_body=tutorial_body))
-        for key, engine, batching in (("off", "granian", ""), ("on", "granian", "iris"), ("gunicorn", "gunicorn", "")):
+        # "quiet": the prediction log and the drift counts off (issue 26), against the default
+        # (1% of requests logged, every request to a version with a reference counted).
+        for key, engine, batching in (("off", "granian", ""), ("on", "granian", "iris"), ("gunicorn", "gunicorn", ""),
+                                      ("quiet", "granian", "")):
+            quiet = {"MODELYARD_OBSERVE_SAMPLE_RATE": "0", "MODELYARD_OBSERVE_COUNT_BINS": "false"} \
+                if key == "quiet" else {}
             env = modelyard_env(work / f"modelyard-{key}", MODELYARD_SERVER_PORT=str(ports[key]),
                                 MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),
-                                MODELYARD_SERVER_ENGINE=engine, MODELYARD_BATCHING_MODELS=batching)
+                                MODELYARD_SERVER_ENGINE=engine, MODELYARD_BATCHING_MODELS=batching, **quiet)
             processes[key] = stack.enter_context(server([PYTHON, "-m", "modelyard.cli", "serve"], env, ports[key],
                                                         work / f"modelyard-{key}.log"))
-        rollout(ports["off"], (work / "modelyard-off" / "admin.token").read_text().strip())
+        for key in ("off", "quiet"):
+            rollout(ports[key], (work / f"modelyard-{key}" / "admin.token").read_text().strip())
         rounds: dict[str, list[Result]] = {name: [] for name, *_ in targets}
         http_runs: list[float] = []
         bare_runs: list[float] = []
@@ -475,6 +483,13 @@ def main() -> int:
         "guarded_canary_over_plain_ref": rate["modelyard guarded canary 50/50, batching off"] / plain_rate,
         "shadow_100_percent_over_plain_ref": rate["modelyard with a 100% shadow, batching off"] / plain_rate,
     }
+    # Observing's cost (issue 26): the default (1% of requests logged; every request to a version
+    # uploaded with a reference counted into its bins) against a server with both off.
+    results["ratios_observe"] = {
+        "sampled_1pct_over_off": plain_rate / rate["modelyard /models/iris/1, observing off"],
+        "sampled_and_counted_over_off": (rate["modelyard logistic regression, batching off"]
+                                         / rate["modelyard logistic regression, observing off"]),
+    }
     # Explanations' cost (issue 26): the same single row with and without ?explain=true.
     results["ratios_explain"] = {
         "linear_explained_over_plain": (rate["modelyard logistic regression explained"]
@@ -523,6 +538,9 @@ def main() -> int:
           f"{shadow['compared']:,} compared, {shadow['dropped']:,} dropped, agreement {shadow['agreement']}, "
           f"p50 primary {shadow['latency_ms']['primary']['p50']} ms / "
           f"shadow {shadow['latency_ms']['shadow']['p50']} ms)")
+    r = results["ratios_observe"]
+    print(f"observing (log 1%, drift counts) against off, single row: {r['sampled_1pct_over_off']:.2f}x (no "
+          f"reference), {r['sampled_and_counted_over_off']:.2f}x (a version with a reference: every row counted)")
     r = results["ratios_explain"]
     print(f"explanations, single row: a logistic regression explained {r['linear_explained_over_plain']:.2f}x of "
           f"it unexplained, a depth-4 tree explained {r['tree_explained_over_plain_ref']:.2f}x of /models/iris/1")

@@ -27,6 +27,7 @@ from modelyard.registry.refs import DEFAULT_ALIAS, RefCache
 from modelyard.registry.safety import allowlist
 from modelyard.registry.storage import make_store
 from modelyard.registry.webhook_api import blp as webhooks_blp
+from modelyard.serving import explain
 from modelyard.serving.api import blp as serving_blp
 from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
@@ -78,7 +79,8 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
                                      flush_s=settings.shadow.flush_seconds, on_drop=metrics.shadow_dropped,
                                      meter=GuardMeter(on_trip=metrics.guard_tripped))
     watch = settings.observe
-    predictor.observer = Observer(sessions, sample_rate=watch.sample_rate, logged_rows=watch.logged_rows,
+    predictor.observer = Observer(sessions, sample_rate=watch.sample_rate, count_bins=watch.count_bins,
+                                  logged_rows=watch.logged_rows,
                                   max_queue=watch.max_queue, flush_s=watch.flush_seconds,
                                   retention_days=watch.retention_days, min_samples=watch.min_samples,
                                   on_drop=metrics.observe_dropped, on_drift=metrics.drift_judged)
@@ -92,7 +94,7 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     limits = sandbox.Limits(timeout_seconds=upload.trial_timeout_seconds, memory_bytes=upload.trial_memory_bytes,
                             max_expanded_bytes=upload.max_expanded_bytes, extra_globals=extra_globals,
                             reference_max_rows=settings.observe.reference_max_rows,
-                            max_categories=settings.observe.max_categories)
+                            max_categories=settings.observe.max_categories, explainability=explain.explainability)
     rt = Runtime(settings=settings, auth=policy, engine=engine, sessions=sessions, store=store,
                  upload_max_bytes=upload.max_bytes, upload_limits=limits, predictor=predictor, predict=handler,
                  observers=(metrics.observe,), background=(webhook_sender.Sender(

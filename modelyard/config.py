@@ -134,6 +134,7 @@ class ObserveSettings:
     reference_max_rows: int
     max_categories: int
     sample_rate: float
+    count_bins: bool
     logged_rows: int
     max_queue: int
     flush_seconds: float

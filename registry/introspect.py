@@ -34,7 +34,9 @@ class EstimatorInfo:
     load_warnings: list[str] = dataclasses.field(default_factory=list)
     pickled_with: str | None = None  # the scikit-learn version the file was written with
     example_predictions: list[Any] | None = None  # what it predicted for the upload's example (a replay compares)
-    prediction_profile: dict[str, Any] | None = None  # its predictions of the upload's reference, profiled
+    profile: dict[str, Any] | None = None  # the upload's reference, profiled (registry.profile), with its predictions
+    explainable: bool | None = None  # ?explain=true can explain it (None: not checked)
+    unexplainable: str | None = None  # why not
 
 
 TEXT = "text"

@@ -107,6 +107,9 @@ class ModelVersion(Base):
     # The reference data's profile, per feature in fixed bins (registry.profile): what drift
     # compares live traffic with. None: uploaded without a reference.
     profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Whether ?explain=true explains it, as its upload's trial found (None: uploaded before), and why not.
+    explainable: Mapped[bool | None]
+    unexplainable: Mapped[str | None] = mapped_column(Text)
     load_warnings: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     allow_nan: Mapped[bool] = mapped_column(default=False, server_default=false())
     description: Mapped[str] = mapped_column(Text, default="")

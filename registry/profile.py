@@ -56,6 +56,25 @@ def build(reference: Any, features: Sequence[str], kinds: Sequence[str], *, alia
     return {"rows": len(rows), "features": profiles}
 
 
+def of_reference(estimator: Any, info: Any, reference: Any, *, names: Sequence[str] | None,
+                 aliases: Mapping[str, str], max_rows: int, max_categories: int) -> dict[str, Any]:
+    """The upload reference's profile, per feature as the model reads it (numbers, or a
+    DataFrame's typed columns), with the profile of what the estimator predicts for it
+    (``predictions``, when it can say). Runs in the upload's sandboxed trial: the reference is the
+    uploader's bytes too. Raises InvalidInput naming what does not fit."""
+    if info.input_kind == "text":
+        raise InvalidInput("a reference profiles tabular features; this model reads texts",
+                           errors={"reference": "text model"})
+    features = list(names or info.feature_names or [f"x{i}" for i in range(info.n_features or 0)])
+    kinds = list(info.feature_types or []) if info.input_kind == "dataframe" else [NUMBER] * len(features)
+    built = build(reference, features, kinds, aliases=aliases, max_rows=max_rows, max_categories=max_categories)
+    predicted = of_predictions(estimator, info, reference, names=features, aliases=aliases,
+                               max_categories=max_categories)
+    if predicted is not None:
+        built["predictions"] = predicted
+    return built
+
+
 def of_predictions(estimator: Any, info: Any, reference: Any, *, names: Sequence[str] | None,
                    aliases: Mapping[str, str], max_categories: int) -> dict[str, Any] | None:
     """The profile of what ``estimator`` predicts for the reference rows (in the upload's trial,

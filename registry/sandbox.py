@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import resource
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,8 @@ from modelyard.registry import introspect, landlock, profile, safety, zygote
 from modelyard.registry.errors import InvalidArtifact, ModelyardError, UnsafeArtifact
 from modelyard.registry.storage import Data
 
-_ANSWER_LIMIT = 1 << 20
+_ANSWER_LIMIT = 16 << 20  # a reference's profile rides in the answer: room for many string features
+Explainability = Callable[[Any, Sequence[str], dict[str, Any] | None], str | None]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class Limits:
     extra_globals: frozenset[str] = frozenset()  # [upload] extra_globals, admitted beside the allowlist
     reference_max_rows: int = 100_000  # [observe]: the rows an upload's reference may hold
     max_categories: int = 20  # [observe]: a string feature's categories profiled by name (the rest: other)
+    # serving.explain's check, handed over by the app: the trial records whether the version can
+    # be explained (a module-level function: it is pickled to the child by name)
+    explainability: Explainability | None = None
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,10 @@ class Trial:
     feature_names: list[str] | None = None
     feature_aliases: dict[str, str] = dataclasses.field(default_factory=dict)
     example: Any = None
-    reference: Any = None  # the upload's reference rows: their predictions are profiled (drift of the outputs)
+    reference: Any = None  # the upload's reference rows: profiled here, with the estimator's predictions of them
+    reference_max_rows: int = 100_000
     max_categories: int = 20
+    explainability: Explainability | None = None  # Limits.explainability: why a version cannot be explained
 
 
 def trial(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str] = frozenset()) -> introspect.EstimatorInfo:
@@ -51,12 +58,18 @@ def trial(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str] = frozens
     loaded = safety.load_recorded(data, fmt, extra=extra)
     info = introspect.inspect(loaded.estimator, names_hint=spec.feature_names, aliases=spec.feature_aliases,
                               example=spec.example)
-    predicted = None
+    built = None
     if spec.reference is not None:
-        predicted = profile.of_predictions(loaded.estimator, info, spec.reference, names=spec.feature_names,
-                                           aliases=spec.feature_aliases, max_categories=spec.max_categories)
+        built = profile.of_reference(loaded.estimator, info, spec.reference, names=spec.feature_names,
+                                     aliases=spec.feature_aliases, max_rows=spec.reference_max_rows,
+                                     max_categories=spec.max_categories)
+    unexplainable = None
+    if spec.explainability is not None and info.n_features:
+        names = spec.feature_names or info.feature_names or [f"x{i}" for i in range(info.n_features)]
+        unexplainable = spec.explainability(loaded.estimator, names, built)
+    explainable = None if spec.explainability is None else unexplainable is None
     return dataclasses.replace(info, load_warnings=loaded.warnings, pickled_with=loaded.pickled_with,
-                               prediction_profile=predicted)
+                               profile=built, explainable=explainable, unexplainable=unexplainable)
 
 
 def inspect_artifact(data: Data, fmt: str, *, spec: Trial, limits: Limits) -> introspect.EstimatorInfo:

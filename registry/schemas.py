@@ -331,6 +331,9 @@ class VersionSchema(ma.Schema):
         "description": "The upload reference's profile per feature: fixed bins (number: decile edges, an "
                        "underflow and an overflow bin, counts, mean, std, missing; string: top categories, "
                        "other, missing), what drift compares with; null without a reference"})
+    explainable = fields.Boolean(allow_none=True, metadata={
+        "description": "?explain=true explains it (found by its upload's trial; null: uploaded before that)"})
+    unexplainable = fields.String(allow_none=True, metadata={"description": "why ?explain=true cannot"})
     example_predictions = fields.Raw(allow_none=True, metadata={
         "description": "What the version predicted for them at upload: a replay at promotion must get the same"})
     load_warnings = fields.List(fields.String(), metadata={

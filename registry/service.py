@@ -258,6 +258,8 @@ def _add_version(
         example=spec.example,
         example_predictions=info.example_predictions,
         profile=prepared.profile,
+        explainable=prepared.info.explainable,
+        unexplainable=prepared.info.unexplainable,
         load_warnings=list(info.load_warnings),
         allow_nan=info.allow_nan,
         description=spec.description,

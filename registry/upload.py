@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.registry import introspect, profile, safety, sandbox
+from modelyard.registry import introspect, safety, sandbox
 from modelyard.registry.errors import InvalidInput
 from modelyard.registry.storage import Data
 
@@ -52,9 +52,10 @@ def prepare_version(data: Data, spec: VersionSpec, *, limits: sandbox.Limits | N
         safety.check_skops(data, extra=extra, max_expanded_bytes=expands)
     else:
         safety.scan(data, fmt, max_expanded_bytes=expands, extra=extra)
+    given = limits or sandbox.Limits()
     trial = sandbox.Trial(list(spec.feature_names) if spec.feature_names is not None else None,
-                          dict(spec.feature_aliases), spec.example, spec.reference,
-                          (limits or sandbox.Limits()).max_categories)
+                          dict(spec.feature_aliases), spec.example, spec.reference, given.reference_max_rows,
+                          given.max_categories, given.explainability)
     if limits is None:  # trusted bytes, never a large upload
         info = sandbox.trial(data if isinstance(data, bytes) else bytes(data), fmt, trial)
     else:
@@ -78,25 +79,7 @@ def prepare_version(data: Data, spec: VersionSpec, *, limits: sandbox.Limits | N
         expected = "no classes" if info.classes is None else f"{len(info.classes)} classes"
         raise InvalidInput(f"{len(labels)} labels given, but the estimator has {expected}",
                            errors={"labels": labels})
-    return Prepared(fmt=fmt, spec=spec, info=info, feature_names=names, labels=labels,
-                    profile=_profile(spec, info, names, limits or sandbox.Limits()))
-
-
-def _profile(spec: VersionSpec, info: introspect.EstimatorInfo, names: list[str],
-             limits: sandbox.Limits) -> dict[str, Any] | None:
-    """The reference's profile, per feature as the model reads it (numbers, or a DataFrame's
-    typed columns)."""
-    if spec.reference is None:
-        return None
-    if info.input_kind == introspect.TEXT:
-        raise InvalidInput("a reference profiles tabular features; this model reads texts",
-                           errors={"reference": "text model"})
-    kinds = list(info.feature_types or []) if info.input_kind == "dataframe" else [introspect.NUMBER] * len(names)
-    built = profile.build(spec.reference, names, kinds, aliases=spec.feature_aliases,
-                          max_rows=limits.reference_max_rows, max_categories=limits.max_categories)
-    if info.prediction_profile is not None:
-        built["predictions"] = info.prediction_profile
-    return built
+    return Prepared(fmt=fmt, spec=spec, info=info, feature_names=names, labels=labels, profile=info.profile)
 
 
 def _feature_names(spec: VersionSpec, info: introspect.EstimatorInfo) -> list[str]:

@@ -130,6 +130,14 @@ def explainer_for(estimator: Any, features: Sequence[str],
         return f"its structure could not be read ({type(error).__name__}: {error})"
 
 
+def explainability(estimator: Any, features: Sequence[str], profile: dict[str, Any] | None) -> str | None:
+    """Why a version cannot be explained (None: it can): what its upload's trial records, so that
+    its detail says it before any server loads it. The app hands it to the sandbox (the registry
+    knows no serving), where the uploaded estimator is loaded."""
+    found = explainer_for(estimator, features, profile)
+    return found if isinstance(found, str) else None
+
+
 def _explainer(estimator: Any, features: Sequence[str],
                profile: dict[str, Any] | None) -> Explainer | TreeExplainer | _PerClassBoosting | str:
     classes_ = getattr(estimator, "classes_", None)

@@ -136,11 +136,13 @@ def _floats(values: Any) -> np.ndarray:
 class Observer:
     """This process's prediction log and drift counts (see the module's docstring)."""
 
-    def __init__(self, sessions: Callable[[], Session], *, sample_rate: float = 0.01, logged_rows: int = 100,
+    def __init__(self, sessions: Callable[[], Session], *, sample_rate: float = 0.01, count_bins: bool = True,
+                 logged_rows: int = 100,
                  max_queue: int = 10_000, flush_s: float = 2.0, retention_days: int = 30, min_samples: int = 100,
                  on_drop: Callable[[], None] | None = None,
                  on_drift: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.sample_rate = sample_rate
+        self.count_bins = count_bins
         self._sessions = sessions
         self._logged_rows = logged_rows
         self._max_queue = max_queue
@@ -150,6 +152,9 @@ class Observer:
         self._on_drift = on_drift
         self._min_samples = min_samples
         self._checked = time.monotonic()
+        # The first prune some minutes after the start (servers started together do not all prune
+        # at once), then every PRUNE_EVERY_S.
+        self._pruned = time.monotonic() - PRUNE_EVERY_S + random.uniform(60.0, 600.0)
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
@@ -157,14 +162,13 @@ class Observer:
         self._bins: dict[BinKey, int] = {}
         self._counted: set[tuple[str, int]] = set()  # versions counted since the last drift check
         self._pid: int | None = None
-        self._pruned = 0.0
 
     def offer(self, name: str, number: int, model: LoadedModel, X: Any, predicted: Any, alias: str | None,
               key: str | None, started: float) -> None:
         """Hand over one answered request; never blocks, never raises. Kept only when it is
         sampled for the log or its version counts drift."""
         logged = self.sample_rate > 0.0 and sampled(self.sample_rate, key)
-        if not logged and model.binner is None:
+        if not logged and (model.binner is None or not self.count_bins):
             return
         if self._pid != os.getpid():
             self._start()
@@ -210,7 +214,7 @@ class Observer:
         logged: list[Logged] = []
         by_version: dict[int, tuple[Any, list[Any], list[Any]]] = {}
         for name, number, model, X, predicted, alias, key, ms, at in taken:
-            if model.binner is not None:
+            if model.binner is not None and self.count_bins:
                 self._counted.add((name, number))
                 _, inputs, outputs = by_version.setdefault(model.version_id, (model.binner, [], []))
                 inputs.append(X)

@@ -1,4 +1,5 @@
-"""The sampled prediction log (partitioned by day on PostgreSQL), drift counts per bin, verdicts
+"""The sampled prediction log (partitioned by day on PostgreSQL), drift counts per bin, verdicts;
+whether a version is explainable
 
 Revision ID: 0015
 Revises: 0014
@@ -19,6 +20,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("model_versions") as batch:
+        batch.add_column(sa.Column("explainable", sa.Boolean(), nullable=True))
+        batch.add_column(sa.Column("unexplainable", sa.Text(), nullable=True))
     op.create_table(
         "prediction_log",
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -69,3 +73,6 @@ def downgrade() -> None:
     op.drop_table("drift_verdicts")
     op.drop_table("drift_counts")
     op.drop_table("prediction_log")  # on PostgreSQL, with its day partitions
+    with op.batch_alter_table("model_versions") as batch:
+        batch.drop_column("unexplainable")
+        batch.drop_column("explainable")

@@ -114,6 +114,9 @@ def test_what_cannot_be_explained_is_a_422_saying_what_can(client: FlaskClient, 
         _upload(client, name, LinearRegression().fit(TRAIN, TRAIN[:, 0]), None)
     response = _explain(client, name, {"inputs": [[5.1, 3.5, 1.4, 0.2]] if name == "iris" else ROWS})
     assert response.status_code == 422 and words in response.json["message"], response.json
+    if name != "iris":  # the upload's trial said so first: the detail tells before any server loads it
+        detail = client.get(f"/models/{name}/versions/1").json
+        assert detail["explainable"] is False and words in detail["unexplainable"]
     assert "explainable: decision trees, random forests" in response.json["message"]
     assert client.post(f"/models/{name}/latest/predict?explain=maybe", json={"inputs": ROWS}).status_code == 422
 
@@ -219,3 +222,14 @@ def test_the_explainer_never_raises_while_a_version_loads() -> None:
             raise RuntimeError("no coefficients today")
 
     assert explainer_for(Odd(), FEATURES, None).startswith("its structure could not be read (RuntimeError")
+
+
+def test_the_version_detail_says_what_is_explainable_before_it_is_loaded(client: FlaskClient) -> None:
+    from sklearn.tree import DecisionTreeRegressor
+
+    _upload(client, "tree", DecisionTreeRegressor(max_depth=3).fit(TRAIN, TRAIN[:, 0]), None)
+    _upload(client, "linear", LinearRegression().fit(TRAIN, TRAIN[:, 0]), TRAIN.tolist())
+    for name in ("tree", "linear"):
+        detail = client.get(f"/models/{name}/versions/1").json
+        assert detail["loaded"] is False and detail["explainable"] is True and detail["unexplainable"] is None
+        assert _explain(client, name, {"inputs": ROWS}).status_code == 200
