@@ -27,10 +27,11 @@ _out = Console(soft_wrap=True)
 
 
 def register(group: click.Group) -> None:
+    from modelyard.cli_observe import drift, predictions
     from modelyard.cli_webhooks import webhooks
 
     for command in (models, versions, upload, promote, approve, rollback, weights, guard, shadow, history, predict,
-                    download, events, webhooks):
+                    download, events, webhooks, drift, predictions):
         group.add_command(command)
 
 

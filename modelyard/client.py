@@ -121,6 +121,14 @@ class Client:
         """A model's audit history (all pages), newest first."""
         return list(self._pages(f"/models/{_p(name)}/events"))
 
+    def drift(self, name: str, ref: str | int, window: str = "1h") -> dict[str, Any]:
+        """Per feature, the window's traffic (1h, 24h, 7d) against the version's reference: PSI, verdict, bins."""
+        return self._json("GET", f"/models/{_p(name)}/versions/{_p(ref)}/drift", params={"window": window})
+
+    def predictions(self, name: str, ref: str | int, **window: str) -> Iterator[dict[str, Any]]:
+        """The version's logged predictions, newest first (``since``/``until``: ISO 8601 times)."""
+        return self._pages(f"/models/{_p(name)}/versions/{_p(ref)}/predictions", dict(window))
+
     def delete_version(self, name: str, ref: str | int) -> None:
         self._request("DELETE", f"/models/{_p(name)}/versions/{_p(ref)}")
 

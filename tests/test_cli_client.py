@@ -29,7 +29,7 @@ VIRGINICA = {"sepal.length": 5.9, "sepal.width": 3.0, "petal.length": 5.1, "peta
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with running_server(tmp_path_factory.mktemp("cli"), workers=1) as running:
+    with running_server(tmp_path_factory.mktemp("cli"), workers=1, MODELYARD_OBSERVE_SAMPLE_RATE="1.0") as running:
         yield running
 
 
@@ -250,3 +250,13 @@ def test_an_upload_with_a_reference_file(server: dict[str, Any], tmp_path: Path)
     found = json.loads(uploaded.stdout)["profile"]
     assert found["rows"] == len(X) and list(found["features"]) == list(VIRGINICA)
     assert found["features"]["petal.length"]["mean"] == pytest.approx(float(X[:, 2].mean()))
+
+    assert _run(server, "predict", "cli-profiled", "1", "--json", json.dumps(X.tolist())).returncode == 0
+    report = json.loads(_run(server, "drift", "cli-profiled", "1", "--json").stdout)
+    assert [f["samples"] for f in report["features"]] == [len(X)] * 4 and report["verdict"] == "none"
+    shown = _run(server, "drift", "cli-profiled", "1", "--window", "24h")
+    assert shown.returncode == 0 and "cli-profiled v1, 24h from" in shown.stdout and "petal.length" in shown.stdout
+    logged = json.loads(_run(server, "predictions", "cli-profiled", "1", "--json").stdout)
+    assert len(logged) == 1 and logged[0]["n_rows"] == len(X) and len(logged[0]["rows"]) == 100
+    refused = _run(server, "predictions", "cli-profiled", "1", token=False)
+    assert refused.returncode == 1 and "prediction log needs a token" in refused.stderr
