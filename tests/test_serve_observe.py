@@ -1,11 +1,13 @@
-"""The prediction log and drift on real servers: two `modelyard serve` processes (two workers each)
-on one PostgreSQL. Their drift counts add up; traffic drawn from the reference drifts nowhere and a
-shifted feature is significant; and a server killed with SIGKILL loses at most what it had not
-flushed."""
+"""The prediction log, drift and explanations on real servers: two `modelyard serve` processes (two
+workers each) on one PostgreSQL. Their drift counts add up; traffic drawn from the reference
+drifts nowhere and a shifted feature is significant; a linear model's and a forest's explanations
+add up (the forest's as shap says); and a server killed with SIGKILL loses at most what it had
+not flushed."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import signal
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import shap
+from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LinearRegression
 
 from tests.serve_helpers import children_of, running_server, upload
@@ -84,6 +88,22 @@ def test_two_servers_counts_add_up_and_a_killed_server_keeps_what_it_flushed(tmp
         assert {f["feature"]: f["verdict"] for f in shifted["features"]} == {
             "a": "significant", "b": "none", "c": "none"}, shifted
         assert [f["samples"] for f in shifted["features"]] == [300] * 3
+
+        # Explanations on the real servers: a linear regression and a random forest uploaded with
+        # the reference add up to their predictions, and the forest's match shap's.
+        forest = RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0).fit(TRAIN, TRAIN @ [1.0, 2.0, 3.0])
+        upload(a["base"], a["token"], "forest", pickle.dumps(forest), features=json.dumps(FEATURES),
+               reference=json.dumps(TRAIN.tolist()))
+        rows = like[:5].tolist()
+        expected = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent").shap_values(like[:5])
+        for name, server in (("steady", a), ("forest", b)):
+            status, answer = call(server, "POST", f"/models/{name}/1/predict?explain=true", json.dumps(rows).encode())
+            assert status == 200, answer
+            for i, (item, predicted) in enumerate(zip(answer["explanations"], answer["predictions"], strict=True)):
+                total = item["base_value"] + math.fsum(item["contributions"].values())
+                assert math.isclose(total, predicted, rel_tol=1e-9, abs_tol=1e-9), (name, item, predicted)
+                if name == "forest":
+                    assert [item["contributions"][f] for f in FEATURES] == pytest.approx(expected[i], abs=1e-6)
 
         # Flushed requests outlive a SIGKILL; the ones after the last flush may not.
         for i in range(40):
