@@ -76,9 +76,11 @@ class PredictOptions(NamedTuple):
     may_hold_booleans: bool = True  # False: the raw body has no true/false, rows convert in one NumPy call
     request_key: str | None = None  # X-Request-Key: a weighted alias serves the same key the same version
     explain: bool = False  # ?explain=true: each row's contributions and base value (serving.explain)
+    observed: bool = True  # logged and counted for drift (serving.observe): traffic, not the registry's own calls
 
 
 DEFAULT_OPTIONS = PredictOptions()
+_UNOBSERVED = PredictOptions(observed=False)
 
 
 class Inputs(Protocol):
@@ -209,7 +211,7 @@ class Predictor:
                 raise InvalidInput(f"version {number} of {name!r} cannot be explained: {explainer}; explainable: "
                                    f"{EXPLAINABLE}")
             explanations = explainer(decoded.X, predicted)
-        if self.observer is not None:
+        if self.observer is not None and options.observed:
             self.observer.offer(name, number, model, decoded.X, predicted, resolved.alias, options.request_key,
                                 started)
         return Prediction(name, number, model, predicted, probabilities, decoded.single_record, resolved.alias,
@@ -237,8 +239,9 @@ class Predictor:
         return prediction
 
     def predictions(self, session: Sessions, name: str, ref: str, rows: Any) -> list[Any]:
-        """The version's predictions for ``rows`` (records or rows), as JSON values."""
-        return list(plain(self.predict(session, name, ref, Body(rows)).predicted))
+        """The version's predictions for ``rows`` (records or rows), as JSON values: the registry's
+        own calls (a replay, the UI's comparison), neither logged nor counted as traffic."""
+        return list(plain(self.predict(session, name, ref, Body(rows), _UNOBSERVED).predicted))
 
     def flush_counts(self) -> None:
         """Write this process's shadow counts, prediction log and drift counts to the registry

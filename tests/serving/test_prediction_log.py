@@ -240,3 +240,11 @@ def test_the_export_command_writes_a_line_per_logged_row_with_a_column_per_featu
     assert (tmp_path / "none.csv").read_text().startswith("at,model,version")
     refused = _export(config, "--to", str(tmp_path / "log.json"))
     assert refused.returncode == 2 and "--to must name a .csv or .parquet file" in refused.stderr
+
+
+def test_the_registrys_own_predictions_are_not_traffic(logged: Flask) -> None:
+    runtime = logged.extensions[EXTENSION]
+    with logged.app_context():
+        assert runtime.predictor.predictions(runtime.sessions, "iris", "1", [IRIS]) == [0]  # a replay, the UI's compare
+    runtime.predictor.flush_counts()
+    assert _count(logged) == 0
