@@ -167,17 +167,23 @@ class Observer:
               key: str | None, started: float) -> None:
         """Hand over one answered request; never blocks, never raises. Kept only when it is
         sampled for the log or its version counts drift."""
-        logged = self.sample_rate > 0.0 and sampled(self.sample_rate, key)
+        rate = self.sample_rate
+        # sampled() inlined for a request without a key: this runs on every predict
+        logged = rate > 0.0 and (random.random() < rate if key is None and rate < 1.0 else sampled(rate, key))
         if not logged and (model.binner is None or not self.count_bins):
             return
         if self._pid != os.getpid():
             self._start()
-        if len(self._pending) >= self._max_queue:
+        pending = self._pending
+        if len(pending) >= self._max_queue:
             if self._on_drop is not None:
                 self._on_drop()
             return
-        ms = (time.perf_counter() - started) * 1000 if logged else None
-        self._pending.append((name, number, model, X, predicted, alias, key, ms, time.time()))
+        if logged:
+            pending.append((name, number, model, X, predicted, alias, key,
+                            (time.perf_counter() - started) * 1000, time.time()))
+        else:
+            pending.append((name, number, model, X, predicted, None, None, None, 0.0))
 
     def flush(self) -> None:
         """Bin and write what was handed over so far (the thread calls it every flush; tests and
