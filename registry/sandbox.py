@@ -54,7 +54,16 @@ class Trial:
 
 
 def trial(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str] = frozenset()) -> introspect.EstimatorInfo:
-    """Load, inspect and trial-predict in this process (the body of the sandboxed child)."""
+    """Load, inspect and trial-predict in this process (the body of the sandboxed child). Every
+    joblib-parallel predict runs sequentially here: a model fitted with ``n_jobs=-1`` (a forest,
+    say) would otherwise start a pool the sandbox forbids (its locks), and fail to upload."""
+    import joblib
+
+    with joblib.parallel_config(backend="sequential"):
+        return _trial_here(data, fmt, spec, extra=extra)
+
+
+def _trial_here(data: bytes, fmt: str, spec: Trial, *, extra: frozenset[str]) -> introspect.EstimatorInfo:
     loaded = safety.load_recorded(data, fmt, extra=extra)
     info = introspect.inspect(loaded.estimator, names_hint=spec.feature_names, aliases=spec.feature_aliases,
                               example=spec.example)

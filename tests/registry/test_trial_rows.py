@@ -81,3 +81,18 @@ def test_width_is_read_off_the_fitted_state_only_where_it_is_fixed() -> None:
     assert introspect.fitted_width(IsotonicRegression().fit(X[:, 0], y)) == 1
     assert introspect.describe(IsotonicRegression().fit(X[:, 0], y)).n_features == 1
     assert introspect.fitted_width(StandardScaler()) is None
+
+
+def test_models_fitted_to_predict_on_every_core_upload_and_predict(client: FlaskClient) -> None:
+    """n_jobs=-1 makes a forest's or a neighbours model's predict start a joblib pool, whose locks the
+    sandbox forbids: the trial predicts sequentially (it answered 422 "Permission denied" before)."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.neighbors import KNeighborsClassifier
+
+    for name, model in (("forest", RandomForestRegressor(n_estimators=8, n_jobs=-1, random_state=0).fit(X, y)),
+                        ("forest-classes", RandomForestClassifier(n_estimators=8, n_jobs=-1, random_state=0).fit(X, y)),
+                        ("neighbours", KNeighborsClassifier(n_jobs=-1).fit(X, y))):
+        response = _upload(client, name, pickle.dumps(model))
+        assert response.status_code == 201, (name, response.json)
+        answer = client.post(f"/models/{name}/1/predict", json={"inputs": X[:5].tolist()})
+        assert answer.status_code == 200 and answer.json["predictions"] == model.predict(X[:5]).tolist(), name
