@@ -20,6 +20,7 @@ bench: $(DEV)
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 2; }
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/lists.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/memory.py $(BENCH_ARGS)
 
 setup: $(DEV)
 

@@ -181,7 +181,7 @@ def modelyard_env(work: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(
         MODELYARD_DATABASE_URL=f"sqlite:///{work / 'registry.db'}",
-        MODELYARD_ARTIFACTS_ROOT=str(work / "artifacts"),
+        MODELYARD_ARTIFACTS_ROOT=str(work / "artifacts"), MODELYARD_CACHE_MAPPED_ROOT=str(work / "mapped"),
         MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(work / "admin.token"),
         MODELYARD_LOGGING_LEVEL="WARNING",
         **extra,

@@ -33,6 +33,7 @@ from modelyard.serving.batching import Batchers
 from modelyard.serving.cache import LRUCache
 from modelyard.serving.guard import GuardMeter
 from modelyard.serving.http import PredictHandler, PredictLane
+from modelyard.serving.mapped import MappedStore
 from modelyard.serving.observe import Observer
 from modelyard.serving.protocols import v2
 from modelyard.serving.routes import V2_PREFIX
@@ -78,6 +79,9 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     predictor.shadows = ShadowRunner(predictor, sessions, max_queue=settings.shadow.max_queue,
                                      flush_s=settings.shadow.flush_seconds, on_drop=metrics.shadow_dropped,
                                      meter=GuardMeter(on_trip=metrics.guard_tripped))
+    if settings.cache.mapped:
+        predictor.mapped = MappedStore(settings.cache.mapped_root, min_bytes=settings.cache.mapped_min_bytes,
+                                       extra=extra_globals)
     watch = settings.observe
     predictor.observer = Observer(sessions, sample_rate=watch.sample_rate, count_bins=watch.count_bins,
                                   logged_rows=watch.logged_rows,
@@ -102,6 +106,11 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
     if prepare:
         _log_sandbox()
         _prepare(rt, settings)
+        if predictor.mapped is not None:  # copies of versions deleted through another server
+            with sessions() as session:
+                stale = predictor.mapped.keep_only(set(session.scalars(select(ModelVersion.sha256))))
+            if stale:
+                log.info("removed %d mapped copies of artifacts no version refers to", len(stale))
 
     app = Flask("modelyard")
     app.config.update(

@@ -31,7 +31,7 @@ CONFIG_FILE_ENV = "MODELYARD_CONFIG"
 CLIENT_ENV = frozenset({"MODELYARD_URL", "MODELYARD_TOKEN"})  # modelyard.client's, not the server's
 _ENV_NOT_KEYS = {CONFIG_FILE_ENV, *CLIENT_ENV}
 # Settings holding a filesystem path (a SQLite URL counts): a relative one is resolved when read.
-_PATH_KEYS = (("artifacts", "root"), ("auth", "admin_token_file"), ("database", "url"))
+_PATH_KEYS = (("artifacts", "root"), ("auth", "admin_token_file"), ("database", "url"), ("cache", "mapped_root"))
 
 Config = dict[str, dict[str, Any]]
 
@@ -73,6 +73,9 @@ class CacheSettings:
     max_entries: int
     max_bytes: int
     preload_aliases: tuple[str, ...]
+    mapped: bool
+    mapped_root: str
+    mapped_min_bytes: int
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,7 @@ _POSITIVE = {
     ("database", "connect_timeout"),
     ("cache", "max_entries"),
     ("cache", "max_bytes"),
+    ("cache", "mapped_min_bytes"),
     ("upload", "max_bytes"),
     ("upload", "trial_timeout_seconds"),
     ("upload", "trial_memory_bytes"),

@@ -102,12 +102,32 @@ def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     # one more blueprint tipped the threshold).
     gc.collect()
     gc.freeze()
+    _return_large_frees()
     log.info("serving on http://%s:%s with %s, %s workers x %s threads",
              server.host, server.port, server.engine, server.workers, server.threads)
     if server.engine == "gunicorn":
         ModelyardServer(app, gunicorn_settings(server)).run()
     else:
         serve_granian(app, server)
+
+
+def _return_large_frees() -> None:
+    """Fix glibc's mmap threshold at its default (128 KiB), inherited by the workers. glibc
+    raises it to the size of any large block freed (up to 32 MiB), after which arrays below that
+    size come from the heap and stay with the process once freed: unpickling a model, and every
+    large temporary of a predict after it, would leave a worker holding tens of MiB it no longer
+    uses (bench/memory.py: +26 MiB in the worker that loaded a 48 MB model first)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, which also stops the raising
+            libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD: heap tops over this go back at once
+    except OSError:  # not glibc: its allocator has its own rules
+        pass
 
 
 def serve_granian(app: Flask, server: ServerSettings) -> None:

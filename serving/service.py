@@ -25,6 +25,7 @@ from modelyard.serving.cache import Entry, LRUCache
 from modelyard.serving.decode import FeatureSpec, decode
 from modelyard.serving.explain import EXPLAINABLE, explainer_for
 from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
+from modelyard.serving.mapped import MappedStore
 from modelyard.serving.observe import Binner, Observer
 from modelyard.serving.shadow import Job, ShadowRunner, sampled
 
@@ -136,6 +137,7 @@ class Predictor:
         self.options = options
         self.shadows: ShadowRunner | None = None  # set by the app: runs sampled requests on an alias's shadow
         self.observer: Observer | None = None  # set by the app: the prediction log and drift counts
+        self.mapped: MappedStore | None = None  # set by the app: one copy of a version's arrays per host
 
     def resolve(self, session: Sessions, name: str, ref: str) -> Resolved:
         """What ``ref`` names now (one version, or a weighted alias's split).
@@ -269,6 +271,8 @@ class Predictor:
         """Drop deleted versions from this process's cache."""
         for version in removed:
             self.cache.evict(cache_key(version.name, version.version, version.sha256))
+        if self.mapped is not None:  # another version of the same file writes its copy again when it loads
+            self.mapped.discard({version.sha256 for version in removed})
 
     def _load(self, session: Sessions, name: str, number: int) -> tuple[LoadedModel, int]:
         db = session()
@@ -277,7 +281,10 @@ class Predictor:
             db.expunge(version)  # keep its loaded attributes usable after the read ends
         finally:
             db.rollback()  # the row is all we need; release the connection before unpickling
-        loaded_file = queries.load_estimator(self.store, version, extra=self.options.extra_globals)
+        def load() -> Any:
+            return queries.load_estimator(self.store, version, extra=self.options.extra_globals)
+
+        loaded_file = load() if self.mapped is None else self.mapped.load(version.sha256, version.size_bytes, load)
         estimator = loaded_file.estimator
         for warning in loaded_file.warnings:
             if warning not in version.load_warnings:

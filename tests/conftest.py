@@ -31,12 +31,14 @@ def _no_modelyard_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def config_in(directory: Path, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A test configuration keeping the registry, artifacts and admin token in ``directory``."""
+    """A test configuration keeping the registry, artifacts, mapped copies and admin token in
+    ``directory``."""
     return {
         "database": {"url": f"sqlite:///{directory / 'registry.db'}"},
         "artifacts": {"root": str(directory / "artifacts")},
         "auth": {"admin_token_file": str(directory / "admin.token")},
         **sections,
+        "cache": {"mapped_root": str(directory / "mapped"), **sections.get("cache", {})},
     }
 
 

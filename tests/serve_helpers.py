@@ -40,6 +40,7 @@ def running_server(tmp_path: Path, *, engine: str = "granian", workers: int = 2,
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(MODELYARD_DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'registry.db'}",
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
+               MODELYARD_CACHE_MAPPED_ROOT=str(tmp_path / "mapped"),
                MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"),
                MODELYARD_SERVER_PORT=str(port), MODELYARD_SERVER_ENGINE=engine,
                PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))

@@ -25,6 +25,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(MODELYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}",
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
+               MODELYARD_CACHE_MAPPED_ROOT=str(tmp_path / "mapped"),
                MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"))
     return env
 

@@ -95,6 +95,7 @@ def test_a_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(MODELYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}",
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
+               MODELYARD_CACHE_MAPPED_ROOT=str(tmp_path / "mapped"),
                MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

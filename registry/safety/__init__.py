@@ -155,7 +155,21 @@ def _guarded(loader: Any, fmt: str) -> Any:
         raise InvalidArtifact(f"the {fmt} file could not be loaded: {type(exc).__name__}: {exc}") from None
 
 
-def _load_joblib(data: Data, allowed: frozenset[str]) -> Any:
+def load_mapped(path: str, *, extra: frozenset[str] = frozenset()) -> Any:
+    """A joblib file this host wrote from an estimator that passed :func:`load` (serving's
+    shared copy, ``serving.mapped``), loaded with its arrays mapped from the file copy-on-write
+    (``mmap_mode="c"``, a private mapping): every process on the host shares the file's pages
+    while it only reads them, and a write, should any code make one, lands in a private copy of
+    that page, never in the file or another process (scikit-learn's compiled code asks for
+    writable buffers even where it only reads, so a read-only map would refuse SVMs and others).
+    The same restricted unpickler and structure checks as an upload's: a file on disk is not
+    trusted more than one uploaded."""
+    loaded = _guarded(lambda: _load_joblib(b"", allowed_globals(extra), path=path), "joblib")
+    structure.check(loaded)
+    return loaded
+
+
+def _load_joblib(data: Data, allowed: frozenset[str], *, path: str | None = None) -> Any:
     import numpy as np
     from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
@@ -188,12 +202,15 @@ def _load_joblib(data: Data, allowed: frozenset[str]) -> Any:
                 array = _RestrictedUnpickler(self.file_handle, allowed).load()
                 if not isinstance(array, np.ndarray):
                     raise InvalidArtifact("joblib object array is not an array")
-            else:
+            else:  # mapped (read-only) from the file when it is one, else read
                 array = wrapper.read(self, self.ensure_native_byte_order)
             self.stack.append(array)
 
         dispatch[pickle.BUILD[0]] = load_build
 
+    if path is not None:  # uncompressed, written here: its raw arrays are mapped, not read
+        with open(path, "rb") as fh:
+            return RestrictedNumpyUnpickler(path, fh, ensure_native_byte_order=False, mmap_mode="c").load()
     with _validate_fileobject_and_memmap(stream_of(data), "", None) as (fileobj, _mmap):
         if isinstance(fileobj, str):
             raise InvalidArtifact("joblib files written before joblib 0.10 are not accepted")

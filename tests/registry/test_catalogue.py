@@ -30,7 +30,9 @@ FORMATS = ("pickle", "joblib", "skops")
 def catalogue_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     # SQLite only: what is checked here (scan, sandbox, structure checks, predictions) happens
     # before and apart from the database; uploads through PostgreSQL are tests/registry/test_upload.py's.
-    app = create_app(config_in(tmp_path_factory.mktemp("catalogue")))
+    # Every version is served through its mapped copy (serving.mapped: one copy per host; those
+    # holding trees excepted), whatever its size: its predictions are checked against the estimator's.
+    app = create_app(config_in(tmp_path_factory.mktemp("catalogue"), cache={"mapped_min_bytes": 1}))
     yield app
     app.extensions[EXTENSION].engine.dispose()
 

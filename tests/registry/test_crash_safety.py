@@ -224,6 +224,7 @@ def test_an_upload_killed_between_blob_and_row_leaves_an_orphan_that_gc_removes(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(MODELYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}",
                MODELYARD_ARTIFACTS_ROOT=str(tmp_path / "artifacts"),
+               MODELYARD_CACHE_MAPPED_ROOT=str(tmp_path / "mapped"),
                MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"), MODELYARD_SERVER_PORT=str(port))
     server = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--workers", "1"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,

@@ -88,7 +88,7 @@ def test_the_cache_evicts_past_max_entries_through_the_running_app(config: dict[
     from modelyard.web.context import EXTENSION
     from tests.conftest import admin_client
 
-    app = create_app({**config, "cache": {"max_entries": 1}})
+    app = create_app({**config, "cache": {**config["cache"], "max_entries": 1}})
     rt = app.extensions[EXTENSION]
     client = admin_client(app)
     make_version(rt, "flowers")
@@ -107,7 +107,8 @@ def test_the_cache_evicts_past_max_bytes(config: dict[str, Any]) -> None:
     from modelyard.web.context import EXTENSION
     from tests.conftest import admin_client
 
-    app = create_app({**config, "cache": {"max_bytes": 3000}})  # the seeded SVC is 2,643 bytes, the logreg 825
+    # the seeded SVC is 2,643 bytes, the logreg 825
+    app = create_app({**config, "cache": {**config["cache"], "max_bytes": 3000}})
     rt = app.extensions[EXTENSION]
     client = admin_client(app)
     make_version(rt, "flowers")
