@@ -30,7 +30,8 @@ from bench.run import PYTHON, free_port, modelyard_env, post, pss_bytes, server,
 
 
 def models(large: bool) -> list[tuple[str, Any, int]]:
-    """``(name, estimator, array bytes)``: ~48 MB each, and ~200 MB with ``large``."""
+    """``(name, estimator, its bytes: the size of its pickle, which is its arrays and little
+    else)``: ~48 MB of training rows or trees each, and ~200 MB with ``large``."""
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.neighbors import KNeighborsRegressor
 
@@ -40,14 +41,14 @@ def models(large: bool) -> list[tuple[str, Any, int]]:
         rows = size_mb * 2**20 // (8 * 16)
         X = rng.normal(size=(rows, 16))
         knn = KNeighborsRegressor(algorithm="kd_tree").fit(X, X[:, 0])  # no BLAS buffers in a query
-        found.append((f"knn-{size_mb}mb", knn, X.nbytes))
+        found.append((f"knn-{size_mb}mb", knn, len(pickle.dumps(knn))))  # its rows, and its kd-tree's copy
         n = 20_000
         Xf = rng.normal(size=(n, 16))
         forest = RandomForestRegressor(n_estimators=1, random_state=0).fit(Xf, Xf @ rng.normal(size=16))
         per_tree = _tree_bytes(forest)
         trees = max(1, size_mb * 2**20 // per_tree)
         forest = RandomForestRegressor(n_estimators=trees, random_state=0, n_jobs=-1).fit(Xf, Xf @ rng.normal(size=16))
-        found.append((f"forest-{size_mb}mb", forest, _tree_bytes(forest)))
+        found.append((f"forest-{size_mb}mb", forest, len(pickle.dumps(forest))))
     return found
 
 
@@ -72,13 +73,28 @@ def measure(work: Path, name: str, estimator: Any, array_bytes: int, workers: in
         assert status == 200, status
         # Load from many connections at once: granian hands them to every worker (a 100-row
         # predict each, so that a worker does not answer them all before the others start).
-        wrk(port, f"/models/{name}/1/predict", json.dumps({"inputs": [[0.0] * 16] * 100}).encode(), 3, 16,
-            f"{name}-{workers}", work)
-        time.sleep(1.0)
-        after = pss_bytes(process.pid)
+        rows = np.random.default_rng(1).normal(size=(100, 16)).round(3).tolist()  # many paths through each tree
+        wrk(port, f"/models/{name}/1/predict", json.dumps({"inputs": rows}).encode(), 3, 16, f"{name}-{workers}", work)
+        after = settled(process.pid)
     grown = after - before
+    mapped = sum(p.stat().st_size for p in (home / "mapped").rglob("*") if p.is_file())
     return {"model": name, "workers": workers, "array_bytes": array_bytes, "host_pss_growth_bytes": grown,
-            "per_worker_bytes": grown / workers, "growth_over_array_bytes": grown / array_bytes}
+            "per_worker_bytes": grown / workers, "growth_over_array_bytes": grown / array_bytes,
+            "mapped_bytes": mapped}
+
+
+def settled(pid: int, timeout: float = 60.0) -> int:
+    """The server's PSS once it stops moving (workers still loading when the load ended finish
+    first): two readings a second apart within 1 MiB."""
+    deadline = time.monotonic() + timeout
+    last = pss_bytes(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = pss_bytes(pid)
+        if abs(now - last) < 2**20:
+            return now
+        last = now
+    return last
 
 
 def main() -> int:
@@ -88,14 +104,15 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modelyard-memory-"))
     results = []
-    print("memory: host PSS growth once every worker has served the model, against its array bytes")
+    print("memory: host PSS growth once every worker has served the model, against the model's bytes (its pickle)")
     for name, estimator, array_bytes in models(args.large):
         for workers in (1, 2) if args.quick else (1, 2, 4):
             found = measure(work, name, estimator, array_bytes, workers)
             results.append(found)
-            print(f"  {name:<14} {workers} worker{'s' if workers > 1 else ' '}  arrays {array_bytes / 2**20:6.1f} MiB  "
+            print(f"  {name:<14} {workers} worker{'s' if workers > 1 else ' '}  model {array_bytes / 2**20:6.1f} MiB  "
                   f"host +{found['host_pss_growth_bytes'] / 2**20:7.1f} MiB = {found['growth_over_array_bytes']:.2f}x, "
-                  f"{found['per_worker_bytes'] / 2**20:6.1f} MiB a worker", flush=True)
+                  f"{found['per_worker_bytes'] / 2**20:6.1f} MiB a worker; mapped copy "
+                  f"{found['mapped_bytes'] / 2**20:.1f} MiB", flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "memory.json").write_text(json.dumps(results, indent=2))

@@ -24,6 +24,7 @@ import numpy as np
 
 from modelyard.registry.errors import InvalidInput
 from modelyard.serving import treeshap
+from modelyard.serving.forest import CompiledForest
 
 EXPLAINABLE = ("decision trees, random forests, extra trees and gradient boosting (exact TreeSHAP); linear models "
                "(LinearRegression, Ridge, Lasso, ElasticNet, LogisticRegression, SGD, linear SVMs of two classes ...) "
@@ -178,7 +179,13 @@ _BOOSTING = {"GradientBoostingRegressor", "GradientBoostingClassifier"}
 def _trees(estimator: Any, features: Sequence[str]) -> TreeExplainer | _PerClassBoosting | str | None:
     """A tree model's explainer (None: not a tree model; a reason: one that cannot be)."""
     kind = type(estimator).__name__
-    classes = tuple(np.asarray(getattr(estimator, "classes_", ())).tolist())
+    classes = tuple(np.asarray(getattr(estimator, "classes_", None) if getattr(estimator, "classes_", None)
+                               is not None else ()).tolist())
+    if isinstance(estimator, CompiledForest):  # the same trees, as views of the mapped arrays
+        views = estimator.views()
+        output = estimator.predict_proba if classes else estimator.predict
+        return TreeExplainer(tuple(features), tuple((view, 1.0 / len(views)) for view in views), classes, output,
+                             (0.0,), bool(classes))
     if kind in _TREES or kind in _FORESTS:
         members = [estimator] if kind in _TREES else list(estimator.estimators_)
         if getattr(estimator, "n_outputs_", 1) != 1:

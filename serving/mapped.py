@@ -11,11 +11,13 @@ the file's digest checked first). The pages are the kernel's page cache, shared 
 that maps them. The map is private (copy-on-write): nothing a process does to an array reaches the
 file or another process; a page written would become that process's own.
 
-Worth it only where the estimator predicts from the arrays it was unpickled with: linear models,
-SVMs, neighbours (their training rows and trees), scalers, PCA, histogram gradient boosting.
+Worth it where the estimator predicts from the arrays it was unpickled with: linear models, SVMs,
+neighbours (their training rows and trees), scalers, PCA, histogram gradient boosting.
 scikit-learn's decision trees copy their nodes into memory of their own when unpickled, so a
-mapped tree or forest would still be private in every process: those are left as they are (see
-:func:`worth_mapping`). Anything that goes wrong here leaves the version loaded the usual way.
+bare tree, random forest or extra trees is compiled instead (``serving.forest``: flat node
+arrays, checked to answer as scikit-learn does) and its arrays are written as ``.npy`` files and
+mapped (no pickle at all); a pipeline holding trees is loaded as it is (:func:`worth_mapping`).
+Anything that goes wrong here leaves the version loaded the usual way.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from modelyard.registry import safety
 from modelyard.registry.safety import Loaded
+from modelyard.serving.forest import ARRAYS, CompiledForest, agrees, probe_rows
 
 log = logging.getLogger("modelyard.serving")
 _CHUNK = 1 << 20
@@ -55,10 +61,14 @@ class MappedStore:
         if found is not None:
             return found
         loaded = loader()
-        if not worth_mapping(loaded.estimator):
+        compiled = None if worth_mapping(loaded.estimator) else compiled_forest(loaded.estimator)
+        if compiled is None and not worth_mapping(loaded.estimator):
             return loaded
         try:
-            self._write(sha256, loaded)
+            if compiled is not None:
+                self._write_forest(sha256, compiled, loaded)
+            else:
+                self._write(sha256, loaded)
             return self._read(sha256) or loaded
         except Exception:  # noqa: BLE001 - a full disk or a read-only directory: serve it unmapped
             log.warning("could not keep a mapped copy of %s; serving it from this process's memory", sha256,
@@ -71,15 +81,18 @@ class MappedStore:
         for sha256 in sha256s:
             for path in (self._data(sha256), self._meta(sha256)):
                 path.unlink(missing_ok=True)
+            shutil.rmtree(self._forest(sha256), ignore_errors=True)
 
     def keep_only(self, referenced: set[str]) -> list[str]:
         """Remove every mapped copy whose artifact is not in ``referenced`` (a server's start);
         the sha256s removed."""
         if not self.root.is_dir():
             return []
-        stale = sorted({p.name.split(".")[0] for p in self.root.iterdir() if p.suffix in (".joblib", ".json")}
-                       - referenced)
+        stale = sorted({p.name.split(".")[0] for p in self.root.iterdir()
+                        if p.suffix in (".joblib", ".json", ".forest") and not p.name.startswith(".")} - referenced)
         self.discard(stale)
+        for leftover in self.root.glob(".*.tmp*"):  # a writer killed mid-write
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
         return stale
 
     def _data(self, sha256: str) -> Path:
@@ -88,6 +101,9 @@ class MappedStore:
     def _meta(self, sha256: str) -> Path:
         return self.root / f"{sha256}.json"
 
+    def _forest(self, sha256: str) -> Path:
+        return self.root / f"{sha256}.forest"
+
     def _read(self, sha256: str) -> Loaded | None:
         data, meta = self._data(sha256), self._meta(sha256)
         try:
@@ -95,9 +111,12 @@ class MappedStore:
         except (OSError, ValueError):
             return None
         try:
-            if _digest(data) != recorded["digest"]:
+            if recorded.get("form") == "forest":
+                estimator: Any = self._read_forest(sha256, recorded)
+            elif _digest(data) != recorded["digest"]:
                 raise ValueError("its digest differs from the one written with it")
-            estimator = safety.load_mapped(str(data), extra=self.extra)
+            else:
+                estimator = safety.load_mapped(str(data), extra=self.extra)
         except Exception as error:  # noqa: BLE001 - damaged or tampered: written again from the artifact
             log.warning("the mapped copy of %s is unusable (%s); writing it again", sha256, error)
             self.discard([sha256])
@@ -121,6 +140,76 @@ class MappedStore:
         finally:
             for leftover in (tmp, f"{tmp}.json"):
                 Path(leftover).unlink(missing_ok=True)
+
+
+    def _write_forest(self, sha256: str, compiled: CompiledForest, loaded: Loaded) -> None:
+        """The compiled forest's arrays as ``.npy`` files (no pickle), in a directory renamed into
+        place whole, then its sidecar."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{sha256}.", suffix=".tmp"))
+        meta_tmp = Path(f"{tmp}.json")
+        try:
+            arrays = dict(compiled.arrays)
+            classes = compiled.classes_
+            if classes is not None:
+                arrays["classes"] = classes.astype(str) if classes.dtype == object else classes
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+            meta_tmp.write_text(json.dumps({
+                "form": "forest", "kind": compiled.kind, "n_features": compiled.n_features_in_,
+                "max_depth": compiled.max_depth, "classes_object": classes is not None and classes.dtype == object,
+                "digests": {name: _digest(tmp / f"{name}.npy") for name in arrays},
+                "warnings": list(loaded.warnings), "pickled_with": loaded.pickled_with}))
+            try:
+                os.replace(tmp, self._forest(sha256))
+            except OSError:  # another process put its copy there first: the same arrays
+                pass
+            os.replace(meta_tmp, self._meta(sha256))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            meta_tmp.unlink(missing_ok=True)
+
+    def _read_forest(self, sha256: str, recorded: dict[str, Any]) -> CompiledForest:
+        folder = self._forest(sha256)
+        arrays = {}
+        for name, digest in recorded["digests"].items():
+            path = folder / f"{name}.npy"
+            if _digest(path) != digest:
+                raise ValueError(f"{name}.npy's digest differs from the one written with it")
+            arrays[name] = np.load(path, mmap_mode="c", allow_pickle=False)
+        classes = arrays.pop("classes", None)
+        if classes is not None and recorded["classes_object"]:
+            classes = np.asarray(classes).astype(object)
+        if set(arrays) != set(ARRAYS):
+            raise ValueError("arrays are missing")
+        return CompiledForest(recorded["kind"], arrays, classes, recorded["n_features"], recorded["max_depth"])
+
+
+def compiled_forest(estimator: Any) -> CompiledForest | None:
+    """``estimator`` compiled (``serving.forest``), when it is a tree or a forest that compiles to
+    answers identical to its own on rows drawn from its thresholds; else None."""
+    try:
+        compiled = CompiledForest.of(estimator)
+        if compiled is None:
+            return None
+        classes = compiled.classes_
+        if classes is not None and classes.dtype == object and not all(isinstance(c, str) for c in classes):
+            return None
+        import joblib
+
+        # A forest fitted with n_jobs > 1 adds its trees in whatever order its threads finish (its
+        # answers move in the last bits from call to call): the compiled one adds them in order,
+        # as scikit-learn does on one thread, and is compared with that.
+        with joblib.parallel_config(backend="sequential"):
+            same = agrees(compiled, estimator, probe_rows(compiled))
+        if not same:
+            log.warning("%s: the compiled forest differs from scikit-learn's; serving scikit-learn's",
+                        type(estimator).__name__)
+            return None
+        return compiled
+    except Exception as error:  # noqa: BLE001 - a forest this reading did not foresee
+        log.warning("%s: not compiled (%s)", type(estimator).__name__, error)
+        return None
 
 
 def worth_mapping(estimator: Any) -> bool:

@@ -2,8 +2,9 @@
 writes its verified estimator to the host's mapped directory, and every process maps it back
 (copy-on-write) through the restricted unpickler, the file's digest checked first. A damaged or
 hostile copy is written again from the artifact; a write to an array never reaches the file;
-trees (whose nodes scikit-learn copies when unpickled) are not mapped; a deleted version's copy
-goes with it. Both backends."""
+trees and forests are compiled to flat arrays and mapped (scikit-learn would copy their nodes
+into every worker), pipelines holding trees are left alone; a deleted version's copy goes with it.
+Both backends."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from modelyard.app import create_app
+from modelyard.serving.forest import ARRAYS, CompiledForest
 from modelyard.serving.mapped import MappedStore, worth_mapping
 from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client
@@ -141,15 +143,45 @@ def test_a_damaged_or_hostile_copy_is_written_again_from_the_artifact(mapped_app
     assert not marker.exists()
 
 
-def test_trees_are_not_mapped_and_small_models_are_simply_loaded(mapped_app: Flask,
-                                                                 config: dict[str, dict[str, Any]]) -> None:
+def test_a_forest_is_compiled_to_flat_arrays_mapped_once_and_explained_from_them(
+        mapped_app: Flask, config: dict[str, dict[str, Any]]) -> None:
     client = admin_client(mapped_app)
-    forest = RandomForestRegressor(n_estimators=3, random_state=0).fit(X, Y)
+    forest = RandomForestRegressor(n_estimators=4, max_depth=6, random_state=0).fit(X, Y)
     assert not worth_mapping(forest) and worth_mapping(KNeighborsRegressor().fit(X, Y))
-    assert not worth_mapping(make_pipeline(StandardScaler(), forest))
     sha256 = _upload(client, "forest", forest)["sha256"]
     assert _predict(client, "forest") == forest.predict(ROWS).tolist()
     assert not (_root(mapped_app) / f"{sha256}.joblib").exists()
+    folder = _root(mapped_app) / f"{sha256}.forest"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.npy" for name in ARRAYS)
+    compiled = _loaded(mapped_app, "forest", sha256)
+    assert isinstance(compiled, CompiledForest) and isinstance(compiled.arrays["threshold"], np.memmap)
+    explained = client.post("/models/forest/1/predict?explain=true", json=ROWS[:2].tolist()).json["explanations"]
+    plain_app = create_app({**config, "cache": {**config["cache"], "mapped": False}})
+    try:
+        expected = admin_client(plain_app).post("/models/forest/1/predict?explain=true",
+                                                json=ROWS[:2].tolist()).json["explanations"]
+    finally:
+        plain_app.extensions[EXTENSION].engine.dispose()
+    assert explained == expected  # the same TreeSHAP on the same nodes, read from the mapped arrays
+
+    damaged = folder / "threshold.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-8] + b"\x00" * 8)
+    other = _app(config)
+    try:
+        assert _predict(admin_client(other), "forest") == forest.predict(ROWS).tolist()
+        assert isinstance(_loaded(other, "forest", sha256), CompiledForest)
+    finally:
+        other.extensions[EXTENSION].engine.dispose()
+
+
+def test_a_pipeline_holding_trees_is_not_mapped_and_small_models_are_simply_loaded(
+        mapped_app: Flask, config: dict[str, dict[str, Any]]) -> None:
+    client = admin_client(mapped_app)
+    pipeline = make_pipeline(StandardScaler(), RandomForestRegressor(n_estimators=3, random_state=0)).fit(X, Y)
+    assert not worth_mapping(pipeline)
+    sha256 = _upload(client, "piped", pipeline)["sha256"]
+    assert _predict(client, "piped") == pipeline.predict(ROWS).tolist()
+    assert not any(_root(mapped_app).glob(f"{sha256}.*"))
     default = create_app(config)  # [cache] mapped_min_bytes 1 MiB: the seeded Iris SVC is loaded as it is
     try:
         iris = admin_client(default).get("/models/iris/versions/1").json["sha256"]
