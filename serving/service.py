@@ -25,7 +25,8 @@ from modelyard.serving.cache import Entry, LRUCache
 from modelyard.serving.decode import FeatureSpec, decode
 from modelyard.serving.explain import EXPLAINABLE, explainer_for
 from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
-from modelyard.serving.mapped import MappedStore
+from modelyard.serving.forest import ENSEMBLES
+from modelyard.serving.mapped import MappedStore, compiled_forest
 from modelyard.serving.observe import Binner, Observer
 from modelyard.serving.shadow import Job, ShadowRunner, sampled
 
@@ -286,6 +287,8 @@ class Predictor:
 
         loaded_file = load() if self.mapped is None else self.mapped.load(version.sha256, version.size_bytes, load)
         estimator = loaded_file.estimator
+        if type(estimator).__name__ in ENSEMBLES:  # not mapped (small, or mapping off): compiled all the same
+            estimator = compiled_forest(estimator) or estimator
         for warning in loaded_file.warnings:
             if warning not in version.load_warnings:
                 log.warning("loading %s version %s: %s", name, number, warning)
