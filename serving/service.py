@@ -25,7 +25,7 @@ from modelyard.serving.cache import Entry, LRUCache
 from modelyard.serving.decode import FeatureSpec, decode
 from modelyard.serving.explain import EXPLAINABLE, explainer_for
 from modelyard.serving.fastpath import CompiledPredict, Predict, compile_predict
-from modelyard.serving.forest import ENSEMBLES
+from modelyard.serving.forest import ENSEMBLES, small_batches
 from modelyard.serving.mapped import MappedStore, compiled_forest
 from modelyard.serving.observe import Binner, Observer
 from modelyard.serving.shadow import Job, ShadowRunner, sampled
@@ -287,8 +287,6 @@ class Predictor:
 
         loaded_file = load() if self.mapped is None else self.mapped.load(version.sha256, version.size_bytes, load)
         estimator = loaded_file.estimator
-        if type(estimator).__name__ in ENSEMBLES:  # not mapped (small, or mapping off): compiled all the same
-            estimator = compiled_forest(estimator) or estimator
         for warning in loaded_file.warnings:
             if warning not in version.load_warnings:
                 log.warning("loading %s version %s: %s", name, number, warning)
@@ -299,6 +297,9 @@ class Predictor:
         text = version.input_kind == "text"
         # A version that takes a DataFrame or texts is always served by its own predict.
         compiled = CompiledPredict(estimator.predict, False) if frame or text else compile_predict(estimator)
+        if type(estimator).__name__ in ENSEMBLES and not frame:  # not mapped (small, or mapping off)
+            forest = compiled_forest(estimator)
+            compiled = CompiledPredict(small_batches(forest, estimator.predict), True) if forest else compiled
         loaded = LoadedModel(
             estimator=estimator,
             predict=compiled.predict,

@@ -189,12 +189,15 @@ def test_the_callers_array_is_left_alone() -> None:
 
 
 def test_version_detail_says_whether_the_direct_predict_serves(client: FlaskClient, runtime: Runtime) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
     make_version(runtime, "forest", RandomForestClassifier(n_estimators=3, random_state=0).fit(X_IRIS, Y_IRIS))
+    make_version(runtime, "neighbours", KNeighborsClassifier().fit(X_IRIS, Y_IRIS))
     body = {"inputs": X_IRIS[:3].tolist()}
     assert client.get("/models/iris/versions/1").json["fast_path"] is True  # preloaded at start
-    assert client.get("/models/forest/versions/1").json["fast_path"] is None  # not loaded yet
-    response = client.post("/models/forest/1/predict", json=body)
-    assert response.status_code == 200
-    assert client.get("/models/forest/versions/1").json["fast_path"] is False
+    assert client.get("/models/neighbours/versions/1").json["fast_path"] is None  # not loaded yet
+    for name, fast in (("neighbours", False), ("forest", True)):  # a forest: compiled (serving.forest)
+        assert client.post(f"/models/{name}/1/predict", json=body).status_code == 200
+        assert client.get(f"/models/{name}/versions/1").json["fast_path"] is fast, name
     iris = client.post("/models/iris/1/predict", json=body)
     assert iris.json["labels"] == ["setosa"] * 3
