@@ -91,25 +91,33 @@ class CompiledForest:
                 for start, end in zip(bounds[:-1], bounds[1:], strict=False)]
 
     def apply(self, X: np.ndarray) -> np.ndarray:
-        """The leaf (a global node index) each row reaches in each tree: ``(rows, trees)``."""
+        """The leaf (a global node index) each row reaches in each tree: ``(rows, trees)``. Each
+        step walks only the row-tree pairs not yet at a leaf."""
         a = self.arrays
         x = np.asarray(X, dtype=np.float32)
         roots = self._roots
-        node = np.broadcast_to(roots, (len(x), len(roots))).copy()
-        rows = np.arange(len(x))[:, None]
+        rows, width = x.shape
+        node = np.tile(roots, rows)
+        base = node.copy()  # each pair's tree: children are numbered within their tree
+        row = np.repeat(np.arange(rows), len(roots))
+        active = np.arange(len(node))
+        values_of = x.reshape(-1)
         left_of, right_of, feature_of, threshold_of = a["left"], a["right"], a["feature"], a["threshold"]
         for _ in range(self.max_depth):
-            left = left_of[node]
+            current = node[active]
+            left = left_of[current]
             inner = left >= 0
-            if not inner.any():
-                break
-            values = x[rows, np.where(inner, feature_of[node], 0)]
-            go_left = values <= threshold_of[node]
+            if not inner.all():
+                active, current, left = active[inner], current[inner], left[inner]
+                if not len(active):
+                    break
+            values = values_of[row[active] * width + feature_of[current]]
+            go_left = values <= threshold_of[current]
             missing = np.isnan(values)
             if missing.any():
-                go_left = np.where(missing, a["missing_left"][node], go_left)
-            node = np.where(inner, roots + np.where(go_left, left, right_of[node]), node)
-        return node
+                go_left = np.where(missing, a["missing_left"][current], go_left)
+            node[active] = base[active] + np.where(go_left, left, right_of[current])
+        return node.reshape(rows, len(roots))
 
     def _summed(self, X: np.ndarray) -> np.ndarray:
         """Each row's values, added over the trees in their order: ``(rows, classes or 1)``. Rows
