@@ -177,6 +177,23 @@ def parse_wrk(name: str, out: str) -> Result:
     return Result(name, rps, p50, p99, non_2xx, errors)
 
 
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (127.0.0.1:5432, user postgres), dropped after."""
+    import psycopg
+
+    admin = os.environ.get("MODELYARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"modelyard_bench_{os.getpid()}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def modelyard_env(work: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env.update(
@@ -184,8 +201,8 @@ def modelyard_env(work: Path, **extra: str) -> dict[str, str]:
         MODELYARD_ARTIFACTS_ROOT=str(work / "artifacts"), MODELYARD_CACHE_MAPPED_ROOT=str(work / "mapped"),
         MODELYARD_AUTH_ADMIN_TOKEN_FILE=str(work / "admin.token"),
         MODELYARD_LOGGING_LEVEL="WARNING",
-        **extra,
     )
+    env.update(extra)  # may name another database
     return env
 
 
@@ -367,7 +384,7 @@ def main() -> int:
     # measurement (idle CPU, p50 ~4x): the best round is the least disturbed one, and taking it
     # for every target keeps the ratios like for like. All rounds are kept in the JSON.
     ports = {name: free_port() for name in ("floor", "floor-sync", "floor-granian", "wsgi-granian", "tutorial",
-                                             "off", "on", "gunicorn", "quiet")}
+                                             "off", "on", "gunicorn", "quiet", "pg")}
     targets = [
         ("floor (constant JSON)", "floor", "/predict", single),
         ("floor, gunicorn sync x2", "floor-sync", "/predict", single),
@@ -380,6 +397,7 @@ def main() -> int:
         ("modelyard /predict, gunicorn", "gunicorn", "/predict", tutorial_body),
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
         ("modelyard /models/iris/1, observing off", "quiet", "/models/iris/1/predict", single),
+        ("modelyard /models/iris/1, PostgreSQL", "pg", "/models/iris/1/predict", single),
         ("modelyard /v2 infer, batching off", "off", "/v2/models/iris/infer", v2_body),
         ("modelyard /invocations, batching off", "off", "/invocations", mlflow_body),
         ("modelyard weighted alias 50/50, batching off", "off", "/models/iris/canary/predict", single),
@@ -407,10 +425,13 @@ def main() -> int:
                                    ready_body=tutorial_body))
         # "quiet": the prediction log and the drift counts off (issue 26), against the default
         # (1% of requests logged, every request to a version with a reference counted).
+        # "pg": the same server on PostgreSQL (a database of its own on the machine's server): every
+        # request reads the registry generation there (issue 27: at most 20% of a single row).
+        database = stack.enter_context(postgres_database())
         for key, engine, batching in (("off", "granian", ""), ("on", "granian", "iris"), ("gunicorn", "gunicorn", ""),
-                                      ("quiet", "granian", "")):
+                                      ("quiet", "granian", ""), ("pg", "granian", "")):
             quiet = {"MODELYARD_OBSERVE_SAMPLE_RATE": "0", "MODELYARD_OBSERVE_COUNT_BINS": "false"} \
-                if key == "quiet" else {}
+                if key == "quiet" else {"MODELYARD_DATABASE_URL": database} if key == "pg" else {}
             env = modelyard_env(work / f"modelyard-{key}", MODELYARD_SERVER_PORT=str(ports[key]),
                                 MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),
                                 MODELYARD_SERVER_ENGINE=engine, MODELYARD_BATCHING_MODELS=batching, **quiet)
@@ -485,6 +506,10 @@ def main() -> int:
     }
     # Observing's cost (issue 26): the default (1% of requests logged; every request to a version
     # uploaded with a reference counted into its bins) against a server with both off.
+    # The registry on PostgreSQL (issue 27): the per-request generation read is a round trip to it.
+    results["ratios_database"] = {
+        "postgresql_over_sqlite": rate["modelyard /models/iris/1, PostgreSQL"] / plain_rate,
+    }
     results["ratios_observe"] = {
         "sampled_1pct_over_off": plain_rate / rate["modelyard /models/iris/1, observing off"],
         "sampled_and_counted_over_off": (rate["modelyard logistic regression, batching off"]
@@ -538,6 +563,8 @@ def main() -> int:
           f"{shadow['compared']:,} compared, {shadow['dropped']:,} dropped, agreement {shadow['agreement']}, "
           f"p50 primary {shadow['latency_ms']['primary']['p50']} ms / "
           f"shadow {shadow['latency_ms']['shadow']['p50']} ms)")
+    ratio = results["ratios_database"]["postgresql_over_sqlite"]
+    print(f"registry on PostgreSQL, single row against SQLite: {ratio:.2f}x")
     r = results["ratios_observe"]
     print(f"observing (log 1%, drift counts) against off, single row: {r['sampled_1pct_over_off']:.2f}x (no "
           f"reference), {r['sampled_and_counted_over_off']:.2f}x (a version with a reference: every row counted)")
