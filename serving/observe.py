@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import hashlib
 import logging
 import math
 import os
@@ -35,25 +34,19 @@ from modelyard.registry import drift, observe
 from modelyard.registry.errors import ModelyardError
 from modelyard.registry.introspect import STRING
 from modelyard.registry.observe import MISSING_BIN, BinKey, Logged
+from modelyard.serving.shadow import sampled as shadow_sample
 
 if TYPE_CHECKING:
     from modelyard.serving.service import LoadedModel
 
 log = logging.getLogger("modelyard.serving")
-_SCALE = float(1 << 64)
 PRUNE_EVERY_S = 3600.0
 _TAKE_EVERY_S = 0.25
 
 
 def sampled(rate: float, key: str | None) -> bool:
-    """Whether a request is logged: by a hash of its key (salted apart from the weighted alias's
-    pick and the shadow's sample), else at random."""
-    if rate >= 1.0:
-        return True
-    if key is None:
-        return random.random() < rate
-    digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"observe").digest()
-    return int.from_bytes(digest, "big") / _SCALE < rate
+    """Whether a request is logged: the shadows' sampling, salted apart from theirs."""
+    return shadow_sample(rate, key, b"observe")
 
 
 @dataclass(frozen=True)

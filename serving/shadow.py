@@ -45,15 +45,16 @@ log = logging.getLogger("modelyard.serving")
 _SCALE = float(1 << 64)
 
 
-def sampled(fraction: float, key: str | None) -> bool:
-    """Whether a request is shadowed: by a hash of its key (salted apart from the weighted
-    alias's pick, so which version a key gets says nothing of whether it is shadowed), else at
-    random."""
+def sampled(fraction: float, key: str | None, salt: bytes = b"shadow") -> bool:
+    """Whether a request is in a ``fraction`` sample (shadowed; with another ``salt``, logged:
+    ``serving.observe``): by a hash of its key, salted apart from the weighted alias's pick and
+    from the other samples (which version a key gets says nothing of whether it is shadowed or
+    logged), else at random."""
     if fraction >= 1.0:
         return True
     if key is None:
         return random.random() < fraction
-    digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"shadow").digest()
+    digest = hashlib.blake2b(key.encode(), digest_size=8, person=salt).digest()
     return int.from_bytes(digest, "big") / _SCALE < fraction
 
 
