@@ -22,7 +22,6 @@ Anything that goes wrong here leaves the version loaded the usual way.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -231,8 +230,8 @@ def _parts(value: Any, depth: int = 0) -> Iterable[Any]:
         children: Iterable[Any] = value
     elif isinstance(value, dict):
         children = value.values()
-    elif dataclasses.is_dataclass(value) or hasattr(value, "__dict__"):
-        children = vars(value).values() if hasattr(value, "__dict__") else ()
+    elif hasattr(value, "__dict__"):
+        children = vars(value).values()
     else:
         return
     for child in children:
