@@ -8,9 +8,11 @@ default engine, micro-batching off and on) and on gunicorn. wrk drives each with
 connections and duration. Printed: req/s, p50, p99, and the ratios (from each target's best
 round, and again from its median round; p99s as the median over rounds); then 100-row batches
 (rows/s), the Open Inference Protocol's /v2 infer and MLflow's /invocations beside the native
-route (single rows), a 1,000-row batch against the bare in-process predict, the memory (PSS) of each
-engine's processes, the cold load of a version, uploads (each worker's first, later ones, and a
-~48 MB forest in MB/s), and 1,000 models hit round-robin through a cache bounded to 100.
+route (single rows), Seldon MLServer 1.7's scikit-learn runtime with the same model (single rows
+and 100-row batches in the Open Inference Protocol; bench/mlserver.py), a 1,000-row batch against
+the bare in-process predict, the memory (PSS) of each engine's processes, the cold load of a
+version, uploads (each worker's first, later ones, and a ~48 MB forest in MB/s), and 1,000 models
+hit round-robin through a cache bounded to 100.
 
     .venv/bin/python bench/run.py            # needs wrk (apt-get install wrk)
     .venv/bin/python bench/run.py --quick    # shorter runs, for a smoke test
@@ -41,6 +43,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
+
+from bench import mlserver  # noqa: E402
+
 RECORD = {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}
 TUTORIAL_RECORD = {"sepal.lenght": 5.1, "sepal.width": 3.5, "petal.lenght": 1.4, "petal.width": 0.2}
 
@@ -280,6 +286,26 @@ def rollout(port: int, token: str) -> None:
     api(port, token, "PUT", "/models/iris/aliases/shadowed/shadow", {"version": 2, "fraction": 1.0})
 
 
+@contextmanager
+def serve_mlserver(work: Path, venv: Path, ports: dict[str, int], ready_body: bytes) -> Iterator[None]:
+    """MLServer serving the same Iris SVC as modelyard's seed, up once its model answers (its
+    HTTP server answers 404 for the model until the inference worker has loaded it)."""
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+
+    iris = load_iris()
+    root = mlserver.serve_dir(work, SVC(kernel="linear").fit(iris.data, iris.target), ports["mlserver"],
+                              ports["mlserver-grpc"], ports["mlserver-metrics"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    with server(mlserver.argv(root, venv), env, ports["mlserver"], work / "mlserver.log", mlserver.PATH, ready_body):
+        deadline = time.monotonic() + 90
+        while post(ports["mlserver"], mlserver.PATH, ready_body)[0] != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"MLServer did not load its model: see {work / 'mlserver.log'}")
+            time.sleep(0.2)
+        yield
+
+
 def wrk_latency_ms(port: int, path: str, body: bytes, seconds: int, name: str, work: Path) -> float:
     """p50 of requests sent one at a time on one connection (wrk -c1: the client costs next to
     nothing, unlike a Python client that would add its own parsing to every request)."""
@@ -367,6 +393,11 @@ def main() -> int:
     v2_body = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
                                       "data": list(RECORD.values())}]}).encode()
     mlflow_body = json.dumps({"dataframe_records": [RECORD]}).encode()
+    v2_rows100 = json.dumps({"inputs": [{"name": "input", "shape": [100, 4], "datatype": "FP64",
+                                         "data": list(RECORD.values()) * 100}]}).encode()
+    mlserver_single = mlserver.body([list(RECORD.values())])
+    mlserver_rows100 = mlserver.body([list(RECORD.values())] * 100)
+    mlserver_venv = mlserver.venv()
     results: dict[str, Any] = {"settings": {"workers": args.workers, "threads": args.threads,
                                             "connections": args.connections, "seconds": args.seconds}}
     table: list[Result] = []
@@ -384,7 +415,8 @@ def main() -> int:
     # measurement (idle CPU, p50 ~4x): the best round is the least disturbed one, and taking it
     # for every target keeps the ratios like for like. All rounds are kept in the JSON.
     ports = {name: free_port() for name in ("floor", "floor-sync", "floor-granian", "wsgi-granian", "tutorial",
-                                             "off", "on", "gunicorn", "quiet", "pg")}
+                                             "off", "on", "gunicorn", "quiet", "pg", "mlserver", "mlserver-grpc",
+                                             "mlserver-metrics")}
     targets = [
         ("floor (constant JSON)", "floor", "/predict", single),
         ("floor, gunicorn sync x2", "floor-sync", "/predict", single),
@@ -409,6 +441,9 @@ def main() -> int:
         ("modelyard tree (depth 4) explained", "off", "/models/explained-tree/1/predict?explain=true", single),
         ("modelyard 100-row batches, batching off", "off", "/models/iris/production/predict", rows100),
         ("modelyard 100-row batches, batching on", "on", "/models/iris/production/predict", rows100),
+        ("modelyard 100-row batches, /v2 infer", "off", "/v2/models/iris/infer", v2_rows100),
+        ("MLServer 1.7 sklearn, single row (/v2)", "mlserver", mlserver.PATH, mlserver_single),
+        ("MLServer 1.7 sklearn, 100-row batches (/v2)", "mlserver", mlserver.PATH, mlserver_rows100),
     ]
     processes: dict[str, subprocess.Popen[bytes]] = {}
     with contextlib.ExitStack() as stack:
@@ -420,6 +455,7 @@ def main() -> int:
         }
         for key, argv in references.items():
             stack.enter_context(server(argv, os.environ.copy(), ports[key], work / f"{key}.log"))
+        stack.enter_context(serve_mlserver(work, mlserver_venv, ports, mlserver_single))
         stack.enter_context(server(gunicorn("bench.tutorial_app:app", ports["tutorial"], args.workers, args.threads),
                                    os.environ.copy(), ports["tutorial"], work / "tutorial.log",
                                    ready_body=tutorial_body))
@@ -524,6 +560,17 @@ def main() -> int:
     results["rows_per_s_100_row_batches"] = {
         batching: best[f"modelyard 100-row batches, batching {batching}"].requests_per_s * 100
         for batching in ("off", "on")}
+    # Against MLServer (issue 27: 100-row batches >= 6x): the native route's batches, and the same
+    # rows through modelyard's /v2, the protocol MLServer speaks.
+    ml_single = rate["MLServer 1.7 sklearn, single row (/v2)"]
+    ml_rows = rate["MLServer 1.7 sklearn, 100-row batches (/v2)"] * 100
+    results["ratios_mlserver"] = {
+        "mlserver_rows_per_s_100_row_batches": ml_rows,
+        "rows_100_native_over_mlserver": results["rows_per_s_100_row_batches"]["off"] / ml_rows,
+        "rows_100_v2_over_mlserver": rate["modelyard 100-row batches, /v2 infer"] * 100 / ml_rows,
+        "single_row_native_over_mlserver": native_rate / ml_single,
+        "single_row_v2_over_mlserver": rate["modelyard /v2 infer, batching off"] / ml_single,
+    }
     results["batch_1000_rows"] = {"http_p50_ms": http_ms, "in_process_ms": bare_ms, "ratio": http_ms / bare_ms,
                                   "rounds": {"http_p50_ms": http_runs, "in_process_ms": bare_runs}}
     print("\nbest of each:")
@@ -578,6 +625,11 @@ def main() -> int:
     print(f"micro-batching: {bs['calls']:,.0f} batched calls, {bs['requests_per_call']:.2f} requests per call")
     rows = results["rows_per_s_100_row_batches"]
     print(f"100-row batches: {rows['off']:,.0f} rows/s batching off, {rows['on']:,.0f} rows/s batching on")
+    r = results["ratios_mlserver"]
+    print(f"against MLServer {mlserver.VERSION} (sklearn runtime, same model): 100-row batches "
+          f"{r['rows_100_native_over_mlserver']:.2f}x (native), {r['rows_100_v2_over_mlserver']:.2f}x (/v2; "
+          f"MLServer {r['mlserver_rows_per_s_100_row_batches']:,.0f} rows/s), single row "
+          f"{r['single_row_native_over_mlserver']:.2f}x (native), {r['single_row_v2_over_mlserver']:.2f}x (/v2)")
     b = results["batch_1000_rows"]
     print(f"1,000-row batch: HTTP p50 {b['http_p50_ms']:.2f} ms (wrk -c1) vs in-process {b['in_process_ms']:.2f} ms "
           f"({b['ratio']:.2f}x)")
