@@ -154,8 +154,8 @@ def test_metrics_count_predictions_cache_and_uploads(client: FlaskClient) -> Non
 
 
 def test_request_metrics_count_every_label_set_past_the_bound_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """metrics.observe keeps the metric children of recent label sets; dropping them when
-    the cache is full loses no count."""
+    """metrics.observe's flush keeps the metric children of recent label sets; dropping them
+    when the cache is full loses no count."""
     from prometheus_client import REGISTRY
 
     from modelyard import metrics
@@ -173,6 +173,7 @@ def test_request_metrics_count_every_label_set_past_the_bound_cache(monkeypatch:
     for _ in range(3):
         for model, version in sets:
             metrics.observe(Observation("serving.predict", "POST", 200, 0.001, "predict", model, version))
+            metrics.flush()
     assert len(metrics._bound) <= 3
     assert all(count(*labels) - before[labels] == 3 for labels in sets)
 

@@ -56,6 +56,15 @@ def test_every_family_shows_from_the_first_scrape(served: dict[str, Any]) -> Non
         assert _value(text, series) == 0.0, series
 
 
+def _settled(served: dict[str, Any], expected: int) -> float | None:
+    """The predict count a scrape shows once every worker has flushed (metrics.FLUSH_SECONDS:
+    a worker writes its requests' counts a fraction of a second after them)."""
+    deadline = time.monotonic() + 5
+    while (value := _value(_scrape(served), PREDICTS)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 def test_counts_are_summed_over_workers_and_survive_a_killed_worker(served: dict[str, Any]) -> None:
     workers = workers_of(served["master"])
     sent = 0
@@ -64,8 +73,9 @@ def test_counts_are_summed_over_workers_and_survive_a_killed_worker(served: dict
         while sent < 400 and not all((served["dir"] / f"counter_{pid}.db").exists() for pid in workers):
             assert set(pool.map(lambda _: _predict(served["base"]), range(40))) == {200}
             sent += 40
+            time.sleep(0.5)  # each worker's counts are written after its requests
     assert all((served["dir"] / f"counter_{pid}.db").exists() for pid in workers)
-    assert _value(_scrape(served), PREDICTS) == sent
+    assert _settled(served, sent) == sent
 
     os.kill(workers[0], signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -76,4 +86,4 @@ def test_counts_are_summed_over_workers_and_survive_a_killed_worker(served: dict
     assert _value(_scrape(served), PREDICTS) == sent  # the dead worker's counts are kept
     for _ in range(10):
         assert _predict(served["base"]) == 200
-    assert _value(_scrape(served), PREDICTS) == sent + 10
+    assert _settled(served, sent + 10) == sent + 10
