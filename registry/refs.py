@@ -28,7 +28,9 @@ from modelyard.registry.errors import (
     NoVersions,
     VersionNotFound,
 )
+from modelyard.registry.fence import SharedRead
 from modelyard.registry.models import Alias, Guard, Model, ModelVersion, Shadow
+from modelyard.registry.poll import GenerationPoller
 
 DEFAULT_ALIAS = "production"  # what POST /predict serves, what promote moves, what the cache preloads
 # A model's default version, where a protocol path names no version (the Open Inference Protocol's
@@ -245,6 +247,12 @@ class RefCache:
         self._max_entries = max_entries
         self._entries: dict[tuple[str, str], tuple[int, Resolved]] = {}  # (name, ref) -> (generation, resolved)
         self._local = threading.local()  # each thread's own connection for the generation read
+        # Over a network (PostgreSQL): a poll fresh enough to have seen every write that had returned
+        # (registry.poll), else a read shared with concurrent requests that began after this one
+        # asked (registry.fence). SQLite's read is a local file's, cheaper than either.
+        remote = engine.dialect.name != "sqlite"
+        self._poller = GenerationPoller(self._read_generation) if remote else None
+        self._shared = SharedRead(self._read_generation) if remote else None
 
     def resolve(self, session: Callable[[], Session], name: str, ref: str) -> Resolved:
         """What a ref names, as :func:`resolve_version_key`.
@@ -269,6 +277,13 @@ class RefCache:
         return resolved
 
     def _generation(self) -> int:
+        shared = self._shared
+        if shared is None:
+            return self._read_generation()
+        polled = self._poller.fresh() if self._poller is not None else None
+        return polled if polled is not None else shared()
+
+    def _read_generation(self) -> int:
         for attempt in (1, 2):
             try:
                 return self._reader()()

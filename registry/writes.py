@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelyard.registry import webhooks
+from modelyard.registry import poll, webhooks
 from modelyard.registry.db import begin_write
 from modelyard.registry.models import Event, RegistryState
 
@@ -33,6 +33,7 @@ def write(session: Session, step: Callable[[], T], *, on_conflict: Callable[[], 
             result = step()
             session.execute(update(RegistryState).values(generation=RegistryState.generation + 1))
             session.commit()
+            poll.after_commit(session.get_bind().dialect.name)  # every server sees it before this returns
             return result
         except IntegrityError:
             session.rollback()
