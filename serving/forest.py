@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 _CELLS = 1 << 18  # row-tree pairs walked at once (each a few int64s and floats of state)
+_TREE_GROUP = 10  # trees walked together by a batch of at least _GROUP_ROWS rows (see apply)
+_GROUP_ROWS = 256
 ARRAYS = ("left", "right", "feature", "threshold", "missing_left", "value", "cover", "offsets")
 _SINGLE = {"DecisionTreeRegressor", "DecisionTreeClassifier", "ExtraTreeRegressor", "ExtraTreeClassifier"}
 # A forest is faster compiled than through scikit-learn's predict (one Python call per tree, and a
@@ -91,11 +93,22 @@ class CompiledForest:
                 for start, end in zip(bounds[:-1], bounds[1:], strict=False)]
 
     def apply(self, X: np.ndarray) -> np.ndarray:
-        """The leaf (a global node index) each row reaches in each tree: ``(rows, trees)``. Each
-        step walks only the row-tree pairs not yet at a leaf."""
-        a = self.arrays
+        """The leaf (a global node index) each row reaches in each tree: ``(rows, trees)``.
+
+        Many rows go through the trees :data:`_TREE_GROUP` at a time: every step of the walk
+        gathers from the node arrays at random, and a few trees' nodes stay in the CPU's caches
+        where a hundred's do not (1,000 rows x 100 trees, ~470k nodes: 53 -> 41 ms here)."""
         x = np.asarray(X, dtype=np.float32)
         roots = self._roots
+        if len(x) < _GROUP_ROWS or len(roots) <= _TREE_GROUP:
+            return self._apply(x, roots)
+        return np.concatenate([self._apply(x, roots[i:i + _TREE_GROUP]) for i in range(0, len(roots), _TREE_GROUP)],
+                              axis=1)
+
+    def _apply(self, x: np.ndarray, roots: np.ndarray) -> np.ndarray:
+        """:meth:`apply` through the trees whose roots are ``roots``; each step walks only the
+        row-tree pairs not yet at a leaf."""
+        a = self.arrays
         rows, width = x.shape
         node = np.tile(roots, rows)
         base = node.copy()  # each pair's tree: children are numbered within their tree
