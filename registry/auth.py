@@ -7,6 +7,7 @@ here logs a token.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -145,7 +146,7 @@ def identify(session: Callable[[], Session], authorization: str | None, anonymou
     no connection is held for the rest of the request.
     """
     if authorization is None:
-        return Actor(ANONYMOUS, None if anonymous_role == "none" else anonymous_role, authenticated=False)
+        return _anonymous(anonymous_role)
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must read 'Bearer <token>'")
@@ -157,6 +158,12 @@ def identify(session: Callable[[], Session], authorization: str | None, anonymou
     if actor is None:
         raise Unauthorized("the token is unknown or revoked")
     return actor
+
+
+@functools.lru_cache(maxsize=8)
+def _anonymous(anonymous_role: str) -> Actor:
+    """The anonymous caller (one value per configured role: an Actor is frozen)."""
+    return Actor(ANONYMOUS, None if anonymous_role == "none" else anonymous_role, authenticated=False)
 
 
 def require(actor: Actor, role: str, *, what: str | None = None) -> None:

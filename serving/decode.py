@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -29,10 +29,11 @@ _CLOSE, _COMMA = ord("]"), ord(",")
 _parsers = threading.local()
 
 
-@dataclass(frozen=True)
-class Rows:
+class Rows(NamedTuple):
     """A body that is only rows of numbers, read straight into an array by :func:`read_rows`;
-    ``raw`` is kept for the general path when the version wants something else."""
+    ``raw`` is kept for the general path when the version wants something else. (Tuples, as
+    for the other values every request makes: a frozen dataclass's __init__ costs about a
+    microsecond a field.)"""
 
     X: np.ndarray
     raw: bytes
@@ -130,8 +131,7 @@ class FeatureSpec:
         return cls(tuple(names), column_of, tuple(types) if types is not None else None, allow_nan, text)
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
     X: Any  # a float64 ndarray, or a DataFrame for versions that take one
     single_record: bool  # the body was one bare record (the tutorial's shape)
 
@@ -150,6 +150,8 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
             return Decoded(body.X, False)
         body = orjson.loads(body.raw)  # valid JSON (simdjson read it); the general path names what does not fit
     if isinstance(body, dict):
+        if _SPECIAL_KEYS.isdisjoint(body):  # one record, the tutorial's shape: nothing else to tell apart
+            return Decoded(_rows_to_array([_record_to_row(body, spec, 0)], spec), True)
         if "dataframe_split" in body and len(body) == 1:
             return Decoded(_from_split(body["dataframe_split"], spec, max_rows), False)
         if _is_bare_split(body, spec):  # pandas' DataFrame.to_json(orient="split") as it comes
@@ -164,6 +166,10 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
         "the body must be a JSON object (one record, or instances/inputs/dataframe_split) "
         "or a list of records or rows"
     )
+
+
+# The keys that can make an object something other than one record (see decode)
+_SPECIAL_KEYS = frozenset({"dataframe_split", "columns", "data", *_WRAPPERS})
 
 
 def _is_bare_split(body: dict[str, Any], spec: FeatureSpec) -> bool:
