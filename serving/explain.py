@@ -149,7 +149,8 @@ def _explainer(estimator: Any, features: Sequence[str],
         return trees
     final, before = _split(estimator)
     if not hasattr(final, "coef_") or not all(_per_column(step) for step in before):
-        return f"a {type(final).__name__} after {', '.join(type(s).__name__ for s in before) or 'nothing'} is not " \
+        name = getattr(final, "kind", type(final).__name__)  # a compiled forest (serving.mapped) by its own name
+        return f"a {name} after {', '.join(type(s).__name__ for s in before) or 'nothing'} is not " \
                "additive"
     classes = tuple(np.asarray(getattr(estimator, "classes_", ())).tolist())
     if type(final).__name__ in ("SVC", "NuSVC") and len(classes) > 2:

@@ -16,7 +16,9 @@ neighbours (their training rows and trees), scalers, PCA, histogram gradient boo
 scikit-learn's decision trees copy their nodes into memory of their own when unpickled, so a
 bare tree, random forest or extra trees is compiled instead (``serving.forest``: flat node
 arrays, checked to answer as scikit-learn does) and its arrays are written as ``.npy`` files and
-mapped (no pickle at all); a pipeline holding trees is loaded as it is (:func:`worth_mapping`).
+mapped (no pickle at all); a pipeline ending in one has its other steps mapped from a joblib
+file and the forest from its arrays (:func:`pipeline_forest`); trees anywhere else in a model
+leave it loaded as it is (:func:`worth_mapping`).
 Anything that goes wrong here leaves the version loaded the usual way.
 """
 
@@ -60,12 +62,17 @@ class MappedStore:
         if found is not None:
             return found
         loaded = loader()
-        compiled = None if worth_mapping(loaded.estimator) else compiled_forest(loaded.estimator)
-        if compiled is None and not worth_mapping(loaded.estimator):
+        estimator = loaded.estimator
+        worth = worth_mapping(estimator)
+        compiled = None if worth else compiled_forest(estimator)
+        piped = None if worth or compiled is not None else pipeline_forest(estimator)
+        if not worth and compiled is None and piped is None:
             return loaded
         try:
             if compiled is not None:
                 self._write_forest(sha256, compiled, loaded)
+            elif piped is not None:
+                self._write_forest(sha256, piped[1], loaded, head=(estimator, piped[0]))
             else:
                 self._write(sha256, loaded)
             return self._read(sha256) or loaded
@@ -112,6 +119,8 @@ class MappedStore:
         try:
             if recorded.get("form") == "forest":
                 estimator: Any = self._read_forest(sha256, recorded)
+            elif recorded.get("form") == "pipeline-forest":
+                estimator = self._read_pipeline_forest(sha256, recorded)
             elif _digest(data) != recorded["digest"]:
                 raise ValueError("its digest differs from the one written with it")
             else:
@@ -141,13 +150,25 @@ class MappedStore:
                 Path(leftover).unlink(missing_ok=True)
 
 
-    def _write_forest(self, sha256: str, compiled: CompiledForest, loaded: Loaded) -> None:
+    def _write_forest(self, sha256: str, compiled: CompiledForest, loaded: Loaded,
+                      head: tuple[Any, str] | None = None) -> None:
         """The compiled forest's arrays as ``.npy`` files (no pickle), in a directory renamed into
-        place whole, then its sidecar."""
+        place whole, then its sidecar. ``head``: the pipeline the forest ends (and its last
+        step's name), written as a joblib file with that step left out."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{sha256}.", suffix=".tmp"))
         meta_tmp = Path(f"{tmp}.json")
+        head_tmp = Path(f"{tmp}.joblib")
+        piped: dict[str, Any] = {}
         try:
+            if head is not None:
+                import joblib
+                from sklearn.pipeline import Pipeline
+
+                pipeline, final = head
+                joblib.dump(Pipeline(pipeline.steps[:-1]), head_tmp, compress=0)
+                piped = {"form": "pipeline-forest", "final": final, "steps": len(pipeline.steps) - 1,
+                         "digest": _digest(head_tmp)}
             arrays = dict(compiled.arrays)
             classes = compiled.classes_
             if classes is not None:
@@ -158,15 +179,18 @@ class MappedStore:
                 "form": "forest", "kind": compiled.kind, "n_features": compiled.n_features_in_,
                 "max_depth": compiled.max_depth, "classes_object": classes is not None and classes.dtype == object,
                 "digests": {name: _digest(tmp / f"{name}.npy") for name in arrays},
-                "warnings": list(loaded.warnings), "pickled_with": loaded.pickled_with}))
+                "warnings": list(loaded.warnings), "pickled_with": loaded.pickled_with, **piped}))
             try:
                 os.replace(tmp, self._forest(sha256))
             except OSError:  # another process put its copy there first: the same arrays
                 pass
+            if head is not None:
+                os.replace(head_tmp, self._data(sha256))
             os.replace(meta_tmp, self._meta(sha256))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             meta_tmp.unlink(missing_ok=True)
+            head_tmp.unlink(missing_ok=True)
 
     def _read_forest(self, sha256: str, recorded: dict[str, Any]) -> CompiledForest:
         folder = self._forest(sha256)
@@ -182,6 +206,57 @@ class MappedStore:
         if set(arrays) != set(ARRAYS):
             raise ValueError("arrays are missing")
         return CompiledForest(recorded["kind"], arrays, classes, recorded["n_features"], recorded["max_depth"])
+
+
+    def _read_pipeline_forest(self, sha256: str, recorded: dict[str, Any]) -> Any:
+        """The pipeline back: its other steps mapped from the joblib file (restricted unpickler,
+        digest first), its last step the compiled forest."""
+        from sklearn.pipeline import Pipeline
+
+        forest = self._read_forest(sha256, recorded)
+        data = self._data(sha256)
+        if _digest(data) != recorded["digest"]:
+            raise ValueError("its digest differs from the one written with it")
+        head = safety.load_mapped(str(data), extra=self.extra)
+        if type(head) is not Pipeline or len(head.steps) != recorded["steps"]:
+            raise ValueError("it is not the pipeline written")
+        return ForestPipeline(head, recorded["final"], forest)
+
+
+class ForestPipeline:
+    """A pipeline whose last step, a forest, is compiled: its other steps (a scikit-learn
+    Pipeline of them, mapped) transform, the compiled forest predicts, as the pipeline did.
+    ``steps`` lists them all, as a Pipeline's does (what ``serving.explain`` reads)."""
+
+    def __init__(self, head: Any, final: str, forest: CompiledForest) -> None:
+        self.head = head
+        self.forest = forest
+        self.steps = [*head.steps, (final, forest)]
+        self.classes_ = forest.classes_
+        self.n_features_in_ = getattr(head, "n_features_in_", forest.n_features_in_)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.forest.predict(self.head.transform(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.forest.predict_proba(self.head.transform(X))
+
+
+def pipeline_forest(estimator: Any) -> tuple[str, CompiledForest] | None:
+    """A pipeline ending in a tree or forest that compiles (:func:`compiled_forest`), whose other
+    steps hold no trees: its last step's name and the compiled forest; else None. Its steps
+    before the forest are mapped as any estimator is, the forest as a bare one."""
+    try:
+        from sklearn.pipeline import Pipeline
+    except ImportError:
+        return None
+    if type(estimator) is not Pipeline or len(estimator.steps) < 2:
+        return None
+    final_name, final = estimator.steps[-1]
+    if final is None or isinstance(final, str) or not all(worth_mapping(step) for _, step in estimator.steps[:-1]):
+        return None
+    compiled = compiled_forest(final)
+    return None if compiled is None else (final_name, compiled)
 
 
 def compiled_forest(estimator: Any) -> CompiledForest | None:

@@ -3,7 +3,8 @@ writes its verified estimator to the host's mapped directory, and every process 
 (copy-on-write) through the restricted unpickler, the file's digest checked first. A damaged or
 hostile copy is written again from the artifact; a write to an array never reaches the file;
 trees and forests are compiled to flat arrays and mapped (scikit-learn would copy their nodes
-into every worker), pipelines holding trees are left alone; a deleted version's copy goes with it.
+into every worker), so is a pipeline's last step when it is a forest (its other steps mapped
+from joblib), and trees held anywhere else leave a model alone; a deleted version's copy goes with it.
 Both backends."""
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sklearn.ensemble import RandomForestRegressor
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor, VotingRegressor
+from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeRegressor
 
 from modelyard.app import create_app
 from modelyard.serving.forest import ARRAYS, CompiledForest
-from modelyard.serving.mapped import MappedStore, worth_mapping
+from modelyard.serving.mapped import ForestPipeline, MappedStore, worth_mapping
 from modelyard.web.context import EXTENSION
 from tests.conftest import admin_client
 
@@ -174,14 +177,32 @@ def test_a_forest_is_compiled_to_flat_arrays_mapped_once_and_explained_from_them
         other.extensions[EXTENSION].engine.dispose()
 
 
-def test_a_pipeline_holding_trees_is_not_mapped_and_small_models_are_simply_loaded(
+def test_a_pipeline_ending_in_a_forest_is_mapped_trees_elsewhere_are_not_and_small_models_are_simply_loaded(
         mapped_app: Flask, config: dict[str, dict[str, Any]]) -> None:
     client = admin_client(mapped_app)
-    pipeline = make_pipeline(StandardScaler(), RandomForestRegressor(n_estimators=3, random_state=0)).fit(X, Y)
+    pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=3, random_state=0)).fit(X, Y > 0)
     assert not worth_mapping(pipeline)
     sha256 = _upload(client, "piped", pipeline)["sha256"]
-    assert _predict(client, "piped") == pipeline.predict(ROWS).tolist()
-    assert not any(_root(mapped_app).glob(f"{sha256}.*"))
+    answer = client.post("/models/piped/1/predict?proba=true", json=ROWS.tolist()).json
+    assert answer["predictions"] == pipeline.predict(ROWS).tolist()
+    assert answer["probabilities"] == pipeline.predict_proba(ROWS).tolist()
+    mapped = _loaded(mapped_app, "piped", sha256)  # the scaler mapped from joblib, the forest from its arrays
+    assert isinstance(mapped, ForestPipeline) and isinstance(mapped.forest.arrays["threshold"], np.memmap)
+    assert isinstance(mapped.head.steps[0][1].scale_, np.memmap)
+    head = _root(mapped_app) / f"{sha256}.joblib"
+    head.write_bytes(head.read_bytes()[:-8] + b"\x00" * 8)  # damaged: written again from the artifact
+    other = _app(config)
+    try:
+        assert admin_client(other).post("/models/piped/1/predict", json=ROWS.tolist()).json["predictions"] == \
+            pipeline.predict(ROWS).tolist()
+        assert isinstance(_loaded(other, "piped", sha256), ForestPipeline)
+    finally:
+        other.extensions[EXTENSION].engine.dispose()
+
+    voting = VotingRegressor([("ridge", Ridge()), ("tree", DecisionTreeRegressor(random_state=0))]).fit(X, Y)
+    sha256 = _upload(client, "voting", voting)["sha256"]
+    assert _predict(client, "voting") == voting.predict(ROWS).tolist()
+    assert not any(_root(mapped_app).glob(f"{sha256}.*"))  # its tree is not a pipeline's last step: left as it is
     default = create_app(config)  # [cache] mapped_min_bytes 1 MiB: the seeded Iris SVC is loaded as it is
     try:
         iris = admin_client(default).get("/models/iris/versions/1").json["sha256"]
