@@ -3,9 +3,10 @@ server (master, workers, the trial zygote) before a model is uploaded and after 
 served it, for 1, 2 and 4 workers, as a multiple of the model's array bytes.
 
 Models: a k-nearest-neighbours regressor (its training rows are the arrays; scikit-learn predicts
-from them in place, so serving.mapped shares one copy per host) and a random forest of about the
-same size (scikit-learn's trees copy their nodes into memory of their own when unpickled: each
-worker holds its own until a compiled forest shares them). `--large` adds ~200 MB ones.
+from them in place, so serving.mapped shares one copy per host), a random forest of about the
+same size (scikit-learn's trees copy their nodes into memory of their own when unpickled: a
+compiled forest shares them instead) and that forest behind a scaler in a pipeline (the scaler
+mapped from joblib, the forest compiled). `--large` adds ~200 MB neighbours and forest.
 
     .venv/bin/python bench/memory.py [--quick] [--large]
 """
@@ -34,6 +35,8 @@ def models(large: bool) -> list[tuple[str, Any, int]]:
     else)``: ~48 MB of training rows or trees each, and ~200 MB with ``large``."""
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(0)
     found = []
@@ -49,6 +52,9 @@ def models(large: bool) -> list[tuple[str, Any, int]]:
         trees = max(1, size_mb * 2**20 // per_tree)
         forest = RandomForestRegressor(n_estimators=trees, random_state=0, n_jobs=-1).fit(Xf, Xf @ rng.normal(size=16))
         found.append((f"forest-{size_mb}mb", forest, len(pickle.dumps(forest))))
+        if size_mb == 48:  # the deployed shape: a forest behind its preprocessing (its steps fitted already)
+            piped = Pipeline([("scale", StandardScaler().fit(Xf)), ("forest", forest)])
+            found.append(("piped-forest-48mb", piped, len(pickle.dumps(piped))))
     return found
 
 
@@ -109,7 +115,7 @@ def main() -> int:
         for workers in (1, 2) if args.quick else (1, 2, 4):
             found = measure(work, name, estimator, array_bytes, workers)
             results.append(found)
-            print(f"  {name:<14} {workers} worker{'s' if workers > 1 else ' '}  model {array_bytes / 2**20:6.1f} MiB  "
+            print(f"  {name:<18} {workers} worker{'s' if workers > 1 else ' '}  model {array_bytes / 2**20:6.1f} MiB  "
                   f"host +{found['host_pss_growth_bytes'] / 2**20:7.1f} MiB = {found['growth_over_array_bytes']:.2f}x, "
                   f"{found['per_worker_bytes'] / 2**20:6.1f} MiB a worker; mapped copy "
                   f"{found['mapped_bytes'] / 2**20:.1f} MiB", flush=True)
