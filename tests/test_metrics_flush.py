@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from modelyard import metrics
 from modelyard.web.context import Observation
+from tests.threads import alongside
 
 
 def _samples(histogram: Histogram) -> dict[str, float]:
@@ -42,9 +43,8 @@ def _count(model: str) -> float:
 def test_requests_seen_by_many_threads_are_all_counted_while_flushes_run() -> None:
     model = f"flush-{random.randrange(10**9)}"
     per_thread, threads = 2_000, 8
-    stop = threading.Event()
 
-    def flushing() -> None:
+    def flushing(stop: threading.Event) -> None:
         while not stop.is_set():
             metrics.flush()
 
@@ -52,15 +52,7 @@ def test_requests_seen_by_many_threads_are_all_counted_while_flushes_run() -> No
         for _ in range(per_thread):
             metrics.observe(Observation("serving.predict", "POST", 200, 0.001, "predict", model, "1"))
 
-    flusher = threading.Thread(target=flushing)
-    flusher.start()
-    workers = [threading.Thread(target=answering) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    stop.set()
-    flusher.join()
+    alongside(flushing, answering, threads)
     metrics.flush()
     assert _count(model) == per_thread * threads
     from prometheus_client import REGISTRY

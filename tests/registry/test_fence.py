@@ -9,6 +9,7 @@ import time
 import pytest
 
 from modelyard.registry.fence import SharedRead
+from tests.threads import alongside
 
 
 def test_a_lone_caller_reads_every_time() -> None:
@@ -32,9 +33,8 @@ def test_no_caller_gets_a_value_read_before_it_asked_and_reads_are_shared() -> N
 
     shared = SharedRead(read)
     stale: list[tuple[int, int]] = []
-    stop = threading.Event()
 
-    def writer() -> None:
+    def writer(stop: threading.Event) -> None:
         while not stop.is_set():
             with lock:
                 state["committed"] += 1
@@ -48,15 +48,7 @@ def test_no_caller_gets_a_value_read_before_it_asked_and_reads_are_shared() -> N
             if got < before:
                 stale.append((before, got))
 
-    writing = threading.Thread(target=writer)
-    writing.start()
-    callers = [threading.Thread(target=caller) for _ in range(8)]
-    for thread in callers:
-        thread.start()
-    for thread in callers:
-        thread.join()
-    stop.set()
-    writing.join()
+    alongside(writer, caller, threads=8)
     assert stale == []
     assert state["reads"] < 8 * 200 * 0.75  # shared: 8 callers at once need far fewer reads than calls
 

@@ -10,6 +10,7 @@ import pytest
 
 from modelyard.registry import poll
 from modelyard.registry.poll import GenerationPoller
+from tests.threads import alongside
 
 
 def test_no_request_is_answered_from_a_poll_older_than_a_write_that_had_returned() -> None:
@@ -28,11 +29,10 @@ def test_no_request_is_answered_from_a_poll_older_than_a_write_that_had_returned
         return value
 
     poller = GenerationPoller(read)
-    stop = threading.Event()
     stale: list[tuple[int, int]] = []
     polled = 0
 
-    def writer() -> None:
+    def writer(stop: threading.Event) -> None:
         while not stop.is_set():
             with lock:
                 state["committed"] += 1
@@ -50,15 +50,7 @@ def test_no_request_is_answered_from_a_poll_older_than_a_write_that_had_returned
                     stale.append((returned, got))
             time.sleep(0.0005)
 
-    writing = threading.Thread(target=writer)
-    writing.start()
-    callers = [threading.Thread(target=caller) for _ in range(4)]
-    for thread in callers:
-        thread.start()
-    for thread in callers:
-        thread.join()
-    stop.set()
-    writing.join()
+    alongside(writer, caller, threads=4)
     assert stale == []
     assert polled > 1600, (polled, state)  # most requests were answered by the poll
 
