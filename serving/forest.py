@@ -31,6 +31,24 @@ ENSEMBLES = frozenset({"RandomForestRegressor", "RandomForestClassifier", "Extra
                        "ExtraTreesClassifier"})
 
 
+def _tree_normalizes() -> bool:
+    """Whether this scikit-learn's tree ``predict_proba`` divides a leaf's values by their sum.
+    Since 1.4 a classifier's leaves hold fractions already, and recent releases return them as
+    they are: dividing again moves the last bit where a leaf's fractions add up to 0.9999999999999999.
+    (Compiling checks the answers bit for bit anyway: a wrong guess leaves scikit-learn serving.)"""
+    import inspect
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    try:
+        return "normalizer" in inspect.getsource(DecisionTreeClassifier.predict_proba)
+    except (OSError, TypeError):  # no source installed: the recent releases' way
+        return False
+
+
+_TREE_NORMALIZES = _tree_normalizes()
+
+
 class TreeView(NamedTuple):
     """One tree's nodes, with the attribute names of scikit-learn's ``Tree`` that
     ``serving.treeshap`` reads (views into the flat arrays: nothing is copied)."""
@@ -147,7 +165,7 @@ class CompiledForest:
         per_tree = self.arrays["value"][leaf.T][:, :, 0, :]  # (trees, rows, width), the trees outermost
         if self.classes_ is not None:
             per_tree = per_tree[:, :, :len(self.classes_)]
-            if not self.single:  # each tree's probabilities, as its predict_proba makes them
+            if not self.single and _TREE_NORMALIZES:  # each tree's probabilities, as its predict_proba makes them
                 normalizer = per_tree.sum(axis=2, keepdims=True)
                 normalizer[normalizer == 0.0] = 1.0
                 per_tree = per_tree / normalizer
@@ -168,6 +186,8 @@ class CompiledForest:
             raise AttributeError("a regressor has no predict_proba")
         summed = self._summed(X)
         if self.single:
+            if not _TREE_NORMALIZES:
+                return summed
             normalizer = summed.sum(axis=1)[:, np.newaxis]
             normalizer[normalizer == 0.0] = 1.0
             return np.asarray(summed / normalizer)

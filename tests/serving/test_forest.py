@@ -39,3 +39,19 @@ def test_compiled_answers_are_scikit_learns(estimator: Any, rows: int) -> None:
     assert np.array_equal(compiled.predict(X), estimator.predict(X))
     if hasattr(estimator, "predict_proba"):
         assert np.array_equal(compiled.predict_proba(X), estimator.predict_proba(X))
+
+
+def test_a_sparse_input_is_read_as_scikit_learn_reads_it() -> None:
+    """A pipeline's one-hot step can hand its forest a sparse matrix (serving.mapped.ForestPipeline).
+    On these 0/1 features some leaves' class fractions add up to 0.9999999999999999: scikit-learn's
+    probabilities are those fractions as they are, not divided by their sum again."""
+    from scipy import sparse
+
+    X = (_RNG.random((300, 6)) > 0.7).astype(float)
+    forest = RandomForestClassifier(n_estimators=_TREE_GROUP + 2, random_state=0).fit(X, _Y[:300])
+    compiled = CompiledForest.of(forest)
+    assert compiled is not None
+    assert np.array_equal(compiled.predict_proba(X), forest.predict_proba(X))
+    rows = sparse.csr_matrix(X)
+    assert np.array_equal(compiled.predict(rows), forest.predict(rows))
+    assert np.array_equal(compiled.predict_proba(rows), forest.predict_proba(rows))
