@@ -88,21 +88,28 @@ def run(target: Target, payload: Payload, args: Sequence[Any], *, timeout: float
     ``payload`` (the untrusted bytes) is passed as is. Raises Timeout after ``timeout`` seconds,
     Died when the child ends without an answer."""
     request = pickle.dumps((target, tuple(args), timeout, answer_limit), protocol=pickle.HIGHEST_PROTOCOL)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with mine:
-        try:
-            _submit(theirs.fileno())
-        finally:
-            theirs.close()
-        mine.settimeout(timeout + _GRACE_SECONDS)
-        try:
-            mine.sendall(_LENGTH.pack(len(request)) + request)
-            mine.sendall(_LENGTH.pack(memoryview(payload).nbytes))
-            mine.sendall(payload)
-            kind, length = _FRAME.unpack(_recv_exact(mine, _FRAME.size))
-            body = _recv_exact(mine, length)
-        except (OSError, EOFError, struct.error) as exc:
-            raise Died(f"the sandbox's supervisor went away ({type(exc).__name__})") from None
+    for attempt in (1, 2):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with mine:
+            try:
+                control = _submit(theirs.fileno())
+            finally:
+                theirs.close()
+            mine.settimeout(timeout + _GRACE_SECONDS)
+            try:
+                mine.sendall(_LENGTH.pack(len(request)) + request)
+                mine.sendall(_LENGTH.pack(memoryview(payload).nbytes))
+                mine.sendall(payload)
+                kind, length = _FRAME.unpack(_recv_exact(mine, _FRAME.size))
+                body = _recv_exact(mine, length)
+                break
+            except (OSError, EOFError, struct.error) as exc:
+                # A zygote killed just before the hand-over can still take it (a child of its own that
+                # held its control socket for a moment): the request is lost unread. Once, on a new one.
+                if attempt == 1 and _closed(control):
+                    _spawn(replace=control)
+                    continue
+                raise Died(f"the sandbox's supervisor went away ({type(exc).__name__})") from None
     if kind == _ANSWER:
         return body
     if kind == _TIMEOUT:
@@ -115,13 +122,26 @@ def started() -> bool:
     return _control is not None
 
 
-def _submit(fd: int) -> None:
-    """Hand the request's socket to the zygote, starting one first if there is none or it died."""
+def _submit(fd: int) -> socket.socket:
+    """Hand the request's socket to the zygote, starting one first if there is none or it died;
+    the control socket it went through."""
     control = _control or _spawn()
     try:
         socket.send_fds(control, [b"r"], [fd])
     except OSError:  # the zygote is gone: start this process's own and retry once
-        socket.send_fds(_spawn(replace=control), [b"r"], [fd])
+        control = _spawn(replace=control)
+        socket.send_fds(control, [b"r"], [fd])
+    return control
+
+
+def _closed(control: socket.socket) -> bool:
+    """Whether the zygote at the other end of ``control`` is gone (its end closed)."""
+    try:
+        return control.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _spawn(replace: socket.socket | None = None) -> socket.socket:
