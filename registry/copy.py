@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 
-from modelyard.registry import poll
+from modelyard.registry import writes
 from modelyard.registry.db import make_session_factory, upgrade_to_head
 from modelyard.registry.errors import Conflict, InvalidInput
 from modelyard.registry.maintenance import collect_orphans
@@ -83,7 +83,7 @@ def copy_registry(source: Engine, source_store: ArtifactStore, target: Engine, t
             writing.execute(update(RegistryState).values(generation=RegistryState.generation + generation + 1))
             if writing.dialect.name == "postgresql":
                 _advance_sequences(writing)
-        poll.after_commit(target.dialect.name)  # every server of the target sees the copy before this returns
+        writes.published(target.url)  # every server of the target sees the copy before this returns
     if replace:  # what the emptied target held and the copy does not use
         with make_session_factory(target)() as session:
             collect_orphans(session, target_store, grace_seconds=0)

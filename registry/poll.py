@@ -93,6 +93,6 @@ class GenerationPoller:
 
 def after_commit(dialect: str) -> None:
     """What a registry write does once committed: on PostgreSQL, wait out the grace every
-    server's poll relies on (see above). SQLite's servers read the generation per request."""
+    server's poll relies on (see above). SQLite's servers check a token instead (``registry.beacon``)."""
     if dialect == "postgresql":
         time.sleep(GRACE_SECONDS)

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from modelyard.registry import beacon
 from modelyard.registry.errors import (
     InvalidName,
     ModelNotFound,
@@ -249,10 +250,13 @@ class RefCache:
         self._local = threading.local()  # each thread's own connection for the generation read
         # Over a network (PostgreSQL): a poll fresh enough to have seen every write that had returned
         # (registry.poll), else a read shared with concurrent requests that began after this one
-        # asked (registry.fence). SQLite's read is a local file's, cheaper than either.
+        # asked (registry.fence). On SQLite (one host): a read only when the token that every write
+        # changes after its commit has changed (registry.beacon).
         remote = engine.dialect.name != "sqlite"
         self._poller = GenerationPoller(self._read_generation) if remote else None
         self._shared = SharedRead(self._read_generation) if remote else None
+        token = beacon.path_for(engine.url) if not remote else None
+        self._beacon = beacon.Beacon(token) if token is not None else None
 
     def resolve(self, session: Callable[[], Session], name: str, ref: str) -> Resolved:
         """What a ref names, as :func:`resolve_version_key`.
@@ -279,7 +283,8 @@ class RefCache:
     def _generation(self) -> int:
         shared = self._shared
         if shared is None:
-            return self._read_generation()
+            local = self._beacon
+            return local.generation(self._read_generation) if local is not None else self._read_generation()
         polled = self._poller.fresh() if self._poller is not None else None
         return polled if polled is not None else shared()
 

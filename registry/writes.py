@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import update
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelyard.registry import poll, webhooks
+from modelyard.registry import beacon, poll, webhooks
 from modelyard.registry.db import begin_write
 from modelyard.registry.models import Event, RegistryState
 
@@ -33,7 +34,7 @@ def write(session: Session, step: Callable[[], T], *, on_conflict: Callable[[], 
             result = step()
             session.execute(update(RegistryState).values(generation=RegistryState.generation + 1))
             session.commit()
-            poll.after_commit(session.get_bind().dialect.name)  # every server sees it before this returns
+            published(session.get_bind().engine.url)
             return result
         except IntegrityError:
             session.rollback()
@@ -45,6 +46,15 @@ def write(session: Session, step: Callable[[], T], *, on_conflict: Callable[[], 
             session.rollback()
             raise
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def published(url: URL) -> None:
+    """What a registry write does once committed, so that every server serves it on the next
+    request after the write returns: on SQLite, change the token its servers check
+    (``registry.beacon``); on PostgreSQL, wait out the grace its servers' polls rely on
+    (``registry.poll``)."""
+    beacon.bump(url)
+    poll.after_commit(url.get_backend_name())
 
 
 def record(

@@ -117,6 +117,9 @@ class FeatureSpec:
     types: tuple[str, ...] | None = None
     allow_nan: bool = False  # null is a missing value, sent as NaN
     text: bool = False  # one string per row; the estimator takes a list of strings
+    # The names, when a record that holds exactly them (no alias) can be read in order at once:
+    # every feature a number
+    plain: frozenset[str] | None = None
 
     @classmethod
     def build(
@@ -128,7 +131,8 @@ class FeatureSpec:
             column_of.setdefault(alias, column_of[target])
         if text:
             types = ("string",) * len(names)
-        return cls(tuple(names), column_of, tuple(types) if types is not None else None, allow_nan, text)
+        plain = frozenset(names) if types is None and len(set(names)) == len(names) else None
+        return cls(tuple(names), column_of, tuple(types) if types is not None else None, allow_nan, text, plain)
 
 
 class Decoded(NamedTuple):
@@ -151,6 +155,10 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
         body = orjson.loads(body.raw)  # valid JSON (simdjson read it); the general path names what does not fit
     if isinstance(body, dict):
         if _SPECIAL_KEYS.isdisjoint(body):  # one record, the tutorial's shape: nothing else to tell apart
+            if spec.plain is not None and body.keys() == spec.plain:
+                row = [body[name] for name in spec.names]
+                if all(type(value) is float or type(value) is int for value in row):
+                    return Decoded(np.array([row], dtype=np.float64), True)
             return Decoded(_rows_to_array([_record_to_row(body, spec, 0)], spec), True)
         if "dataframe_split" in body and len(body) == 1:
             return Decoded(_from_split(body["dataframe_split"], spec, max_rows), False)

@@ -128,3 +128,33 @@ def test_ragged_rows_are_caught_at_every_size(rows: int) -> None:
     assert read_rows(json.dumps({"inputs": ragged}).encode()) is None
     ragged = [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0], *body[2:]]
     assert read_rows(json.dumps(ragged).encode()) is None
+
+
+def _record_the_long_way(record: dict[str, Any], spec: FeatureSpec) -> np.ndarray | Exception:
+    from modelyard.serving.decode import _record_to_row, _rows_to_array
+
+    try:
+        return _rows_to_array([_record_to_row(record, spec, 0)], spec)
+    except (InvalidInput, TooLarge, MalformedBody) as exc:
+        return exc
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(VALUE, min_size=3, max_size=3), st.booleans(), st.sampled_from(["names", "alias", "extra", "short"]))
+def test_one_record_reads_as_value_by_value(values: list[Any], allow_nan: bool, keys: str) -> None:
+    """A record holding exactly the feature names is read in one step; with anything in it
+    that is not a number, an alias, an unknown or a missing key, it answers (or refuses) as
+    the value-by-value path does."""
+    spec = FeatureSpec.build(["a", "b", "c"], {"alias": "b"}, allow_nan=allow_nan)
+    record = dict(zip({"names": ["a", "b", "c"], "alias": ["a", "alias", "c"], "extra": ["a", "b", "x"],
+                       "short": ["a", "b", "b"]}[keys], values))
+    expected = _record_the_long_way(record, spec)
+    try:
+        got: np.ndarray | Exception = decode(record, spec, max_rows=10).X
+    except (InvalidInput, TooLarge, MalformedBody) as exc:
+        got = exc
+    if isinstance(expected, Exception):
+        assert type(got) is type(expected) and str(got) == str(expected)
+    else:
+        assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (1, 3)
+        assert np.array_equal(got, expected, equal_nan=True)
