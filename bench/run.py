@@ -1,6 +1,8 @@
 """One run, all the figures: modelyard against the tutorial's app and constant-JSON floors.
 
-Servers, each on a loopback port with modelyard's [server] workers and threads: the tutorial and a
+Servers, each on a loopback port with modelyard's [server] workers and threads (and the
+plain-WSGI floor and modelyard again with --threaded threads per worker, 4: the setting for
+mixed traffic; the batching server has those too): the tutorial and a
 Flask constant-JSON floor on gunicorn gthread; the same Flask floor on gunicorn sync (2 workers,
 the stack the tutorial is usually run on) and under granian; a plain-WSGI constant-JSON floor
 under granian (the fastest a Python answer gets on this machine); modelyard on granian (its
@@ -367,13 +369,23 @@ def in_process_ms(body: bytes, n: int) -> float:
     return statistics.median(times)
 
 
+def _default_threads() -> int:
+    from modelyard.config import load_config
+
+    return load_config().server.threads
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before each measured run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=_default_threads(),
+                        help="threads per worker for every server (default: modelyard's [server] threads)")
+    parser.add_argument("--threaded", type=int, default=4,
+                        help="threads per worker of the second plain-WSGI floor and modelyard pair, and of the "
+                             "batching server (micro-batching needs concurrent requests in a worker)")
     parser.add_argument("--models", type=int, default=1000, help="models for the round-robin run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best of each is reported")
     parser.add_argument("--quick", action="store_true", help="one round of 3 s runs, 100 models")
@@ -399,6 +411,7 @@ def main() -> int:
     mlserver_rows100 = mlserver.body([list(RECORD.values())] * 100)
     mlserver_venv = mlserver.venv()
     results: dict[str, Any] = {"settings": {"workers": args.workers, "threads": args.threads,
+                                            "threaded": args.threaded,
                                             "connections": args.connections, "seconds": args.seconds}}
     table: list[Result] = []
 
@@ -415,17 +428,19 @@ def main() -> int:
     # measurement (idle CPU, p50 ~4x): the best round is the least disturbed one, and taking it
     # for every target keeps the ratios like for like. All rounds are kept in the JSON.
     ports = {name: free_port() for name in ("floor", "floor-sync", "floor-granian", "wsgi-granian", "tutorial",
-                                             "off", "on", "gunicorn", "quiet", "pg", "mlserver", "mlserver-grpc",
-                                             "mlserver-metrics")}
+                                             "wsgi-threaded", "threaded", "off", "on", "gunicorn", "quiet", "pg",
+                                             "mlserver", "mlserver-grpc", "mlserver-metrics")}
     targets = [
         ("floor (constant JSON)", "floor", "/predict", single),
         ("floor, gunicorn sync x2", "floor-sync", "/predict", single),
         ("floor, granian", "floor-granian", "/predict", single),
         ("plain WSGI floor, granian", "wsgi-granian", "/predict", single),
+        (f"plain WSGI floor, granian, {args.threaded} threads", "wsgi-threaded", "/predict", single),
         ("tutorial app (pandas per request)", "tutorial", "/predict", tutorial_body),
         ("tutorial app, DataFrame to predict", "tutorial", "/predict-dataframe", tutorial_body),
         ("modelyard /predict, batching off", "off", "/predict", tutorial_body),
         ("modelyard /predict, batching on", "on", "/predict", tutorial_body),
+        (f"modelyard /predict, {args.threaded} threads", "threaded", "/predict", tutorial_body),
         ("modelyard /predict, gunicorn", "gunicorn", "/predict", tutorial_body),
         ("modelyard /models/iris/1, batching off", "off", "/models/iris/1/predict", single),
         ("modelyard /models/iris/1, observing off", "quiet", "/models/iris/1/predict", single),
@@ -452,6 +467,7 @@ def main() -> int:
             "floor-sync": gunicorn_sync("bench.floor_app:app", ports["floor-sync"], 2),
             "floor-granian": granian("bench.floor_app:app", ports["floor-granian"], args.workers, args.threads),
             "wsgi-granian": granian("bench.floor_app:wsgi", ports["wsgi-granian"], args.workers, args.threads),
+            "wsgi-threaded": granian("bench.floor_app:wsgi", ports["wsgi-threaded"], args.workers, args.threaded),
         }
         for key, argv in references.items():
             stack.enter_context(server(argv, os.environ.copy(), ports[key], work / f"{key}.log"))
@@ -464,12 +480,17 @@ def main() -> int:
         # "pg": the same server on PostgreSQL (a database of its own on the machine's server): every
         # request reads the registry generation there (issue 27: at most 20% of a single row).
         database = stack.enter_context(postgres_database())
+
+        def threads_of(key: str) -> int:
+            return args.threaded if key in ("on", "threaded") else args.threads
+
         for key, engine, batching in (("off", "granian", ""), ("on", "granian", "iris"), ("gunicorn", "gunicorn", ""),
-                                      ("quiet", "granian", ""), ("pg", "granian", "")):
+                                      ("quiet", "granian", ""), ("pg", "granian", ""), ("threaded", "granian", "")):
             quiet = {"MODELYARD_OBSERVE_SAMPLE_RATE": "0", "MODELYARD_OBSERVE_COUNT_BINS": "false"} \
                 if key == "quiet" else {"MODELYARD_DATABASE_URL": database} if key == "pg" else {}
             env = modelyard_env(work / f"modelyard-{key}", MODELYARD_SERVER_PORT=str(ports[key]),
-                                MODELYARD_SERVER_WORKERS=str(args.workers), MODELYARD_SERVER_THREADS=str(args.threads),
+                                MODELYARD_SERVER_WORKERS=str(args.workers),
+                                MODELYARD_SERVER_THREADS=str(threads_of(key)),
                                 MODELYARD_SERVER_ENGINE=engine, MODELYARD_BATCHING_MODELS=batching, **quiet)
             processes[key] = stack.enter_context(server([PYTHON, "-m", "modelyard.cli", "serve"], env, ports[key],
                                                         work / f"modelyard-{key}.log"))
@@ -511,6 +532,11 @@ def main() -> int:
             "modelyard_over_flask_floor_gunicorn_sync": ours / rate["floor, gunicorn sync x2"],
             "modelyard_over_plain_wsgi_floor_granian": ours / rate["plain WSGI floor, granian"],
             "modelyard_over_flask_floor_granian": ours / rate["floor, granian"],
+            "modelyard_over_plain_wsgi_floor_granian_threaded": (
+                rate[f"modelyard /predict, {args.threaded} threads"]
+                / rate[f"plain WSGI floor, granian, {args.threaded} threads"]),
+            "modelyard_over_plain_wsgi_floor_granian_best_setting": ours / max(
+                rate["plain WSGI floor, granian"], rate[f"plain WSGI floor, granian, {args.threaded} threads"]),
             "p99_over_flask_floor_granian_p99": p99["modelyard /predict, batching off"] / p99["floor, granian"],
             "modelyard_gunicorn_over_floor_gthread": (rate["modelyard /predict, gunicorn"]
                                                       / rate["floor (constant JSON)"]),
@@ -593,7 +619,10 @@ def main() -> int:
     for key in ("ratios_engines", "median_round_ratios_engines"):
         r = results[key]
         print(f"{key}: modelyard/Flask floor on gunicorn sync {r['modelyard_over_flask_floor_gunicorn_sync']:.2f}x, "
-              f"modelyard/plain-WSGI floor on granian {r['modelyard_over_plain_wsgi_floor_granian']:.2f}x, "
+              f"modelyard/plain-WSGI floor on granian {r['modelyard_over_plain_wsgi_floor_granian']:.2f}x "
+              f"({args.threads} thread(s) each; {r['modelyard_over_plain_wsgi_floor_granian_threaded']:.2f}x with "
+              f"{args.threaded} each; {r['modelyard_over_plain_wsgi_floor_granian_best_setting']:.2f}x of the floor "
+              "at its better setting), "
               f"modelyard/Flask floor on granian {r['modelyard_over_flask_floor_granian']:.2f}x, "
               f"p99 modelyard/Flask floor on granian {r['p99_over_flask_floor_granian_p99']:.2f}x, "
               f"modelyard on gunicorn/floor on gunicorn {r['modelyard_gunicorn_over_floor_gthread']:.2f}x")

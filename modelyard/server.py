@@ -90,9 +90,13 @@ def _child_exit(server: Any, worker: Any) -> None:
 def serve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Prepare the registry and serve until interrupted. Raises ConfigError, before anything
     is prepared, when the address cannot be bound (the port is in use)."""
-    server = load_config(overrides).server
+    settings = load_config(overrides)
+    server = settings.server
     check_bindable(server.host, server.port)
     app = create_app(overrides)
+    if settings.batching.models and server.threads == 1:
+        log.warning("micro-batching is on for %s but [server] threads = 1: a worker never holds two requests "
+                    "to batch; set threads to 4 or more", ", ".join(settings.batching.models))
     if not sandbox.warm():
         log.warning("the trial sandbox starts on the first upload: another thread ran when the workers were forked")
     # Everything the master built (the app, the libraries, the preloaded models) lives as long
