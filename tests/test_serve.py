@@ -222,3 +222,16 @@ def _multipart(files: dict[str, tuple[str, bytes]]) -> bytes:
     parts = [f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"; filename="{name}"\r\n\r\n'.encode()
              + data + b"\r\n" for key, (name, data) in files.items()]
     return b"".join(parts) + f"--{_BOUNDARY}--\r\n".encode()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_micro_batching_with_one_thread_a_worker_is_named_at_start(tmp_path: Path, threads: str) -> None:
+    """One thread per worker (the default) never holds two requests to batch: the start says so,
+    and the model still answers."""
+    with running_server(tmp_path, workers=1, MODELYARD_BATCHING_MODELS="iris", MODELYARD_SERVER_THREADS=threads) as on:
+        assert _request(on["base"] + "/predict", json.dumps(
+            {"sepal.length": 5.1, "sepal.width": 3.5, "petal.length": 1.4, "petal.width": 0.2}).encode()) == (
+            200, {"model": "iris", "version": 1, "predictions": [0], "labels": ["setosa"], "target_value": 0})
+        log = on["log"].read_text()
+    warned = "micro-batching is on for iris but [server] threads = 1" in log
+    assert warned is (threads == "1"), log
