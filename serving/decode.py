@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,6 +120,9 @@ class FeatureSpec:
     # The names, when a record that holds exactly them (no alias) can be read in order at once:
     # every feature a number
     plain: frozenset[str] | None = None
+    # With ``plain``: the keys of records already read whole (names or aliases, in the record's
+    # order) -> the same keys in column order, so the next record with those keys is read at once
+    orders: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -155,10 +158,8 @@ def decode(body: Any, spec: FeatureSpec, *, max_rows: int, may_hold_booleans: bo
         body = orjson.loads(body.raw)  # valid JSON (simdjson read it); the general path names what does not fit
     if isinstance(body, dict):
         if _SPECIAL_KEYS.isdisjoint(body):  # one record, the tutorial's shape: nothing else to tell apart
-            if spec.plain is not None and body.keys() == spec.plain:
-                row = [body[name] for name in spec.names]
-                if all(type(value) is float or type(value) is int for value in row):
-                    return Decoded(np.array([row], dtype=np.float64), True)
+            if spec.plain is not None:
+                return Decoded(_one_record(body, spec), True)
             return Decoded(_rows_to_array([_record_to_row(body, spec, 0)], spec), True)
         if "dataframe_split" in body and len(body) == 1:
             return Decoded(_from_split(body["dataframe_split"], spec, max_rows), False)
@@ -273,6 +274,26 @@ def _record_to_row(record: dict[str, Any], spec: FeatureSpec, index: int) -> lis
 
 
 _UNSET = object()
+# Key orders remembered per version: clients send one or two; a client that varies them is not paid for.
+_MAX_ORDERS = 16
+
+
+def _one_record(record: dict[str, Any], spec: FeatureSpec) -> Matrix:
+    """One record of numbers: read at once when its keys are the names, or keys (names or aliases,
+    in the same order) already read whole once; else value by value, which names what is wrong."""
+    if record.keys() == spec.plain:
+        keys: tuple[str, ...] | None = spec.names
+    else:
+        keys = spec.orders.get(tuple(record))
+    if keys is not None:
+        row = [record[key] for key in keys]
+        if all(type(value) is float or type(value) is int for value in row):
+            return np.array([row], dtype=np.float64)
+    X = _rows_to_array([_record_to_row(record, spec, 0)], spec)
+    if keys is None and len(spec.orders) < _MAX_ORDERS:  # every key a distinct feature, none missing
+        by_column = sorted(record, key=spec.column_of.__getitem__)
+        spec.orders[tuple(record)] = tuple(by_column)
+    return X
 
 
 def _check_row(row: list[Any], spec: FeatureSpec, index: int) -> list[Any]:

@@ -149,12 +149,35 @@ def test_one_record_reads_as_value_by_value(values: list[Any], allow_nan: bool, 
     record = dict(zip({"names": ["a", "b", "c"], "alias": ["a", "alias", "c"], "extra": ["a", "b", "x"],
                        "short": ["a", "b", "b"]}[keys], values))
     expected = _record_the_long_way(record, spec)
-    try:
-        got: np.ndarray | Exception = decode(record, spec, max_rows=10).X
-    except (InvalidInput, TooLarge, MalformedBody) as exc:
-        got = exc
-    if isinstance(expected, Exception):
-        assert type(got) is type(expected) and str(got) == str(expected)
-    else:
-        assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (1, 3)
-        assert np.array_equal(got, expected, equal_nan=True)
+    for _attempt in range(2):  # the second time through the key order the first one remembered, if it did
+        try:
+            got: np.ndarray | Exception = decode(record, spec, max_rows=10).X
+        except (InvalidInput, TooLarge, MalformedBody) as exc:
+            got = exc
+        if isinstance(expected, Exception):
+            assert type(got) is type(expected) and str(got) == str(expected)
+        else:
+            assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (1, 3)
+            assert np.array_equal(got, expected, equal_nan=True)
+    assert len(spec.orders) <= 1
+
+
+def test_remembered_key_orders_are_bounded_and_never_wrong() -> None:
+    spec = FeatureSpec.build(["a", "b", "c"], {"alias": "b", "other": "c"})
+    names = ["a", "b", "alias", "c", "other"]
+    for first in names:  # every order of every choice of three names and aliases, twice each
+        for second in names:
+            for third in names:
+                record = {first: 1.0, second: 2.0, third: 3.0}
+                expected = _record_the_long_way(record, spec)
+                for _ in range(2):
+                    try:
+                        got: np.ndarray | Exception = decode(record, spec, max_rows=10).X
+                    except InvalidInput as exc:
+                        got = exc
+                    if isinstance(expected, Exception):
+                        assert type(got) is type(expected) and str(got) == str(expected)
+                    else:
+                        assert isinstance(got, np.ndarray) and np.array_equal(got, expected)
+    assert 0 < len(spec.orders) <= 16
+    assert decode({"c": 3, "alias": 2, "a": 1}, spec, max_rows=10).X.tolist() == [[1.0, 2.0, 3.0]]
