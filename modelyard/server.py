@@ -15,7 +15,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask
@@ -146,9 +146,9 @@ def serve_granian(app: Flask, server: ServerSettings) -> None:
 
     multiprocessing.set_start_method("fork", force=True)
 
-    def worker_app() -> Flask:  # runs in each worker, right after the fork
+    def worker_app() -> Callable[..., Any]:  # runs in each worker, right after the fork
         _after_fork(app)
-        return app
+        return app.wsgi_app  # what Flask.__call__ would call: one Python call less on every request
 
     granian = Server(
         "modelyard", address=server.host, port=server.port, interface=Interfaces.WSGI, workers=server.workers,

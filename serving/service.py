@@ -176,7 +176,7 @@ class Predictor:
         TooLarge (413).
         """
         resolved = self.resolve(session, name, ref)
-        number, sha256 = resolved.pick(options.request_key)
+        number, sha256 = resolved.pick(options.request_key) if resolved.targets else (resolved.version, resolved.sha256)
         guard = resolved.guard
         if guard is not None and number in guard.candidates and self.shadows is not None:
             return self._guarded(guard, session, name, resolved, number, sha256, inputs, options, arrival)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.serving.decode import read_rows
+from modelyard.serving.decode import is_one_record, read_rows
 from modelyard.serving.protocols import JSON_HEADERS, BodyRead, Reply, Request
 from modelyard.serving.routes import Route
 from modelyard.serving.service import Prediction, PredictOptions, plain
@@ -34,10 +34,17 @@ def read(raw: bytes, request: Request) -> NativeRead:
     when that is all it holds, else the JSON as the decoder reads it; ``?proba=true``,
     ``?explain=true``."""
     body = read_rows(raw) or parse_json(raw)
-    options = PredictOptions(proba=query_flag(request.query, "proba"),
-                             may_hold_booleans=b"true" in raw or b"false" in raw, request_key=request.request_key,
-                             explain=query_flag(request.query, "explain"))
+    # One record is read value by value whatever it holds: no need to look for booleans in it
+    may_hold_booleans = is_one_record(body) or raw.find(b"true") >= 0 or raw.find(b"false") >= 0
+    if not request.query and request.request_key is None:  # most requests: one of two options, made once
+        return NativeRead(body, _HOLDING_BOOLEANS if may_hold_booleans else _NO_BOOLEANS)
+    options = PredictOptions(proba=query_flag(request.query, "proba"), may_hold_booleans=may_hold_booleans,
+                             request_key=request.request_key, explain=query_flag(request.query, "explain"))
     return NativeRead(body, options)
+
+
+_HOLDING_BOOLEANS = PredictOptions(may_hold_booleans=True)
+_NO_BOOLEANS = PredictOptions(may_hold_booleans=False)
 
 
 def answer(prediction: Prediction) -> dict[str, Any]:
@@ -47,7 +54,7 @@ def answer(prediction: Prediction) -> dict[str, Any]:
     predictions = plain(predicted)
     result: dict[str, Any] = {"model": prediction.name, "version": prediction.version, "predictions": predictions}
     if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
-        result["labels"] = [model.label_of.get(p) for p in predictions]
+        result["labels"] = list(map(model.label_of.get, predictions))
     if prediction.probabilities is not None:
         result["probabilities"] = plain(prediction.probabilities)
         result["classes"] = list(model.classes)
