@@ -134,6 +134,20 @@ def test_other_estimators_keep_their_own_predict(name: str) -> None:
     assert compiled.predict == estimator.predict
 
 
+class OwnKernelHook(SVC):
+    def _compute_kernel(self, X: Any) -> Any:
+        return super()._compute_kernel(X)  # an override, whatever it does: scikit-learn's path is kept
+
+
+def test_libsvm_is_called_directly_only_for_svms_that_keep_scikit_learns_dense_predict() -> None:
+    assert fastpath._libsvm_predict(SVC(kernel="linear").fit(X_IRIS, Y_IRIS)) is not None
+    hooked = OwnKernelHook(kernel="linear").fit(X_IRIS, Y_IRIS)
+    assert fastpath._libsvm_predict(hooked) is None
+    compiled = compile_predict(hooked)
+    assert compiled.fast  # through its own _dense_predict, as before
+    assert_same(compiled.predict(np.ascontiguousarray(X_IRIS)), hooked.predict(X_IRIS.copy()))
+
+
 @pytest.mark.parametrize("misread", [
     lambda svm: lambda X: svm.classes_.take(np.zeros(len(X), dtype=np.intp)),  # other values
     lambda svm: lambda X: svm._dense_predict(X),  # same values as floats, not the classes' dtype
