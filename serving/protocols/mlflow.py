@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 
 from modelyard.registry.errors import InvalidInput, UnreadableBody
-from modelyard.serving.decode import Rows, read_rows
 from modelyard.serving.protocols import JSON_HEADERS, BodyRead, Reply, Request
 from modelyard.serving.routes import Route
+from modelyard.serving.rows import Rows, read_rows
 from modelyard.serving.service import Prediction, PredictOptions, plain
 from modelyard.web.body import is_json, parse_csv, parse_json
 

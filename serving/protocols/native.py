@@ -9,9 +9,10 @@ from typing import Any
 
 import orjson
 
-from modelyard.serving.decode import is_one_record, read_rows
+from modelyard.serving.decode import is_one_record
 from modelyard.serving.protocols import JSON_HEADERS, BodyRead, Reply, Request
 from modelyard.serving.routes import Route
+from modelyard.serving.rows import read_rows
 from modelyard.serving.service import Prediction, PredictOptions, plain
 from modelyard.web.body import is_json, parse_json, query_flag
 

@@ -20,9 +20,10 @@ import numpy as np
 import orjson
 
 from modelyard.registry.errors import InvalidInput, UnreadableBody
-from modelyard.serving.decode import FeatureSpec, Rows
+from modelyard.serving.decode import FeatureSpec
 from modelyard.serving.protocols import JSON_HEADERS, Reply, Request
 from modelyard.serving.routes import Route
+from modelyard.serving.rows import Rows
 from modelyard.serving.service import LoadedModel, Prediction, PredictOptions
 from modelyard.web.body import is_json, parse_json
 

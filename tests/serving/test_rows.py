@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelyard.registry.errors import InvalidInput, MalformedBody, TooLarge
-from modelyard.serving.decode import FeatureSpec, Rows, decode, read_rows
+from modelyard.serving.decode import FeatureSpec, decode
+from modelyard.serving.rows import Rows, read_rows
 
 NUMBER = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
@@ -70,16 +71,7 @@ def test_decoding_rows_answers_as_the_general_path(body: Any, columns: int) -> N
     rows = read_rows(raw)
     if rows is None:
         return
-    spec = _spec(columns)
-    general = _general(orjson.loads(raw), columns)
-    try:
-        fast: np.ndarray | Exception = decode(rows, spec, max_rows=10_000).X
-    except (InvalidInput, TooLarge, MalformedBody) as exc:
-        fast = exc
-    if isinstance(general, Exception):
-        assert type(fast) is type(general) and str(fast) == str(general)
-    else:
-        assert isinstance(fast, np.ndarray) and np.array_equal(fast, general)
+    _assert_same_outcome(_outcome(rows, _spec(columns), 10_000), _general(orjson.loads(raw), columns))
 
 
 @pytest.mark.parametrize("raw", [
@@ -150,15 +142,9 @@ def test_one_record_reads_as_value_by_value(values: list[Any], allow_nan: bool, 
                        "short": ["a", "b", "b"]}[keys], values))
     expected = _record_the_long_way(record, spec)
     for _attempt in range(2):  # the second time through the key order the first one remembered, if it did
-        try:
-            got: np.ndarray | Exception = decode(record, spec, max_rows=10).X
-        except (InvalidInput, TooLarge, MalformedBody) as exc:
-            got = exc
-        if isinstance(expected, Exception):
-            assert type(got) is type(expected) and str(got) == str(expected)
-        else:
-            assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (1, 3)
-            assert np.array_equal(got, expected, equal_nan=True)
+        got = _outcome(record, spec, 10)
+        _assert_same_outcome(got, expected)
+        assert not isinstance(got, np.ndarray) or (got.dtype == np.float64 and got.shape == (1, 3))
     assert len(spec.orders) <= 1
 
 
@@ -171,13 +157,22 @@ def test_remembered_key_orders_are_bounded_and_never_wrong() -> None:
                 record = {first: 1.0, second: 2.0, third: 3.0}
                 expected = _record_the_long_way(record, spec)
                 for _ in range(2):
-                    try:
-                        got: np.ndarray | Exception = decode(record, spec, max_rows=10).X
-                    except InvalidInput as exc:
-                        got = exc
-                    if isinstance(expected, Exception):
-                        assert type(got) is type(expected) and str(got) == str(expected)
-                    else:
-                        assert isinstance(got, np.ndarray) and np.array_equal(got, expected)
+                    _assert_same_outcome(_outcome(record, spec, 10), expected)
     assert 0 < len(spec.orders) <= 16
     assert decode({"c": 3, "alias": 2, "a": 1}, spec, max_rows=10).X.tolist() == [[1.0, 2.0, 3.0]]
+
+
+def _outcome(body: Any, spec: FeatureSpec, max_rows: int) -> np.ndarray | Exception:
+    """What decode makes of ``body``: the array, or the error it answers with."""
+    try:
+        X: np.ndarray = decode(body, spec, max_rows=max_rows).X
+        return X
+    except (InvalidInput, TooLarge, MalformedBody) as exc:
+        return exc
+
+
+def _assert_same_outcome(got: np.ndarray | Exception, expected: np.ndarray | Exception) -> None:
+    if isinstance(expected, Exception):
+        assert type(got) is type(expected) and str(got) == str(expected)
+    else:
+        assert isinstance(got, np.ndarray) and np.array_equal(got, expected, equal_nan=True)
