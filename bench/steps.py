@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,77 +106,134 @@ def instructions(step: str, requests: int, work: Path) -> int:
 def child(step: str, requests: int) -> None:
     """Build the app, replace ``step``, warm up, wait for the count to start, run the requests."""
     import gc
-    import logging
-
-    sys.path.insert(0, str(ROOT))
-    from modelyard.app import create_app
 
     go = Path(os.environ["STEPS_GO"])
-    tmp = tempfile.mkdtemp(dir=go.parent)  # removed with the parent's directory
-    app = create_app({"database": {"url": f"sqlite:///{tmp}/registry.db"},
-                      "artifacts": {"root": f"{tmp}/artifacts"},
-                      "auth": {"admin_token_file": f"{tmp}/admin.token"}})
-    logging.disable(logging.WARNING)
-    lane = app.wsgi_app  # what granian calls (modelyard.server)
+    lane = build(tempfile.mkdtemp(dir=go.parent))  # removed with the parent's directory
     replace(step, lane)
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: Iterable[tuple[str, str]], exc_info: Any = None) -> None:
-        statuses.append(status)
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            b"".join(lane({"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "CONTENT_TYPE": "application/json",
-                           "CONTENT_LENGTH": str(len(BODY)), "wsgi.input": io.BytesIO(BODY)}, start_response))
-
+    run = requester(lane)
     run(300)
     gc.collect()
     gc.freeze()
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.05)
-    run(requests)
-    print(statuses[-1], flush=True)
+    status, _ = run(requests)
+    print(status, flush=True)
     os._exit(0)  # the interpreter's teardown is not the request's
 
 
-def replace(step: str, lane: Any) -> None:
-    """Put ``step``'s result, computed once, in place of the step."""
+def check(requests: int = 3) -> dict[str, Any]:
+    """Each step replaced in turn, then put back, in one app: the answer it gives and how often
+    the lane called the replacement (a step no longer on the lane's path would count 0 and cost
+    nothing in the table). Run by the tests, without valgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        lane = build(tmp)
+        run = requester(lane)
+        outcome: dict[str, Any] = {}
+        for step in ["", *STEPS]:
+            undo, calls = replace(step, lane)
+            status, body = run(requests)
+            undo()
+            outcome[step] = {"status": status, "body": body.decode(), "calls": calls[0]}
+        return outcome
+
+
+def build(tmp: str) -> Any:
+    """The lane granian calls (``modelyard.server``), of the app ``create_app`` builds on ``tmp``."""
+    import logging
+
+    sys.path.insert(0, str(ROOT))
+    from modelyard.app import create_app
+
+    app = create_app({"database": {"url": f"sqlite:///{tmp}/registry.db"},
+                      "artifacts": {"root": f"{tmp}/artifacts"},
+                      "auth": {"admin_token_file": f"{tmp}/admin.token"}})
+    logging.disable(logging.WARNING)
+    return app.wsgi_app
+
+
+def requester(lane: Any) -> Callable[[int], tuple[str, bytes]]:
+    """``run(n)``: ``n`` requests handed to the lane as granian hands them; the last status and body."""
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Iterable[tuple[str, str]], exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    def run(n: int) -> tuple[str, bytes]:
+        body = b""
+        for _ in range(n):
+            body = b"".join(lane({"REQUEST_METHOD": "POST", "PATH_INFO": "/predict",
+                                  "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(BODY)),
+                                  "wsgi.input": io.BytesIO(BODY)}, start_response))
+        return statuses[-1], body
+
+    return run
+
+
+def replace(step: str, lane: Any) -> tuple[Callable[[], None], list[int]]:
+    """Put ``step``'s result, computed once, in place of the step. Returns what puts the step
+    back, and a counter of the calls of the result."""
     import numpy as np
 
     import modelyard.registry.beacon as beacon
     import modelyard.serving.http as http
     import modelyard.serving.service as service
     from modelyard.serving.decode import Decoded
-    from modelyard.serving.protocols import Reply, Request, native
+    from modelyard.serving.protocols import JSON_HEADERS, Reply, Request, native
 
-    beacon.MAX_AGE_SECONDS = 1e9  # at valgrind's pace the 0.1 s re-read would come every few requests
+    calls = [0]
+    undo: list[Callable[[], None]] = []
+
+    def const(value: Any) -> Callable[..., Any]:
+        def result(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            return value
+        return result
+
+    def put(target: Any, name: str, value: Any) -> None:
+        if isinstance(target, dict):
+            old = target[name]
+            target[name] = value
+            undo.append(lambda: target.__setitem__(name, old))
+        else:
+            old = getattr(target, name)
+            setattr(target, name, value)
+            undo.append(lambda: setattr(target, name, old))
+
+    put(beacon, "MAX_AGE_SECONDS", 1e9)  # at valgrind's pace the 0.1 s re-read would come every few requests
     predictor = lane.handler._predictor
     resolved = predictor.resolve(None, "iris", "production")
     entry = predictor.entry(None, "iris", resolved.version, resolved.sha256)
-    const: Callable[[Any], Callable[..., Any]] = lambda value: lambda *args, **kwargs: value  # noqa: E731
     if step == "predict":
-        entry.value = entry.value.__class__(**{**vars(entry.value), "predict": const(np.array([0]))})
+        put(entry, "value", entry.value.__class__(**{**vars(entry.value), "predict": const(np.array([0]))}))
     elif step == "decode":
-        service.decode = const(Decoded(np.array([[5.1, 3.5, 1.4, 0.2]]), True))
+        put(service, "decode", const(Decoded(np.array([[5.1, 3.5, 1.4, 0.2]]), True)))
     elif step == "read":
         read = native.read(BODY, Request("application/json"))
-        http.PROTOCOLS["native"] = type("Read", (), {"read": staticmethod(const(read)),
-                                                     "accepts": staticmethod(native.accepts)})()
+        put(http.PROTOCOLS, "native", type("Read", (), {"read": staticmethod(const(read)),
+                                                        "accepts": staticmethod(native.accepts)})())
     elif step == "write":
-        native.NativeRead.write = const(Reply(ANSWER, native.JSON_HEADERS))
+        put(native.NativeRead, "write", const(Reply(ANSWER, JSON_HEADERS)))
     elif step == "entry":
-        predictor.entry = const(entry)
+        put(predictor, "entry", const(entry))
     elif step == "resolve":
-        predictor.resolve = const(resolved)
+        put(predictor, "resolve", const(resolved))
     elif step == "body":
-        http.read_body = const(BODY)
+        put(http, "read_body", const(BODY))
     elif step == "auth":
-        http.authorize = const(None)
+        put(http, "authorize", const(None))
     elif step == "offer":
-        predictor.observer = None
+        put(predictor, "observer", types.SimpleNamespace(offer=const(None), flush=predictor.observer.flush))
     elif step == "metrics":
-        lane.observe = const(None)
+        put(lane, "observe", const(None))
+    elif step:
+        raise ValueError(f"unknown step {step!r}")
+
+    def restore() -> None:
+        for one in reversed(undo):
+            one()
+
+    return restore, calls
 
 
 if __name__ == "__main__":
