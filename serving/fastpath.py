@@ -170,12 +170,15 @@ def _libsvm_predict(svm: Any) -> Predict | None:
         return None
     libsvm_predict = _libsvm.predict
     support, vectors, counts = svm.support_, svm.support_vectors_, svm._n_support
-    coef, intercept, prob_a, prob_b = svm._dual_coef_, svm._intercept_, svm._probA, svm._probB
+    coef, intercept = svm._dual_coef_, svm._intercept_
     svm_type, kernel, degree = LIBSVM_IMPL.index(svm._impl), svm.kernel, svm.degree
     coef0, gamma, cache_size = svm.coef0, svm._gamma, svm.cache_size
 
+    # Without probA and probB (the fitted Platt scaling): libsvm's predict (svm_predict) reads
+    # neither, only predict_proba does, and its defaults were converted once when the module loaded;
+    # two arrays fewer to convert is ~0.5 of the call's ~4.5 µs.
     def predict(X: np.ndarray) -> Any:
-        return libsvm_predict(X, support, vectors, counts, coef, intercept, prob_a, prob_b, svm_type=svm_type,
+        return libsvm_predict(X, support, vectors, counts, coef, intercept, svm_type=svm_type,
                               kernel=kernel, degree=degree, coef0=coef0, gamma=gamma, cache_size=cache_size)
 
     return predict

@@ -4,6 +4,7 @@ verified to, and hands anything the decoder would not build to the estimator's o
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -44,11 +45,19 @@ X_REG, Y_REG = make_regression(120, 4, noise=3.0, random_state=0)
 
 Make = Callable[[], Any]
 
+
+def _svc_with_probabilities() -> SVC:
+    """Deprecated in scikit-learn 1.9, still in the pickles people upload: libsvm gets probA, probB."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return SVC(probability=True, random_state=0).fit(X_IRIS, Y_IRIS)
+
 FAMILIES: dict[str, Make] = {
     "svc linear (the seeded model)": lambda: SVC(kernel="linear").fit(X_IRIS, Y_IRIS),
     "svc rbf, string classes": lambda: SVC().fit(X_IRIS, Y_NAMES),
     "svc poly, binary": lambda: SVC(kernel="poly", degree=2).fit(X_IRIS, Y_BINARY),
     "svc ovo": lambda: SVC(decision_function_shape="ovo").fit(X_IRIS, Y_IRIS),
+    "svc with probabilities (libsvm given probA, probB)": _svc_with_probabilities,
     "nusvc sigmoid": lambda: NuSVC(kernel="sigmoid", nu=0.1).fit(X_IRIS, Y_IRIS),
     "svr": lambda: SVR().fit(X_REG, Y_REG),
     "nusvr": lambda: NuSVR(kernel="linear").fit(X_REG, Y_REG),
