@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 BODY = json.dumps({"sepal.lenght": 5.1, "sepal.width": 3.5, "petal.lenght": 1.4, "petal.width": 0.2}).encode()
 ANSWER = b'{"model":"iris","version":1,"predictions":[0],"labels":["setosa"],"target_value":0}'
-# Each step, and what replacing it with its precomputed result leaves out
+# Each step, and what replacing it with its precomputed result leaves out. (Authorization is no
+# step: for a request without a token, as here, the lane decides it once when it is built.)
 STEPS = {
     "predict": "the estimator call (fast-path guard, libsvm, classes)",
     "decode": "decoding the record into an array",
@@ -43,7 +44,6 @@ STEPS = {
     "entry": "the cache lookup (Predictor.entry, LRUCache.get)",
     "resolve": "resolving the ref (RefCache.resolve)",
     "body": "reading the body (read_body)",
-    "auth": "authorization",
     "offer": "the prediction log and drift hand-over (Observer.offer)",
     "metrics": "the request metrics (metrics.observe)",
 }
@@ -220,8 +220,6 @@ def replace(step: str, lane: Any) -> tuple[Callable[[], None], list[int]]:
         put(predictor, "resolve", const(resolved))
     elif step == "body":
         put(http, "read_body", const(BODY))
-    elif step == "auth":
-        put(http, "authorize", const(None))
     elif step == "offer":
         put(predictor, "observer", types.SimpleNamespace(offer=const(None), flush=predictor.observer.flush))
     elif step == "metrics":

@@ -26,6 +26,7 @@ from modelyard.registry.models import Token
 from modelyard.registry.refs import DEFAULT_ALIAS, MODEL_NAME
 
 ROLES = ("reader", "predictor", "uploader", "promoter", "admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
 ANONYMOUS = "anonymous"
 TOKEN_PREFIX = "myd_"
 
@@ -39,7 +40,7 @@ class Actor:
     authenticated: bool
 
     def at_least(self, role: str) -> bool:
-        return self.role is not None and ROLES.index(self.role) >= ROLES.index(role)
+        return self.role is not None and _RANK[self.role] >= _RANK[role]
 
 
 PRIVATE_READS = {"artifacts": "downloading a model file", "events": "reading the audit log",
@@ -146,7 +147,7 @@ def identify(session: Callable[[], Session], authorization: str | None, anonymou
     no connection is held for the rest of the request.
     """
     if authorization is None:
-        return _anonymous(anonymous_role)
+        return anonymous(anonymous_role)
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must read 'Bearer <token>'")
@@ -161,7 +162,7 @@ def identify(session: Callable[[], Session], authorization: str | None, anonymou
 
 
 @functools.lru_cache(maxsize=8)
-def _anonymous(anonymous_role: str) -> Actor:
+def anonymous(anonymous_role: str) -> Actor:
     """The anonymous caller (one value per configured role: an Actor is frozen)."""
     return Actor(ANONYMOUS, None if anonymous_role == "none" else anonymous_role, authenticated=False)
 

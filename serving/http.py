@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from modelyard.registry.auth import AuthPolicy
+from modelyard.registry.auth import AuthPolicy, anonymous
 from modelyard.registry.errors import ModelyardError, UnsupportedMediaType
 from modelyard.serving.batching import Arrival
 from modelyard.serving.protocols import Request, WireProtocol, mlflow, native, v2
@@ -61,6 +61,9 @@ class PredictHandler:
         self._auth = auth
         self._max_body_bytes = max_body_bytes
         self._default_model = default_model
+        # The policy is fixed for the handler's life: whether a request without a token may
+        # predict is decided once (authorize's answer for it is the same on every request).
+        self._anonymous_predicts = anonymous(auth.anonymous_role).at_least(PREDICT_ROLE)
 
     def __call__(self, environ: dict[str, Any], route: Route) -> Answer:
         db: Session | None = None
@@ -97,7 +100,9 @@ class PredictHandler:
 
     def _predict(self, environ: dict[str, Any], name: str, route: Route, session: Callable[[], Session],
                  arrival: Arrival | None) -> Answer:
-        authorize(session, environ.get("HTTP_AUTHORIZATION"), self._auth, role=PREDICT_ROLE)
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if authorization is not None or not self._anonymous_predicts:
+            authorize(session, authorization, self._auth, role=PREDICT_ROLE)
         protocol = PROTOCOLS[route.protocol]
         mimetype = mimetype_of(environ.get("CONTENT_TYPE", ""))
         if not protocol.accepts(mimetype):

@@ -221,6 +221,23 @@ def test_anonymous_role_none_closes_everything_but_operations(config: dict[str, 
     assert admin_client(app).post("/predict", json=SETOSA).status_code == 200
 
 
+@pytest.mark.parametrize("anonymous_role, status", [("reader", 401), ("predictor", 200), ("uploader", 200)])
+def test_every_predict_route_answers_the_anonymous_role(config: dict[str, Any], anonymous_role: str,
+                                                        status: int) -> None:
+    """The predict lane decides a request without a token once, when it is built: the same answer
+    as authorize's on each route, for a role below predictor and at or above it."""
+    app = create_app({**config, "auth": {**config["auth"], "anonymous_role": anonymous_role}})
+    c = app.test_client()
+    v2 = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": list(SETOSA.values())}]}
+    for url, body in (("/predict", SETOSA), ("/models/iris/1/predict", SETOSA), ("/models/iris/production/predict",
+                      SETOSA), ("/v2/models/iris/infer", v2), ("/invocations", {"dataframe_records": [SETOSA]})):
+        response = c.post(url, json=body)
+        assert response.status_code == status, (url, response.json)
+        assert response.is_json
+    assert c.get("/models").status_code == 200
+    assert admin_client(app).post("/predict", json=SETOSA).status_code == 200
+
+
 def test_routing_errors_come_before_auth(anon: FlaskClient) -> None:
     assert anon.get("/nowhere").status_code == 404
     assert anon.put("/models").status_code == 405
