@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -49,6 +49,8 @@ class LoadedModel:
     explainer: Any = "not loaded"  # ?explain=true's (serving.explain), or why the version has none
     version_id: int = 0  # the registry's id of the version (what the prediction log and drift counts name)
     binner: Binner | None = None  # its reference profile's bins (serving.observe); None: no reference
+    # The answers' bytes of one-row predictions already written, by protocol's key (serving.protocols.native)
+    answers: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def predict_both(self, X: Any) -> tuple[Any, Any]:
         """predict and predict_proba of the same rows, in one call (one batch)."""

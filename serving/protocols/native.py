@@ -24,10 +24,29 @@ class NativeRead(BodyRead):
     __slots__ = ()
 
     def write(self, prediction: Prediction, route: Route) -> Reply:
-        payload = answer(prediction)
-        if route.name is None and prediction.single_record:
-            payload["target_value"] = payload["predictions"][0]  # the tutorial's field
-        return Reply(orjson.dumps(payload), JSON_HEADERS)
+        tutorial = route.name is None and prediction.single_record
+        predictions = plain(prediction.predicted)
+        # One row predicted as an int, a string or a bool (a classifier's class, mostly), nothing
+        # else asked: its answer is the same bytes every time for this loaded version (one name,
+        # one number) and route kind, so it is written once and kept on the loaded version (at
+        # most _KEPT_ANSWERS of them: a regressor's values differ each time and are written as
+        # they come). One version's classes are all of one type: 1 and True never both occur.
+        one = predictions[0] if (type(predictions) is list and len(predictions) == 1
+                                 and prediction.probabilities is None and prediction.explanations is None) else None
+        kind = type(one)
+        if kind is not int and kind is not str and kind is not bool:
+            return Reply(orjson.dumps(answer(prediction, predictions, tutorial)), JSON_HEADERS)
+        kept = prediction.model.answers
+        key = (tutorial, one)
+        body = kept.get(key)
+        if body is None:
+            body = orjson.dumps(answer(prediction, predictions, tutorial))
+            if len(kept) < _KEPT_ANSWERS:
+                kept[key] = body
+        return Reply(body, JSON_HEADERS)
+
+
+_KEPT_ANSWERS = 64
 
 
 def read(raw: bytes, request: Request) -> NativeRead:
@@ -48,11 +67,11 @@ _HOLDING_BOOLEANS = PredictOptions(may_hold_booleans=True)
 _NO_BOOLEANS = PredictOptions(may_hold_booleans=False)
 
 
-def answer(prediction: Prediction) -> dict[str, Any]:
-    """``{model, version, predictions, labels?}``, and with probabilities ``probabilities``,
-    ``classes`` (each column's class) and ``class_labels``."""
+def answer(prediction: Prediction, predictions: Any, tutorial: bool) -> dict[str, Any]:
+    """``{model, version, predictions, labels?}`` (``predictions``: the prediction's values, made
+    plain), with probabilities ``probabilities``, ``classes`` (each column's class) and
+    ``class_labels``, and for the tutorial's route (``POST /predict``, one record) ``target_value``."""
     model, predicted = prediction.model, prediction.predicted
-    predictions = plain(predicted)
     result: dict[str, Any] = {"model": prediction.name, "version": prediction.version, "predictions": predictions}
     if model.label_of is not None and getattr(predicted, "ndim", 2) == 1:
         result["labels"] = list(map(model.label_of.get, predictions))
@@ -63,4 +82,6 @@ def answer(prediction: Prediction) -> dict[str, Any]:
             result["class_labels"] = [model.label_of.get(c) for c in model.classes]
     if prediction.explanations is not None:
         result["explanations"] = prediction.explanations
+    if tutorial:
+        result["target_value"] = predictions[0]  # the tutorial's field
     return result
