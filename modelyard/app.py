@@ -72,8 +72,9 @@ def create_app(overrides: Mapping[str, Mapping[str, Any]] | None = None, *, prep
         store,
         LRUCache(settings.cache.max_entries, settings.cache.max_bytes, listener=metrics.CacheMetrics()),
         RefCache(engine),
+        # None with batching off for every model: the lane then asks nothing per request
         Batchers(options.batches, max_rows=options.batch_max_rows, max_wait_s=options.batch_max_wait_s,
-                 on_batch=metrics.record_batch),
+                 on_batch=metrics.record_batch) if options.batching_models else None,
         options,
     )
     predictor.shadows = ShadowRunner(predictor, sessions, max_queue=settings.shadow.max_queue,
