@@ -154,7 +154,19 @@ def _svm(svm: Any) -> Predict | None:
         if svm.break_ties and svm.decision_function_shape == "ovr" and len(svm.classes_) > 2:
             return None  # predicts from decision_function: scikit-learn's own predict
         classes = svm.classes_
-        return lambda X: classes.take(np.asarray(dense_predict(X), dtype=np.intp))
+        # One row's answer by libsvm's class index (a float): a copy of a prepared one-element
+        # array (the caller's to keep) costs half of converting the index and taking it from the classes.
+        one_row = {float(index): classes[index:index + 1] for index in range(len(classes))}
+
+        def predict(X: np.ndarray) -> Any:
+            indices = dense_predict(X)
+            if len(indices) == 1:
+                answer = one_row.get(indices.item())
+                if answer is not None:
+                    return answer.copy()
+            return classes.take(np.asarray(indices, dtype=np.intp))
+
+        return predict
     if cls.predict is BaseLibSVM.predict:
         return dense_predict
     return None
